@@ -1,0 +1,220 @@
+"""The `scalefit` command: parse options, call one library function, render the result.
+
+Every error is turned into one `Error: ...` line on stderr in one place, `ScalefitGroup.main`.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from typer.core import TyperGroup
+
+try:  # typer >= 0.2x vendors click; older typer uses the click package
+    from typer._click import exceptions as click_exceptions
+except ImportError:  # pragma: no cover
+    from click import exceptions as click_exceptions
+
+from .errors import EXIT_BAD_INPUT, EXIT_FIT_FAILED, ScalefitError, ScalefitWarning
+
+DEBUG_ENV = "SCALEFIT_DEBUG"
+
+
+class ScalefitGroup(TyperGroup):
+    """Runs a command and reports failures as a single line: `Error: <message>`."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        try:
+            with warnings.catch_warnings():
+                # soft problems are shown in the report; Python's warning lines would repeat them
+                warnings.simplefilter("ignore", ScalefitWarning)
+                code = super().main(args=args, prog_name=prog_name, complete_var=complete_var,
+                                    standalone_mode=False, **extra)
+        except ScalefitError as exc:
+            _fail(str(exc), exc.exit_code)
+        except click_exceptions.NoArgsIsHelpError as exc:
+            typer.echo(exc.ctx.get_help() if exc.ctx else str(exc))
+            sys.exit(EXIT_BAD_INPUT)
+        except click_exceptions.ClickException as exc:
+            _fail(exc.format_message(), exc.exit_code)
+        except (click_exceptions.Abort, typer.Abort):
+            _fail("interrupted", 130)
+        except KeyboardInterrupt:
+            _fail("interrupted", 130)
+        except Exception as exc:  # a bug: say so in one line, keep the traceback for debugging
+            if os.environ.get(DEBUG_ENV):
+                raise
+            _fail(f"internal error ({type(exc).__name__}: {exc}); this is a bug in scalefit, please "
+                  f"report it (set {DEBUG_ENV}=1 to see the traceback)", EXIT_FIT_FAILED)
+        sys.exit(code if isinstance(code, int) else 0)
+
+
+def _fail(message: str, code: int) -> None:
+    line = " ".join(str(message).split())
+    sys.stderr.write(f"Error: {line}\n")
+    sys.stderr.flush()
+    sys.exit(code)
+
+
+app = typer.Typer(
+    cls=ScalefitGroup,
+    name="scalefit",
+    help="Fit width / depth / data scaling laws of neural networks, with honest error bars.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        from . import __version__
+
+        typer.echo(f"scalefit {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                                help="Print the version and exit.")] = False) -> None:
+    """Fit width / depth / data scaling laws of neural networks, with honest error bars."""
+
+
+# ---------------------------------------------------------------- options shared by the commands
+
+DataArg = Annotated[Path, typer.Argument(help="Table of runs: .csv, .tsv, .jsonl, .json or .parquet.",
+                                         show_default=False)]
+FormOpt = Annotated[str, typer.Option("--form", help="Built-in form: decomposed or chinchilla.")]
+ConfigOpt = Annotated[Path | None, typer.Option(
+    "--config", help="A form written in YAML (see configs/); overrides --form.")]
+ObjectiveOpt = Annotated[str | None, typer.Option(
+    "--objective", help="log-ls (sum of squared log errors; default), ls, or huber (on log errors).")]
+DeltaOpt = Annotated[float | None, typer.Option("--delta", help="Huber delta (default 1e-3).")]
+ExcludeOpt = Annotated[int, typer.Option(
+    "--exclude-top-loss", min=0,
+    help="Keep rows whose loss is strictly below the K-th highest (ties drop more).")]
+ColumnOpt = Annotated[list[str] | None, typer.Option(
+    "--column", help="ROLE=NAME: which column plays a role (width, depth, tokens, loss, params, "
+                     "flops, group). Repeatable.")]
+FormatOpt = Annotated[str | None, typer.Option(
+    "--format", help="csv, tsv, jsonl, json or parquet (default: from the extension).")]
+ConfigsOpt = Annotated[Path | None, typer.Option(
+    "--configs", help="An architecture table (width, depth per model) to join onto DATA.")]
+OnOpt = Annotated[str | None, typer.Option(
+    "--on", help="Join key for --configs: KEY, or LEFT=RIGHT when the names differ.")]
+DropMissingOpt = Annotated[bool, typer.Option(
+    "--drop-missing", help="Drop rows with empty cells in the columns used (default: an error).")]
+JsonOpt = Annotated[str | None, typer.Option(
+    "--json", help="Write the result as JSON to PATH ('-' for stdout, and nothing else there).")]
+PlotDirOpt = Annotated[Path | None, typer.Option("--plot-dir", help="Save figures into DIR.")]
+PlotFormatOpt = Annotated[str, typer.Option("--plot-format", help="png, pdf or svg.")]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="Print no report (errors still).")]
+
+
+@dataclass(frozen=True)
+class TableOptions:
+    """How to read DATA: the options every command shares."""
+
+    format: str | None = None
+    columns: tuple[str, ...] = ()
+    configs: Path | None = None
+    on: str | None = None
+    exclude_top_loss: int = 0
+    drop_missing: bool = False
+
+    def load(self, path: Path, form):
+        from .io import load_runs
+
+        return load_runs(path, require=form.required_columns(), format=self.format,
+                         columns=list(self.columns), configs=self.configs, on=self.on,
+                         exclude_top_loss=self.exclude_top_loss, drop_missing=self.drop_missing,
+                         response=form.response_columns()[0])
+
+
+def resolve_form(name: str, config: Path | None):
+    """The form chosen by --config (a YAML file) or else --form."""
+    if config is not None:
+        from .spec import load_form
+
+        return load_form(config)
+    from .forms import get_form
+
+    return get_form(name)
+
+
+def console_for(json_path: str | None, quiet: bool):
+    """Where the human report goes: stdout, or stderr when JSON goes to stdout; None when quiet."""
+    if quiet:
+        return None
+    from rich.console import Console
+
+    return Console(stderr=json_path == "-", highlight=False)
+
+
+PLOT_FORMATS = ("png", "pdf", "svg")
+
+
+def check_plot_format(plot_format: str) -> None:
+    """Fail before any work is done, not after a long fit."""
+    if plot_format not in PLOT_FORMATS:
+        raise typer.BadParameter(f"--plot-format must be one of {', '.join(PLOT_FORMATS)}, not "
+                                 f"'{plot_format}'")
+
+
+def save_plots(plot_dir: Path, plot_format: str, figures, console) -> None:
+    from .plot import save_figures
+
+    written = save_figures(figures, plot_dir, plot_format)
+    if console is not None:
+        for path in written:
+            console.print(f"wrote {path}", style="dim", markup=False)
+
+
+# ---------------------------------------------------------------- commands
+
+
+@app.command()
+def fit(
+    data: DataArg,
+    form: FormOpt = "decomposed",
+    config: ConfigOpt = None,
+    objective: ObjectiveOpt = None,
+    delta: DeltaOpt = None,
+    exclude_top_loss: ExcludeOpt = 0,
+    column: ColumnOpt = None,
+    format: FormatOpt = None,
+    configs: ConfigsOpt = None,
+    on: OnOpt = None,
+    drop_missing: DropMissingOpt = False,
+    json_path: JsonOpt = None,
+    plot_dir: PlotDirOpt = None,
+    plot_format: PlotFormatOpt = "png",
+    quiet: QuietOpt = False,
+) -> None:
+    """Fit a scaling law to a table of runs: parameters with Jacobian errors, statistics, plots, JSON."""
+    from .fitting import fit as fit_runs
+    from .report import render_fit, write_json
+
+    check_plot_format(plot_format)
+    table = TableOptions(format, tuple(column or ()), configs, on, exclude_top_loss, drop_missing)
+    the_form = resolve_form(form, config)
+    runs = table.load(data, the_form)
+    result = fit_runs(runs, the_form, objective, delta)
+    console = console_for(json_path, quiet)
+    if console is not None:
+        render_fit(result, console)
+    if json_path:
+        write_json(json_path, result.to_dict())
+    if plot_dir is not None:
+        from .plot import fit_figures
+
+        save_plots(plot_dir, plot_format, fit_figures(result), console)
+
+
+def main() -> None:
+    app()

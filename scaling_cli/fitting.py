@@ -1,0 +1,344 @@
+"""One fit: a form, a table, an objective in; one frozen `FitResult` out.
+
+Uncertainties come from the Jacobian of the same residuals that were minimized:
+cov = s^2 (J'J)^-1 with s^2 = RSS / (n - p) for least-squares objectives, and Huber's (1981, §7.6)
+robust estimate for the Huber objective. Parameters that the data cannot determine (a rank-deficient or
+ill-conditioned Jacobian) and parameters sitting on a bound get no standard error, and say why.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import warnings
+from dataclasses import dataclass, field
+from typing import Mapping, Sequence
+
+import numpy as np
+
+from .errors import FitError, ScalefitWarning
+from .forms import Form, get_form
+from .io import Runs
+from .objectives import Objective
+from .solve import Problem, global_minimize
+
+CONDITION_LIMIT = 1e10  # of the column-scaled Jacobian; beyond it a direction counts as undetermined
+NULL_LOADING = 0.05  # a parameter loading a near-null direction by more than this is undetermined
+HUBER_BOOTSTRAP_HINT = ("Huber objective: standard errors use Huber's (1981) asymptotic formula; "
+                        "run `scalefit bootstrap` for intervals you can trust")
+
+
+def t_quantile(p: float, dof: float) -> float:
+    """Quantile of Student's t with integer `dof` (numpy-free, so scipy.stats stays out of start-up).
+
+    A Cornish-Fisher start (Abramowitz & Stegun 26.7.5) refined by Newton steps on the exact
+    integer-dof distribution function (A&S 26.7.3-4); agrees with scipy to 1e-10."""
+    if not math.isfinite(dof) or dof < 1:
+        return float("nan")
+    dof = int(dof)
+    if dof == 1:
+        return math.tan(math.pi * (p - 0.5))
+    z = _normal_quantile(p)
+    x = z + (z**3 + z) / (4 * dof) + (5 * z**5 + 16 * z**3 + 3 * z) / (96 * dof**2)
+    if dof > 200:
+        return x + (3 * z**7 + 19 * z**5 + 17 * z**3 - 15 * z) / (384 * dof**3)
+    log_norm = math.lgamma((dof + 1) / 2) - math.lgamma(dof / 2) - 0.5 * math.log(dof * math.pi)
+    for _ in range(8):
+        pdf = math.exp(log_norm - (dof + 1) / 2 * math.log1p(x * x / dof))
+        step = (_t_cdf(x, dof) - p) / pdf
+        x -= step
+        if abs(step) < 1e-13 * (1 + abs(x)):
+            break
+    return x
+
+
+def _t_cdf(t: float, dof: int) -> float:
+    theta = math.atan(t / math.sqrt(dof))
+    s, c2 = math.sin(theta), math.cos(theta) ** 2
+    if dof % 2:
+        term, total = math.cos(theta), math.cos(theta)
+        for k in range(3, dof, 2):
+            term *= c2 * (k - 1) / k
+            total += term
+        a = 2 / math.pi * (theta + s * total) if dof > 1 else 2 * theta / math.pi
+    else:
+        term, total = 1.0, 1.0
+        for k in range(2, dof, 2):
+            term *= c2 * (k - 1) / k
+            total += term
+        a = s * total
+    return 0.5 + 0.5 * a
+
+
+def _normal_quantile(p: float) -> float:
+    """Acklam's rational approximation refined by one Halley step (error below 1e-12)."""
+    a = (-3.969683028665376e01, 2.209460984245205e02, -2.759285104469687e02, 1.383577518672690e02,
+         -3.066479806614716e01, 2.506628277459239e00)
+    b = (-5.447609879822406e01, 1.615858368580409e02, -1.556989798598866e02, 6.680131188771972e01,
+         -1.328068155288572e01)
+    c = (-7.784894002430293e-03, -3.223964580411365e-01, -2.400758277161838e00, -2.549732539343734e00,
+         4.374664141464968e00, 2.938163982698783e00)
+    d = (7.784695709041462e-03, 3.224671290700398e-01, 2.445134137142996e00, 3.754408661907416e00)
+    if p < 0.02425:
+        q = math.sqrt(-2 * math.log(p))
+        x = (((((c[0] * q + c[1]) * q + c[2]) * q + c[3]) * q + c[4]) * q + c[5]) / \
+            ((((d[0] * q + d[1]) * q + d[2]) * q + d[3]) * q + 1)
+    elif p > 1 - 0.02425:
+        return -_normal_quantile(1 - p)
+    else:
+        q = p - 0.5
+        r = q * q
+        x = (((((a[0] * r + a[1]) * r + a[2]) * r + a[3]) * r + a[4]) * r + a[5]) * q / \
+            (((((b[0] * r + b[1]) * r + b[2]) * r + b[3]) * r + b[4]) * r + 1)
+    e = 0.5 * math.erfc(-x / math.sqrt(2)) - p
+    u = e * math.sqrt(2 * math.pi) * math.exp(x * x / 2)
+    return x - u / (1 + x * u / 2)
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """One parameter: value, standard error (NaN when not available) and 95% interval."""
+
+    name: str
+    value: float
+    stderr: float
+    ci95: tuple[float, float]
+    note: str = ""  # why the error is not available, or that the parameter is fixed / at a bound
+
+
+@dataclass(frozen=True)
+class FitStats:
+    rss: float
+    rmse_log: float
+    mean_abs_rel_error: float
+    r2: float
+    aic: float
+    bic: float
+    dof: int
+
+
+@dataclass(frozen=True)
+class FitResult:
+    """Everything one fit found. Index by parameter name for the value: `result["alpha_l"]`."""
+
+    form: Form
+    objective: Objective
+    objective_value: float
+    names: tuple[str, ...]
+    values: np.ndarray
+    stderr: np.ndarray
+    covariance: np.ndarray  # NaN in the rows and columns of parameters without an error
+    estimates: tuple[Estimate, ...]
+    stats: FitStats
+    n_points: int
+    n_excluded: int
+    converged: bool
+    at_bound: tuple[str, ...]
+    undetermined: tuple[str, ...]
+    warnings: tuple[str, ...]
+    n_grid: int
+    n_starts: int
+    seconds: float
+    notes: tuple[str, ...] = ()
+    input_path: str | None = None
+    input_sha256: str | None = None
+    predicted: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    observed: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    inputs: Mapping[str, np.ndarray] = field(default_factory=dict)
+    derived: tuple[Estimate, ...] = ()
+
+    def __getitem__(self, name: str) -> float:
+        return float(self.values[self.names.index(name)])
+
+    def estimate(self, name: str) -> Estimate:
+        return self.estimates[self.names.index(name)]
+
+    def correlation(self) -> np.ndarray:
+        """The correlation matrix (NaN where an error is not available)."""
+        sd = np.sqrt(np.diag(self.covariance))
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return self.covariance / np.outer(sd, sd)
+
+    def to_dict(self) -> dict:
+        """The JSON document `scalefit fit --json` writes: plain floats, None for unknown."""
+        from .report import fit_to_dict
+
+        return fit_to_dict(self)
+
+    def to_frame(self):
+        """Parameters as a pandas DataFrame (value, stderr, ci95_lo, ci95_hi, note)."""
+        import pandas as pd
+
+        rows = [{"name": e.name, "value": e.value, "stderr": e.stderr, "ci95_lo": e.ci95[0],
+                 "ci95_hi": e.ci95[1], "note": e.note} for e in self.estimates + self.derived]
+        return pd.DataFrame(rows).set_index("name")
+
+
+def _covariance(problem: Problem, theta: np.ndarray, free: np.ndarray
+                ) -> tuple[np.ndarray, list[str], str]:
+    """Covariance of the free parameters; the names that cannot be determined; the reason."""
+    r, J = problem.residuals_and_jacobian(theta[None, :])
+    r, J = r[0], J[0][:, free]
+    n, k = J.shape
+    P = len(theta)
+    cov_full = np.full((P, P), np.nan)
+    names = [problem.form.params[i] for i in np.flatnonzero(free)]
+    if k == 0:
+        return cov_full, [], ""
+    if n <= k:
+        return cov_full, names, f"only {n} points for {k} free parameters"
+    if not np.all(np.isfinite(J)):
+        return cov_full, names, "the Jacobian is not finite at the optimum"
+    norms = np.linalg.norm(J, axis=0)
+    zero = norms == 0
+    Js = J / np.where(zero, 1.0, norms)
+    _, s, Vt = np.linalg.svd(Js, full_matrices=False)
+    s_max = s[0] if s.size and s[0] > 0 else 1.0
+    null = s < s_max / CONDITION_LIMIT
+    bad = zero.copy()
+    if null.any():
+        bad |= np.any(np.abs(Vt[null]) > NULL_LOADING, axis=0)
+    reason = ""
+    if bad.any():
+        reason = ("the data cannot determine them (Jacobian rank "
+                  f"{int((~null).sum())} of {k}; e.g. every run has the same value of a variable)")
+    ok = ~bad
+    Jok = J[:, ok]
+    if problem.objective.least_squares:
+        scale = float(r @ r) / (n - k)
+        A = Jok.T @ Jok
+    else:  # Huber (1981) eq. (7.6.x): K^2 [sum psi^2 / (n-p)] / m^2 (J'J)^-1, m = mean psi'
+        delta = problem.objective.delta
+        psi = np.clip(r, -delta, delta)
+        dpsi = (np.abs(r) <= delta).astype(float)
+        m = dpsi.mean()
+        if m == 0:
+            return cov_full, names, "no residual lies inside the Huber delta; use `scalefit bootstrap`"
+        kappa = 1 + k / n * dpsi.var() / m**2
+        scale = kappa**2 * float(psi @ psi) / (n - k) / m**2
+        A = Jok.T @ Jok
+    d = np.sqrt(np.diag(A))
+    d = np.where(d > 0, d, 1.0)
+    inv = np.linalg.pinv(A / np.outer(d, d)) / np.outer(d, d)
+    idx_free = np.flatnonzero(free)
+    idx_ok = idx_free[ok]
+    cov_full[np.ix_(idx_ok, idx_ok)] = scale * inv
+    return cov_full, [names[i] for i in np.flatnonzero(bad)], reason
+
+
+def fit(runs: Runs, form: Form | str = "decomposed", objective: Objective | str | None = None,
+        delta: float | None = None, fixed: Mapping[str, float] | None = None,
+        starts: Sequence[Mapping[str, float]] | None = None, global_search: bool = True) -> FitResult:
+    """Fit `form` to `runs` and return a `FitResult`.
+
+    The global search tries a grid of the nonlinear parameters (solving the linear ones exactly) and
+    polishes the best points; `starts` adds starting points of your own (and with
+    `global_search=False` they are the only ones)."""
+    t0 = time.perf_counter()
+    form = get_form(form) if isinstance(form, str) else form
+    if not isinstance(objective, Objective):
+        objective = Objective(objective or form.objective, delta if delta is not None else form.delta)
+    X = form.inputs(runs)
+    y = form.observed(runs)
+    problem = Problem.build(form, X, y, objective, fixed)
+    n, k = len(y), int(problem.free.sum())
+    if n <= k:
+        raise FitError(f"{n} rows are not enough to fit {k} free parameters of form '{form.name}'")
+    start_vectors = []
+    for s in starts or []:
+        vec = np.array([s.get(p, form.init.get(p, np.nan)) for p in form.params], dtype=float)
+        if np.isnan(vec[problem.free]).any():
+            missing = [p for p, v, f in zip(form.params, vec, problem.free, strict=True)
+                       if f and np.isnan(v)]
+            raise FitError(f"a start lacks values for {', '.join(missing)}")
+        start_vectors.append(vec)
+    if not global_search and not start_vectors:
+        raise FitError("global_search=False needs starts")
+    solution, n_grid, n_starts = global_minimize(problem, starts=start_vectors, use_grid=global_search)
+    theta, value = solution.theta[0], float(solution.value[0])
+    if not np.isfinite(value):
+        raise FitError(f"no start gave a finite objective for form '{form.name}' (predictions must be "
+                       f"positive for a log objective)", partial=theta)
+    return _result(runs, form, problem, theta, value, bool(solution.converged[0]), n_grid, n_starts,
+                   time.perf_counter() - t0)
+
+
+def _result(runs: Runs, form: Form, problem: Problem, theta: np.ndarray, value: float,
+            converged: bool, n_grid: int, n_starts: int, seconds: float) -> FitResult:
+    objective = problem.objective
+    n, _P = problem.n, len(theta)
+    tiny = 1e-9 * (1 + np.abs(theta))
+    on_lower = problem.free & (theta <= problem.lower + tiny)
+    on_upper = problem.free & (theta >= problem.upper - tiny)
+    at_bound_mask = on_lower | on_upper
+    cov_free = problem.free & ~at_bound_mask
+    cov, undetermined, reason = _covariance(problem, theta, cov_free)
+    k = int(problem.free.sum())
+    dof = n - k
+    tq = t_quantile(0.975, dof)
+    stderr = np.sqrt(np.clip(np.diag(cov), 0, None))
+    stderr = np.where(np.isnan(np.diag(cov)), np.nan, stderr)
+    estimates = []
+    for i, name in enumerate(form.params):
+        note = ""
+        if not problem.free[i]:
+            note = "fixed"
+        elif at_bound_mask[i]:
+            note = f"at its {'lower' if on_lower[i] else 'upper'} bound"
+        elif name in undetermined:
+            note = "cannot be determined"
+        se = float(stderr[i])
+        ci = (theta[i] - tq * se, theta[i] + tq * se) if np.isfinite(se) else (math.nan, math.nan)
+        estimates.append(Estimate(name, float(theta[i]), se, (float(ci[0]), float(ci[1])), note))
+
+    derived = []
+    for d in form.derived:
+        val = float(d.value(theta[None, :])[0])
+        g = d.gradient(theta[None, :])[0]
+        used = g != 0
+        se = float(np.sqrt(g[used] @ cov[np.ix_(used, used)] @ g[used])) if used.any() else 0.0
+        se = se if np.isfinite(se) else math.nan
+        ci = (val - tq * se, val + tq * se) if np.isfinite(se) else (math.nan, math.nan)
+        derived.append(Estimate(d.name, val, se, ci, d.description))
+
+    pred = form.predict(theta[None, :], problem.X)[0]
+    y = problem.y
+    r = objective.residuals(y, pred)
+    rss = float(r @ r)
+    centered = (np.log(y) if objective.log_space else y)
+    tss = float(((centered - centered.mean()) ** 2).sum())
+    with np.errstate(invalid="ignore", divide="ignore"):
+        log_res = np.log(y) - np.log(pred) if np.all(y > 0) and np.all(pred > 0) else None
+        rel = np.abs(y - pred) / np.abs(y)
+    stats = FitStats(
+        rss=rss,
+        rmse_log=float(np.sqrt(np.mean(log_res**2))) if log_res is not None else math.nan,
+        mean_abs_rel_error=float(np.mean(rel)) if np.all(np.isfinite(rel)) else math.nan,
+        r2=1 - rss / tss if tss > 0 else math.nan,
+        aic=n * math.log(rss / n) + 2 * k if rss > 0 else math.nan,
+        bic=n * math.log(rss / n) + k * math.log(n) if rss > 0 else math.nan,
+        dof=dof,
+    )
+    messages = []
+    if not converged:
+        messages.append("the optimizer stopped at its iteration limit before converging")
+    for i in np.flatnonzero(at_bound_mask):
+        bound = problem.lower[i] if on_lower[i] else problem.upper[i]
+        messages.append(f"{form.params[i]} = {theta[i]:.6g} is at its bound {bound:g}: its error is "
+                        f"not available and the others are conditional on it")
+    if undetermined:
+        messages.append(f"cannot determine {', '.join(undetermined)}: {reason}")
+    elif reason:
+        messages.append(reason)
+    for message in messages:
+        warnings.warn(message, ScalefitWarning, stacklevel=3)
+    if not objective.least_squares:
+        messages.append(HUBER_BOOTSTRAP_HINT)
+    return FitResult(
+        form=form, objective=objective, objective_value=value, names=tuple(form.params),
+        values=theta.copy(), stderr=stderr, covariance=cov, estimates=tuple(estimates), stats=stats,
+        n_points=n, n_excluded=runs.n_excluded, converged=converged,
+        at_bound=tuple(form.params[i] for i in np.flatnonzero(at_bound_mask)),
+        undetermined=tuple(undetermined), warnings=tuple(messages), n_grid=n_grid, n_starts=n_starts,
+        seconds=seconds, notes=runs.notes, input_path=runs.path, input_sha256=runs.sha256,
+        predicted=pred, observed=y, inputs=dict(problem.X), derived=tuple(derived))

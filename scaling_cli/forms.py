@@ -1,0 +1,243 @@
+"""Functional forms: a formula with its parameters, variables, bounds and analytic derivatives.
+
+A form evaluates on a *batch* of parameter vectors at once (`theta` of shape (K, P)), which is what lets
+the global search polish many starts together and the bootstrap solve thousands of resamples together.
+
+Every form also says which parameters enter linearly (`linear`): for fixed values of the others the
+prediction is `design(...) @ linear + offset`, so the global search can solve the linear part exactly
+(variable projection) and only search the nonlinear parameters on a grid.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Mapping, Sequence
+
+import numpy as np
+
+from .errors import SpecError
+
+INF = float("inf")
+# Exponents searched by the global search. Log-spaced: the paper's regimes (about 1 versus 3 or
+# more) must both be reachable without a user's guess.
+EXPONENT_GRID = np.geomspace(0.05, 6.0, 16)
+DATA_EXPONENT_GRID = np.geomspace(0.03, 2.0, 14)
+
+
+@dataclass(frozen=True)
+class Derived:
+    """A quantity computed from the parameters, reported with an error propagated by the delta method."""
+
+    name: str
+    value: Callable[[np.ndarray], np.ndarray]  # theta (K, P) -> (K,)
+    gradient: Callable[[np.ndarray], np.ndarray]  # theta (K, P) -> (K, P)
+    description: str = ""
+
+
+class Form:
+    """Base class. Subclasses set the attributes and implement `predict`, `jacobian` and `design`."""
+
+    name: str = ""
+    description: str = ""
+    reference: str = ""
+    params: tuple[str, ...] = ()
+    variables: Mapping[str, str] = {}  # symbol -> role or column name
+    response: str = "loss"
+    linear: tuple[str, ...] = ()
+    lower: Mapping[str, float] = {}
+    upper: Mapping[str, float] = {}
+    grid: Mapping[str, np.ndarray] = {}
+    init: Mapping[str, float] = {}
+    fixed: Mapping[str, float] = {}
+    derived: tuple[Derived, ...] = ()
+    objective: str = "log-ls"
+    delta: float | None = None
+    expression: str = ""
+
+    # -- helpers every form shares
+    @property
+    def nonlinear(self) -> tuple[str, ...]:
+        return tuple(p for p in self.params if p not in self.linear)
+
+    def index(self, name: str) -> int:
+        return self.params.index(name)
+
+    def bounds(self) -> tuple[np.ndarray, np.ndarray]:
+        lo = np.array([self.lower.get(p, -INF) for p in self.params], dtype=float)
+        hi = np.array([self.upper.get(p, INF) for p in self.params], dtype=float)
+        return lo, hi
+
+    def required_columns(self) -> tuple[str, ...]:
+        """Roles or column names the table must provide (variables first, then the response)."""
+        return tuple(dict.fromkeys(list(self.variables.values()) + self.response_columns()))
+
+    def response_columns(self) -> list[str]:
+        return [self.response]
+
+    def inputs(self, runs) -> dict[str, np.ndarray]:
+        """The variable arrays, keyed by symbol, from a `Runs` table."""
+        return {symbol: np.asarray(runs.column(col), dtype=float) for symbol, col in self.variables.items()}
+
+    def observed(self, runs) -> np.ndarray:
+        """The response the form predicts, from a `Runs` table."""
+        return np.asarray(runs.column(self.response), dtype=float)
+
+    # -- what subclasses implement
+    def predict(self, theta: np.ndarray, X: Mapping[str, np.ndarray]) -> np.ndarray:
+        """Predictions, shape (K, n), for parameter vectors `theta` of shape (K, P)."""
+        raise NotImplementedError
+
+    def jacobian(self, theta: np.ndarray, X: Mapping[str, np.ndarray]) -> np.ndarray:
+        """d prediction / d parameter, shape (K, n, P)."""
+        raise NotImplementedError
+
+    def second_order(self, theta: np.ndarray, X: Mapping[str, np.ndarray], v: np.ndarray) -> np.ndarray:
+        """sum_i v_i d^2 f_i / d theta d theta', shape (K, P, P), for weights `v` (K, n).
+
+        This default differentiates `jacobian` by central differences; forms with cheap analytic second
+        derivatives override it."""
+        theta = np.atleast_2d(theta)
+        K, P = theta.shape
+        out = np.empty((K, P, P))
+        for p in range(P):
+            h = 1e-6 * np.maximum(np.abs(theta[:, p]), 1e-3)
+            up, down = theta.copy(), theta.copy()
+            up[:, p] += h
+            down[:, p] -= h
+            dJ = (self.jacobian(up, X) - self.jacobian(down, X)) / (2 * h)[:, None, None]
+            out[:, p, :] = np.einsum("kn,knq->kq", v, dJ)
+        return 0.5 * (out + np.swapaxes(out, 1, 2))
+
+    def design(self, theta: np.ndarray, X: Mapping[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """For the nonlinear parameters in `theta` (K, P), the matrix (K, n, L) multiplying the linear
+        parameters (in `self.linear` order) and the offset (K, n) that does not depend on them."""
+        raise NotImplementedError
+
+    def describe(self) -> str:
+        return self.expression
+
+
+def _power_terms_second_order(theta, v, terms) -> np.ndarray:
+    """sum_i v_i d^2 f_i for f = sum of c * x^-a terms (plus terms linear in parameters):
+    d^2/dc da = -x^-a log x and d^2/da^2 = c x^-a log^2 x; everything else is 0."""
+    theta = np.atleast_2d(theta)
+    H = np.zeros((theta.shape[0], theta.shape[1], theta.shape[1]))
+    for ic, ia, power, logx in terms:
+        vp = v * power
+        cross = -(vp @ logx)
+        H[:, ic, ia] = cross
+        H[:, ia, ic] = cross
+        H[:, ia, ia] = theta[:, ic] * (vp @ (logx * logx))
+    return H
+
+
+class Decomposed(Form):
+    """L = c_m m^-alpha_m + c_l l^-alpha_l + c_D D^-alpha_D + L0 (Liu, Kangaslahti, Liu, Gore 2026)."""
+
+    name = "decomposed"
+    description = "width / depth / data decomposed law"
+    reference = "Liu, Kangaslahti, Liu & Gore (2026), arXiv:2602.05970"
+    expression = "c_m * m**(-alpha_m) + c_l * l**(-alpha_l) + c_D * D**(-alpha_D) + L0"
+    params = ("c_m", "alpha_m", "c_l", "alpha_l", "c_D", "alpha_D", "L0")
+    variables = {"m": "width", "l": "depth", "D": "tokens"}
+    linear = ("c_m", "c_l", "c_D", "L0")
+    lower = {"c_m": 0.0, "alpha_m": 0.0, "c_l": 0.0, "alpha_l": 0.0, "c_D": 0.0, "alpha_D": 0.0,
+             "L0": 0.0}
+    upper = {"alpha_m": 10.0, "alpha_l": 10.0, "alpha_D": 10.0}
+    grid = {"alpha_m": EXPONENT_GRID, "alpha_l": EXPONENT_GRID, "alpha_D": DATA_EXPONENT_GRID}
+    _terms = (("c_m", "alpha_m", "m"), ("c_l", "alpha_l", "l"), ("c_D", "alpha_D", "D"))
+
+    def _powers(self, theta, X):
+        return [X[v][None, :] ** -theta[:, self.index(a), None] for _, a, v in self._terms]
+
+    def predict(self, theta, X):
+        theta = np.atleast_2d(theta)
+        out = np.broadcast_to(theta[:, self.index("L0"), None], (theta.shape[0], len(X["m"]))).copy()
+        for (c, _, _), power in zip(self._terms, self._powers(theta, X), strict=False):
+            out += theta[:, self.index(c), None] * power
+        return out
+
+    def jacobian(self, theta, X):
+        theta = np.atleast_2d(theta)
+        J = np.empty((theta.shape[0], len(X["m"]), len(self.params)))
+        for (c, a, v), power in zip(self._terms, self._powers(theta, X), strict=False):
+            J[:, :, self.index(c)] = power
+            J[:, :, self.index(a)] = -theta[:, self.index(c), None] * power * np.log(X[v])[None, :]
+        J[:, :, self.index("L0")] = 1.0
+        return J
+
+    def second_order(self, theta, X, v):
+        return _power_terms_second_order(theta, v, [
+            (self.index(c), self.index(a), power, np.log(X[var]))
+            for (c, a, var), power in zip(self._terms, self._powers(np.atleast_2d(theta), X), strict=False)])
+
+    def design(self, theta, X):
+        theta = np.atleast_2d(theta)
+        powers = self._powers(theta, X)
+        ones = np.ones_like(powers[0])
+        return np.stack(powers + [ones], axis=-1), np.zeros_like(powers[0])
+
+
+class Chinchilla(Form):
+    """L = E + A / N^alpha + B / D^beta (Hoffmann et al. 2022, Approach 3)."""
+
+    name = "chinchilla"
+    description = "Chinchilla parameters / data law"
+    reference = "Hoffmann et al. (2022), arXiv:2203.15556; Besiroglu et al. (2024), arXiv:2404.10102"
+    expression = "E + A * N**(-alpha) + B * D**(-beta)"
+    params = ("E", "A", "alpha", "B", "beta")
+    variables = {"N": "params", "D": "tokens"}
+    linear = ("E", "A", "B")
+    lower = {"E": 0.0, "A": 0.0, "alpha": 0.0, "B": 0.0, "beta": 0.0}
+    upper = {"alpha": 10.0, "beta": 10.0}
+    grid = {"alpha": np.geomspace(0.03, 2.0, 30), "beta": np.geomspace(0.03, 2.0, 30)}
+
+    def _powers(self, theta, X):
+        return (X["N"][None, :] ** -theta[:, self.index("alpha"), None],
+                X["D"][None, :] ** -theta[:, self.index("beta"), None])
+
+    def predict(self, theta, X):
+        theta = np.atleast_2d(theta)
+        pn, pd = self._powers(theta, X)
+        return (theta[:, self.index("E"), None] + theta[:, self.index("A"), None] * pn
+                + theta[:, self.index("B"), None] * pd)
+
+    def jacobian(self, theta, X):
+        theta = np.atleast_2d(theta)
+        pn, pd = self._powers(theta, X)
+        J = np.empty((theta.shape[0], len(X["N"]), 5))
+        J[:, :, 0] = 1.0
+        J[:, :, 1] = pn
+        J[:, :, 2] = -theta[:, 1, None] * pn * np.log(X["N"])[None, :]
+        J[:, :, 3] = pd
+        J[:, :, 4] = -theta[:, 3, None] * pd * np.log(X["D"])[None, :]
+        return J
+
+    def second_order(self, theta, X, v):
+        pn, pd = self._powers(np.atleast_2d(theta), X)
+        return _power_terms_second_order(theta, v, [(1, 2, pn, np.log(X["N"])),
+                                                     (3, 4, pd, np.log(X["D"]))])
+
+    def design(self, theta, X):
+        theta = np.atleast_2d(theta)
+        pn, pd = self._powers(theta, X)
+        return np.stack([np.ones_like(pn), pn, pd], axis=-1), np.zeros_like(pn)
+
+
+BUILTIN_FORMS: dict[str, Callable[[], Form]] = {"decomposed": Decomposed, "chinchilla": Chinchilla}
+
+
+def get_form(name: str) -> Form:
+    """A built-in form by name."""
+    try:
+        return BUILTIN_FORMS[name]()
+    except KeyError:
+        raise SpecError(f"unknown form '{name}': built-in forms are {', '.join(BUILTIN_FORMS)}; "
+                        f"or pass --config FORM.yaml") from None
+
+
+def check_params(form: Form, names: Sequence[str]) -> None:
+    unknown = [n for n in names if n not in form.params]
+    if unknown:
+        raise SpecError(f"form '{form.name}' has no parameter {', '.join(map(repr, unknown))}; "
+                        f"its parameters are {', '.join(form.params)}")

@@ -1,0 +1,81 @@
+"""What is minimized: residuals in log or linear space, squared or Huber-weighted, and summed."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .errors import SpecError
+
+OBJECTIVES = ("log-ls", "ls", "huber")
+DEFAULT_DELTA = 1e-3
+
+
+@dataclass(frozen=True)
+class Objective:
+    """`log-ls`: sum (log y - log f)^2; `ls`: sum (y - f)^2; `huber`: sum Huber_delta(log y - log f),
+    with Huber_delta(r) = r^2/2 for |r| <= delta and delta (|r| - delta/2) beyond (Hoffmann et al.)."""
+
+    name: str = "log-ls"
+    delta: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.name not in OBJECTIVES:
+            raise SpecError(f"unknown objective '{self.name}': use one of {', '.join(OBJECTIVES)}")
+        if self.name == "huber":
+            if self.delta is None:
+                object.__setattr__(self, "delta", DEFAULT_DELTA)
+            if not (self.delta > 0 and np.isfinite(self.delta)):
+                raise SpecError(f"--delta must be a positive number, not {self.delta}")
+        else:
+            object.__setattr__(self, "delta", None)
+
+    @property
+    def log_space(self) -> bool:
+        return self.name in ("log-ls", "huber")
+
+    @property
+    def least_squares(self) -> bool:
+        """True when the objective is a plain sum of squared residuals."""
+        return self.name != "huber"
+
+    def residuals(self, y: np.ndarray, f: np.ndarray) -> np.ndarray:
+        """Observed minus predicted, in the objective's space. NaN where a log of f <= 0 is needed."""
+        if self.log_space:
+            with np.errstate(invalid="ignore", divide="ignore"):
+                return np.log(y) - np.where(f > 0, np.log(np.where(f > 0, f, 1.0)), np.nan)
+        return y - f
+
+    def residual_jacobian(self, f: np.ndarray, Jf: np.ndarray) -> np.ndarray:
+        """d residual / d theta from d f / d theta (shapes (K, n) and (K, n, P))."""
+        if self.log_space:
+            return -Jf / f[..., None]
+        return -Jf
+
+    def rho(self, r: np.ndarray) -> np.ndarray:
+        """The per-point loss whose sum is the objective."""
+        if self.name == "huber":
+            a = np.abs(r)
+            return np.where(a <= self.delta, 0.5 * r * r, self.delta * (a - 0.5 * self.delta))
+        return r * r
+
+    def value(self, r: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
+        """The objective summed over the last axis; inf where any residual is not finite."""
+        rho = self.rho(r)
+        if weights is not None:
+            rho = rho * weights
+        total = np.sum(rho, axis=-1)
+        return np.where(np.all(np.isfinite(r) | (weights == 0 if weights is not None else False),
+                               axis=-1), total, np.inf)
+
+    def irls_weights(self, r: np.ndarray) -> np.ndarray:
+        """Weights w such that sum w r^2 (times 1/2 for Huber) majorizes the objective near r.
+
+        For least squares they are 1; for Huber, min(1, delta / |r|) (Huber's IRLS)."""
+        if self.name == "huber":
+            return np.minimum(1.0, self.delta / np.maximum(np.abs(r), 1e-300))
+        return np.ones_like(r)
+
+    def to_dict(self, value: float | None = None) -> dict:
+        return {"name": self.name, "delta": self.delta, "value": value}
