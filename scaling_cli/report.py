@@ -29,7 +29,14 @@ REFINEMENT_ALPHA = 3.0
 
 
 def _decimals_for(err: float, sig: int = 2) -> int:
-    return sig - 1 - math.floor(math.log10(abs(err)))
+    """Decimal places that show `err` to `sig` significant digits once rounded there: 0.0996 rounds
+    to 0.10, so two places (not three, which would print 0.100)."""
+    return sig - 1 - int(f"{abs(err):.{sig - 1}e}".split("e")[1])
+
+
+def _rounded(x: float, decimals: int) -> float:
+    """`x` rounded to `decimals` places, without a negative zero (-0.0004 shows as 0.00, not -0.00)."""
+    return round(x, decimals) + 0.0
 
 
 def format_value_error(value: float, err: float | None, sig: int = 2) -> str:
@@ -44,11 +51,11 @@ def format_value_error(value: float, err: float | None, sig: int = 2) -> str:
     if big >= 6 or big <= -4:
         scale = 10.0**big
         d = max(0, _decimals_for(err / scale, sig))
-        return f"({value / scale:.{d}f} ± {err / scale:.{d}f})e{big:+d}"
+        return f"({_rounded(value / scale, d):.{d}f} ± {err / scale:.{d}f})e{big:+d}"
     d = _decimals_for(err, sig)
     if d > 0:
-        return f"{value:.{d}f} ± {err:.{d}f}"
-    return f"{round(value, d):.0f} ± {round(err, d):.0f}"
+        return f"{_rounded(value, d):.{d}f} ± {err:.{d}f}"
+    return f"{_rounded(value, d):.0f} ± {round(err, d):.0f}"
 
 
 def format_interval(lo: float, hi: float, err: float | None, sig: int = 2) -> str:
@@ -137,6 +144,10 @@ def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
     tmp_path = Path(tmp)
     try:
         write(tmp_path)
+        # mkstemp creates 0600; give the file the permissions a plain open() would have
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp_path, 0o666 & ~umask)
         os.replace(tmp_path, path)
     except BaseException:
         tmp_path.unlink(missing_ok=True)

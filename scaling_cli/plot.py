@@ -1,0 +1,654 @@
+"""Figures of a fit and of a bootstrap, for a paper: each builder returns a matplotlib Figure.
+
+matplotlib is imported inside the functions (with the Agg backend), never at module import, so that
+`scalefit --help` stays instant. `save_figures` writes each figure whole or not at all and closes it.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import TYPE_CHECKING, Mapping, Sequence
+
+import numpy as np
+
+from .errors import DataError
+from .report import atomic_write, format_value_error
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+
+    from .fitting import FitResult
+
+PLOT_FORMATS = ("png", "pdf", "svg")
+PNG_DPI = 200
+BAND_PERCENT = 1.0  # the observed-vs-predicted band, in percent of the loss
+N_ISO_CURVES = 5  # iso-parameter curves on the Chinchilla loss-versus-compute figure
+MAX_GROUPS = 25  # a variable with at most this many distinct values gets one mean per value
+N_BINS = 8  # otherwise its points are averaged in this many log-spaced bins
+CORNER_LEVELS = (0.95, 0.68)  # probability mass enclosed by the corner plot's contours
+CORNER_MIN_DRAWS = 30  # fewer draws than this: scatter only, no density contours
+OUTLIER_SPAN = 3.0  # a histogram trims its axes to the central 99% when the full range is this much wider
+
+STYLE = {
+    "font.size": 10,
+    "axes.titlesize": 11,
+    "axes.labelsize": 11,
+    "legend.fontsize": 9,
+    "xtick.labelsize": 9,
+    "ytick.labelsize": 9,
+    "figure.titlesize": 12,
+    "legend.framealpha": 0.9,
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+}
+POINT_COLOR = "#1f77b4"
+FIT_COLOR = "#d62728"
+MEAN_COLOR = "black"
+BOOT_COLOR = "#ff7f0e"
+JACOBIAN_COLOR = "#2ca02c"
+
+# How each role is named on an axis; a symbol the table calls something else falls back to its name.
+ROLE_LABELS = {
+    "width": "width {sym} (d_model)",
+    "depth": "depth {sym} (layers)",
+    "tokens": "training tokens {sym}",
+    "params": "parameters {sym}",
+    "flops": "training compute {sym} (FLOP)",
+}
+SYMBOL_TEX = {"l": r"\ell", "alpha": r"\alpha", "beta": r"\beta", "gamma": r"\gamma", "delta": r"\delta",
+              "sigma": r"\sigma", "mu": r"\mu", "nu": r"\nu", "lambda": r"\lambda", "eta": r"\eta"}
+DECOMPOSED_TERMS = (("c_m", "alpha_m", "m"), ("c_l", "alpha_l", "l"), ("c_D", "alpha_D", "D"))
+AXIS_NOUNS = {"m": "width", "l": "depth", "D": "data"}
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def tex(name: str) -> str:
+    """A parameter or variable name as mathtext: `alpha_l` -> `$\\alpha_{\\ell}$`, `L0` -> `$L_{0}$`."""
+    def part(s: str) -> str:
+        return SYMBOL_TEX.get(s, s)
+
+    if "_" in name:
+        head, sub = name.split("_", 1)
+        return f"${part(head)}_{{{part(sub)}}}$"
+    if len(name) > 1 and name[-1].isdigit() and not name[:-1].isdigit():
+        return f"${part(name[:-1])}_{{{name[-1]}}}$"
+    return f"${part(name)}$"
+
+
+def _term_tex(c_name: str, a_name: str, symbol: str) -> str:
+    """A power-law term c·x^-alpha as mathtext without the dollars: `c_{m}\\,m^{-\\alpha_{m}}`."""
+    return f"{tex(c_name)[1:-1]}\\,{tex(symbol)[1:-1]}^{{-{tex(a_name)[1:-1]}}}"
+
+
+def variable_label(symbol: str, role: str) -> str:
+    """An axis label for a variable: 'width $m$ (d_model)'."""
+    template = ROLE_LABELS.get(role)
+    if template is None:
+        return f"{role} {tex(symbol)}" if role != symbol else tex(symbol)
+    return template.format(sym=tex(symbol))
+
+
+def _tick_text(value: float) -> str:
+    if value == 0:
+        return "0"
+    exponent = math.floor(math.log10(abs(value)) + 1e-9)
+    if -3 <= exponent <= 4:
+        return f"{value:g}"
+    mantissa = value / 10.0**exponent
+    if abs(mantissa - 1) < 1e-9:
+        return f"$10^{{{exponent}}}$"
+    return f"${mantissa:g}\\times10^{{{exponent}}}$"
+
+
+def _readable_log_axis(axis, lo: float, hi: float) -> None:
+    """On a log axis spanning less than two decades, matplotlib labels few ticks or crowds minor ones in
+    scientific notation; give it four to seven round ticks with plain labels instead."""
+    from matplotlib.ticker import FixedLocator, FuncFormatter, MaxNLocator, NullFormatter, NullLocator
+
+    if not (lo > 0 and hi > lo) or hi / lo > 100:
+        return
+    if hi / lo < 3:  # narrower than half a decade: evenly spaced round values look even on log axes too
+        ticks = [t for t in MaxNLocator(nbins=5, steps=[1, 2, 2.5, 5, 10]).tick_values(lo, hi)
+                 if lo <= t <= hi]
+    else:
+        decades = range(math.floor(math.log10(lo)) - 1, math.ceil(math.log10(hi)) + 1)
+        for multipliers in ((1, 2, 5), (1, 2, 3, 5), (1, 1.5, 2, 3, 4, 5, 7), tuple(range(1, 10))):
+            ticks = [t for t in (m * 10.0**k for k in decades for m in multipliers) if lo <= t <= hi]
+            if len(ticks) >= 4:
+                break
+    axis.set_major_locator(FixedLocator(ticks))
+    axis.set_major_formatter(FuncFormatter(lambda v, _pos: _tick_text(v)))
+    axis.set_minor_locator(NullLocator())
+    axis.set_minor_formatter(NullFormatter())
+
+
+def _log_limits(values: np.ndarray, pad: float = 1.15) -> tuple[float, float]:
+    values = np.asarray(values, dtype=float)
+    values = values[np.isfinite(values) & (values > 0)]
+    lo, hi = float(values.min()), float(values.max())
+    if hi == lo:
+        return lo / 2, hi * 2
+    return lo / pad, hi * pad
+
+
+def _result_variables(result: FitResult) -> list[tuple[str, str]]:
+    """(symbol, role) of the result's variables, in the form's order."""
+    return [(s, role) for s, role in result.form.variables.items() if s in result.inputs]
+
+
+def _residuals(result: FitResult) -> tuple[np.ndarray, str]:
+    obs, pred = np.asarray(result.observed, float), np.asarray(result.predicted, float)
+    if result.objective.log_space:
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.log(obs) - np.log(pred), r"log residual  $\log L_{\rm obs} - \log L_{\rm pred}$"
+    return obs - pred, r"residual  $L_{\rm obs} - L_{\rm pred}$"
+
+
+def power_law_band(c: float, alpha: float, cov: np.ndarray, x: np.ndarray
+                   ) -> tuple[np.ndarray, np.ndarray] | None:
+    """±1σ band of f = c·x^-alpha from the covariance of (c, alpha) by the delta method on log f:
+    var(log f) = var c / c² − 2 log x cov(c, alpha) / c + log² x var alpha. Multiplicative, so it stays
+    positive on log axes. None when the errors are not available."""
+    cov = np.asarray(cov, dtype=float)
+    if c <= 0 or not np.all(np.isfinite(cov)):
+        return None
+    logx = np.log(x)
+    var = cov[0, 0] / c**2 - 2 * logx * cov[0, 1] / c + logx**2 * cov[1, 1]
+    if np.any(var < 0):
+        return None
+    f = c * x**-alpha
+    spread = np.exp(np.sqrt(var))
+    return f / spread, f * spread
+
+
+def _group_means(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Means of y (with standard errors) per distinct x, or per log-spaced bin of x when x takes many
+    values. Groups of one point get no error bar."""
+    distinct = np.unique(x)
+    if len(distinct) <= MAX_GROUPS:
+        keys = np.searchsorted(distinct, x)
+        centers = distinct
+    else:
+        edges = np.geomspace(x.min(), x.max(), N_BINS + 1)
+        keys = np.clip(np.searchsorted(edges, x, side="right") - 1, 0, N_BINS - 1)
+        centers = np.sqrt(edges[:-1] * edges[1:])
+    xs, means, errs = [], [], []
+    for k in range(len(centers)):
+        members = y[keys == k]
+        if len(members) == 0:
+            continue
+        xs.append(np.exp(np.mean(np.log(x[keys == k]))))
+        means.append(members.mean())
+        errs.append(members.std(ddof=1) / math.sqrt(len(members)) if len(members) > 1 else 0.0)
+    return np.array(xs), np.array(means), np.array(errs)
+
+
+# ---------------------------------------------------------------- fit figures
+
+
+def observed_vs_predicted(result: FitResult, path: str | Path | None = None) -> Figure:
+    """Observed against predicted loss on log-log axes, with the line y = x and a ±1% band."""
+    import matplotlib
+
+    plt = _pyplot()
+    with matplotlib.rc_context(STYLE):
+        fig, ax = plt.subplots(figsize=(5.2, 4.8), constrained_layout=True)
+        obs, pred = np.asarray(result.observed, float), np.asarray(result.predicted, float)
+        ok = (obs > 0) & (pred > 0) & np.isfinite(obs) & np.isfinite(pred)
+        lo, hi = _log_limits(np.concatenate([obs[ok], pred[ok]]), pad=1.04)
+        line = np.geomspace(lo, hi, 200)
+        frac = BAND_PERCENT / 100
+        ax.fill_between(line, line * (1 - frac), line * (1 + frac), color="0.6", alpha=0.35, lw=0,
+                        label=f"±{BAND_PERCENT:g}%")
+        ax.plot(line, line, color="0.25", lw=1, label="observed = predicted")
+        ax.scatter(pred[ok], obs[ok], s=14, color=POINT_COLOR, alpha=0.7, edgecolors="none",
+                   label=f"runs (n = {int(ok.sum())})")
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlim(lo, hi)
+        ax.set_ylim(lo, hi)
+        ax.set_aspect("equal", adjustable="box")
+        _readable_log_axis(ax.xaxis, lo, hi)
+        _readable_log_axis(ax.yaxis, lo, hi)
+        ax.set_xlabel(r"predicted loss $L_{\rm pred}$")
+        ax.set_ylabel(r"observed loss $L_{\rm obs}$")
+        stats = result.stats
+        title = f"{result.form.name} fit, objective {result.objective.name}"
+        legend_title = (f"RMSE(log) = {stats.rmse_log:.2g}, mean |rel. err.| = "
+                        f"{100 * stats.mean_abs_rel_error:.2g}%")
+        ax.set_title(title)
+        ax.legend(loc="upper left", title=legend_title, title_fontsize=9)
+        if not ok.all():
+            ax.text(0.98, 0.02, f"{int((~ok).sum())} runs with a non-positive or non-finite value not shown",
+                    transform=ax.transAxes, ha="right", va="bottom", fontsize=8)
+    return _maybe_save(fig, path)
+
+
+def residuals(result: FitResult, path: str | Path | None = None) -> Figure:
+    """Residuals in the objective's space against each variable (log x axes), with the zero line; the
+    Huber δ zone shaded for a Huber fit."""
+    import matplotlib
+
+    plt = _pyplot()
+    variables = _result_variables(result)
+    r, ylabel = _residuals(result)
+    with matplotlib.rc_context(STYLE):
+        n = max(len(variables), 1)
+        fig, axes = plt.subplots(1, n, figsize=(3.8 * n + 0.6, 3.8), sharey=True, constrained_layout=True,
+                                 squeeze=False)
+        axes = axes[0]
+        finite = np.isfinite(r)
+        for ax, (symbol, role) in zip(axes, variables, strict=False):
+            x = np.asarray(result.inputs[symbol], float)
+            ok = finite & (x > 0)
+            if result.objective.name == "huber":
+                delta = result.objective.delta
+                ax.axhspan(-delta, delta, color="0.85", lw=0)
+            ax.axhline(0, color="0.25", lw=1)
+            ax.scatter(x[ok], r[ok], s=12, color=POINT_COLOR, alpha=0.6, edgecolors="none")
+            ax.set_xscale("log")
+            lo, hi = _log_limits(x[ok], pad=1.08)
+            ax.set_xlim(lo, hi)
+            _readable_log_axis(ax.xaxis, lo, hi)
+            ax.set_xlabel(variable_label(symbol, role))
+        axes[0].set_ylabel(ylabel)
+        title = (f"Residuals of the {result.form.name} fit ({result.objective.name} objective, "
+                 f"n = {int(finite.sum())})")
+        if result.objective.name == "huber":
+            title += f"; shaded: |r| ≤ δ = {result.objective.delta:g}, where the Huber loss is quadratic"
+        fig.suptitle(title)
+    return _maybe_save(fig, path)
+
+
+def partial_terms(result: FitResult, path: str | Path | None = None) -> Figure:
+    """For the decomposed law, one panel per axis (width, depth, data): the observed loss minus the
+    other two fitted terms and L0, against that variable on log-log axes, with the fitted power law
+    c·x^-alpha and its ±1σ band. Runs whose partial loss is ≤ 0 cannot be drawn on log axes and are
+    counted in the panel's title."""
+    import matplotlib
+
+    plt = _pyplot()
+    theta = np.asarray(result.values, float)
+    cov = np.asarray(result.covariance, float)
+    names = list(result.names)
+    obs, pred = np.asarray(result.observed, float), np.asarray(result.predicted, float)
+    roles = dict(result.form.variables)
+    with matplotlib.rc_context(STYLE):
+        fig, axes = plt.subplots(1, 3, figsize=(13.5, 4.9), constrained_layout=True)
+        for ax, (c_name, a_name, symbol) in zip(axes, DECOMPOSED_TERMS, strict=True):
+            ic, ia = names.index(c_name), names.index(a_name)
+            c, alpha = theta[ic], theta[ia]
+            x = np.asarray(result.inputs[symbol], float)
+            partial = obs - pred + c * x**-alpha
+            shown = np.isfinite(partial) & (partial > 0)
+            hidden = int((~shown).sum())
+            grid = np.geomspace(x.min(), x.max(), 200)
+            fitted = c * grid**-alpha
+
+            xs, means, errs = _group_means(x, partial)
+            keep = means > 0
+            ylo, yhi = _log_limits(np.concatenate([partial[shown], fitted, means[keep]]), pad=1.25)
+            ax.scatter(x[shown], partial[shown], s=12, color=POINT_COLOR, alpha=0.35, edgecolors="none",
+                       label="runs", zorder=2)
+            band = power_law_band(c, alpha, cov[np.ix_([ic, ia], [ic, ia])], grid)
+            if band is not None:
+                ax.fill_between(grid, band[0], band[1], color=FIT_COLOR, alpha=0.2, lw=0, zorder=1,
+                                label=r"fit $\pm1\sigma$ (delta method)")
+            others = " - ".join(_term_tex(*t) for t in DECOMPOSED_TERMS if t[2] != symbol)
+            fit_label = f"fit ${_term_tex(c_name, a_name, symbol)}$"
+            (fit_line,) = ax.plot(grid, fitted, color=FIT_COLOR, lw=2, label=fit_label, zorder=3)
+            fit_line.set_gid("fit")
+            if (errs[keep] > 0).any():
+                lower = np.minimum(errs[keep], means[keep] - ylo)
+                noun = "value" if len(np.unique(x)) <= MAX_GROUPS else "bin"
+                ax.errorbar(xs[keep], means[keep], yerr=[lower, errs[keep]], fmt="D", ms=4.5,
+                            color=MEAN_COLOR, ecolor=MEAN_COLOR, elinewidth=1, capsize=2, zorder=4,
+                            label=f"mean per {noun} ± s.e.")
+            ax.set_xscale("log")
+            ax.set_yscale("log")
+            xlo, xhi = _log_limits(x, pad=1.06)
+            ax.set_xlim(xlo, xhi)
+            ax.set_ylim(ylo, yhi)
+            _readable_log_axis(ax.xaxis, xlo, xhi)
+            _readable_log_axis(ax.yaxis, ylo, yhi)
+            ax.set_xlabel(variable_label(symbol, roles.get(symbol, symbol)))
+            ax.set_ylabel(f"$L_{{\\rm obs}} - L_0 - {others}$")
+            title = (f"{AXIS_NOUNS[symbol]}: {tex(a_name)} = "
+                     f"{format_value_error(alpha, float(result.stderr[ia]))}")
+            if hidden:
+                title += f"\n{hidden} of {len(x)} runs with partial loss ≤ 0 not shown"
+            ax.set_title(title)
+            ax.legend(loc="lower left")
+        fig.suptitle("Decomposed law, one axis at a time: loss minus the other fitted terms")
+    return _maybe_save(fig, path)
+
+
+def _nice_round(value: float) -> float:
+    """1, 2 or 5 times a power of ten, nearest in log."""
+    exponent = math.floor(math.log10(value))
+    candidates = np.array([1, 2, 5, 10]) * 10.0**exponent
+    return float(candidates[np.argmin(np.abs(np.log(candidates / value)))])
+
+
+def loss_vs_compute(result: FitResult, path: str | Path | None = None) -> Figure:
+    """For the Chinchilla law: loss against compute C = 6·N·D (log x), runs coloured by N, with the
+    fitted L(N, D = C / 6N) for a few N spanning the data (solid where D lies in the data's range), and
+    the compute-optimal envelope where its optimum lies inside the data's N range."""
+    import matplotlib
+    from matplotlib.colors import LogNorm
+
+    plt = _pyplot()
+    N = np.asarray(result.inputs["N"], float)
+    D = np.asarray(result.inputs["D"], float)
+    obs = np.asarray(result.observed, float)
+    C = 6 * N * D
+    theta = np.asarray(result.values, float)[None, :]
+    norm = LogNorm(vmin=N.min(), vmax=N.max())
+    cmap = matplotlib.colormaps["viridis"]
+    c_grid = np.geomspace(C.min(), C.max(), 300)
+    with matplotlib.rc_context(STYLE):
+        fig, ax = plt.subplots(figsize=(7.2, 5.0), constrained_layout=True)
+        points = ax.scatter(C, obs, c=N, cmap=cmap, norm=norm, s=16, alpha=0.8, edgecolors="none",
+                            label=f"runs (n = {len(obs)})", zorder=2)
+        iso = sorted({_nice_round(v) for v in np.geomspace(N.min(), N.max(), N_ISO_CURVES)})
+        iso = [v for v in iso if N.min() / 1.5 <= v <= N.max() * 1.5]
+        for n_value in iso:
+            d_grid = c_grid / (6 * n_value)
+            curve = result.form.predict(theta, {"N": np.full_like(c_grid, n_value), "D": d_grid})[0]
+            inside = (d_grid >= D.min()) & (d_grid <= D.max())
+            color = cmap(norm(n_value))
+            ax.plot(c_grid, curve, color=color, lw=1, ls=":", zorder=3, gid=f"iso-extrapolated:{n_value!r}")
+            ax.plot(np.where(inside, c_grid, np.nan), curve, color=color, lw=2, zorder=3,
+                    label=f"fit, $N$ = {_tick_text(n_value)}", gid=f"iso:{n_value!r}")
+        n_fine = np.geomspace(N.min(), N.max(), 400)
+        grid_c, grid_n = np.meshgrid(c_grid, n_fine, indexing="ij")
+        surface = result.form.predict(theta, {"N": grid_n.ravel(), "D": (grid_c / (6 * grid_n)).ravel()})
+        surface = surface[0].reshape(grid_c.shape)
+        best = np.argmin(surface, axis=1)
+        interior = (best > 0) & (best < len(n_fine) - 1)
+        if interior.any():
+            ax.plot(np.where(interior, c_grid, np.nan), surface[np.arange(len(c_grid)), best], color="black",
+                    lw=1.5, ls="--", zorder=4, label="compute-optimal (fit)")
+        ax.set_xscale("log")
+        ax.set_xlim(*_log_limits(C, pad=1.3))
+        ylo, yhi = float(obs.min()), float(obs.max())
+        ax.set_ylim(ylo - 0.05 * (yhi - ylo), yhi + 0.05 * (yhi - ylo))
+        ax.set_xlabel(r"training compute $C = 6\,N D$ (FLOP)")
+        ax.set_ylabel("loss $L$")
+        ax.set_title("Chinchilla fit: loss against compute (dotted: $D$ outside the data's range)",
+                     fontsize=10)
+        bar = fig.colorbar(points, ax=ax, pad=0.02)
+        bar.set_label("parameters $N$")
+        fig.legend(loc="outside lower center", ncols=4, frameon=False)
+    return _maybe_save(fig, path)
+
+
+def fit_figures(result: FitResult) -> dict[str, Figure]:
+    """Every figure for a fit, by file stem: observed vs predicted and residuals for any form; the
+    per-axis partial-loss panels for `decomposed`; loss against compute for `chinchilla`."""
+    figures = {"observed_vs_predicted": observed_vs_predicted(result), "residuals": residuals(result)}
+    params = set(result.names)
+    if result.form.name == "decomposed" and params >= {p for t in DECOMPOSED_TERMS for p in t[:2]}:
+        figures["partial_terms"] = partial_terms(result)
+    elif result.form.name == "chinchilla" and {"N", "D"} <= set(result.inputs):
+        figures["loss_vs_compute"] = loss_vs_compute(result)
+    return figures
+
+
+# ---------------------------------------------------------------- bootstrap figures
+
+
+def _finite_draws(draws) -> tuple[np.ndarray, int]:
+    draws = np.atleast_2d(np.asarray(draws, dtype=float))
+    ok = np.all(np.isfinite(draws), axis=1)
+    return draws[ok], int((~ok).sum())
+
+
+def _hist_range(values: np.ndarray, marks: Sequence[float]) -> tuple[tuple[float, float], int]:
+    """The histogram's range and how many draws fall outside it: the full range, unless a few wild draws
+    would squash the rest, then the central 99% (widened to show the marks)."""
+    lo, hi = float(values.min()), float(values.max())
+    core_lo, core_hi = np.percentile(values, [0.5, 99.5])
+    if core_hi > core_lo and hi - lo > OUTLIER_SPAN * (core_hi - core_lo):
+        marks = [m for m in marks if np.isfinite(m)]
+        lo, hi = min([core_lo, *marks]), max([core_hi, *marks])
+        pad = 0.03 * (hi - lo)
+        lo, hi = lo - pad, hi + pad
+    if hi <= lo:
+        lo, hi = lo - 0.5 * max(abs(lo), 1e-12), hi + 0.5 * max(abs(hi), 1e-12)
+    outside = int(((values < lo) | (values > hi)).sum())
+    return (lo, hi), outside
+
+
+def _mark_interval(ax: Axes, interval, color: str, style: str, label: str | None, shade: bool) -> None:
+    if interval is None:
+        return
+    lo, hi = (float(v) for v in interval)
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        return
+    if shade:
+        ax.axvspan(lo, hi, color=color, alpha=0.15, lw=0, zorder=0)
+    ax.axvline(lo, color=color, ls=style, lw=1.6, label=label, zorder=3)
+    ax.axvline(hi, color=color, ls=style, lw=1.6, zorder=3)
+
+
+def _histogram_panel(ax: Axes, values: np.ndarray, full: float, interval, jacobian) -> None:
+    marks = [full, *(interval or ()), *(jacobian or ())]
+    span, outside = _hist_range(values, marks)
+    bins = int(np.clip(math.sqrt(len(values)), 10, 50))
+    ax.hist(values, bins=bins, range=span, color="0.62", linewidth=0, zorder=2)
+    _mark_interval(ax, interval, BOOT_COLOR, "--", "bootstrap interval", shade=True)
+    _mark_interval(ax, jacobian, JACOBIAN_COLOR, ":", "Jacobian interval", shade=False)
+    if math.isfinite(full):
+        ax.axvline(full, color="black", lw=1.6, label="full-data estimate", zorder=4)
+    if outside:
+        ax.text(0.98, 0.97, f"{outside} beyond axes", transform=ax.transAxes, ha="right", va="top",
+                fontsize=8)
+    ax.set_yticks([])
+    ax.spines["left"].set_visible(False)
+    ax.ticklabel_format(axis="x", style="sci", scilimits=(-3, 4), useMathText=True)
+
+
+def bootstrap_histograms(names: Sequence[str], draws, full_values, intervals: Mapping[str, Sequence[float]],
+                         jacobian_intervals: Mapping[str, Sequence[float]] | None = None,
+                         path: str | Path | None = None) -> Figure:
+    """One histogram per parameter of the bootstrap draws (failed resamples, rows with NaN, left out),
+    with the full-data estimate, the bootstrap interval and, if given, the Jacobian interval."""
+    import matplotlib
+
+    plt = _pyplot()
+    ok, failed = _finite_draws(draws)
+    full_values = np.asarray(full_values, dtype=float)
+    P = len(names)
+    ncols = min(4, P)
+    nrows = math.ceil(P / ncols)
+    with matplotlib.rc_context(STYLE):
+        fig, axes = plt.subplots(nrows, ncols, figsize=(3.2 * ncols, 2.6 * nrows + 0.7),
+                                 constrained_layout=True, squeeze=False)
+        flat = axes.ravel()
+        for i, name in enumerate(names):
+            ax = flat[i]
+            jac = (jacobian_intervals or {}).get(name)
+            if len(ok):
+                values = ok[:, i]
+                _histogram_panel(ax, values, float(full_values[i]), intervals.get(name), jac)
+                se = values.std(ddof=1) if len(values) > 1 else math.nan
+                ax.set_title(f"{tex(name)} = {format_value_error(float(full_values[i]), se)}")
+            else:
+                ax.text(0.5, 0.5, "no successful resamples", transform=ax.transAxes, ha="center")
+                ax.set_title(tex(name))
+        for ax in flat[P:]:
+            ax.set_visible(False)
+        handles, labels = flat[0].get_legend_handles_labels()
+        if handles:
+            fig.legend(handles, labels, loc="outside lower center", ncols=len(handles), frameon=False)
+        total = len(ok) + failed
+        fig.suptitle(f"Bootstrap: {len(ok)} of {total} resamples"
+                     + (f" ({failed} failed, left out)" if failed else "")
+                     + "; titles show the full-data estimate ± bootstrap s.e.")
+    return _maybe_save(fig, path)
+
+
+def _density_levels(hist: np.ndarray, masses: Sequence[float]) -> list[float]:
+    """Density thresholds enclosing the given probability masses (highest density first), ascending and
+    strictly inside the histogram's range, so that contour never warns."""
+    flat = np.sort(hist.ravel())[::-1]
+    cum = np.cumsum(flat)
+    if cum[-1] <= 0:
+        return []
+    cum /= cum[-1]
+    levels = sorted({float(flat[min(np.searchsorted(cum, m), len(flat) - 1)]) for m in masses})
+    top = float(hist.max())
+    return [v for v in levels if 0 < v < top]
+
+
+def _smooth(hist: np.ndarray) -> np.ndarray:
+    kernel = np.array([1.0, 4.0, 6.0, 4.0, 1.0]) / 16
+    for axis in (0, 1):
+        hist = np.apply_along_axis(lambda v: np.convolve(v, kernel, mode="same"), axis, hist)
+    return hist
+
+
+def corner(names: Sequence[str], draws, full_values, intervals: Mapping[str, Sequence[float]],
+           exponents: Sequence[str] | None = None, path: str | Path | None = None) -> Figure | None:
+    """Corner plot of some parameters' bootstrap draws (default: the exponents, names starting with
+    'alpha' or 'beta'): pairwise scatter with density contours enclosing 68% and 95% of the draws below
+    the diagonal, marginal histograms on it, correlations above it. None when there is nothing to show."""
+    import matplotlib
+
+    names = list(names)
+    chosen = list(exponents) if exponents is not None else [
+        n for n in names if n.startswith(("alpha", "beta"))]
+    unknown = [n for n in chosen if n not in names]
+    if unknown:
+        raise DataError(f"corner plot: no parameter {', '.join(map(repr, unknown))}; "
+                        f"parameters are {', '.join(names)}")
+    if not chosen:
+        return None
+    plt = _pyplot()
+    ok, failed = _finite_draws(draws)
+    full_values = np.asarray(full_values, dtype=float)
+    idx = [names.index(n) for n in chosen]
+    k = len(idx)
+    size = max(2.4, min(3.2, 9.0 / k))
+    with matplotlib.rc_context(STYLE):
+        fig, axes = plt.subplots(k, k, figsize=(size * k + 0.5, size * k + 0.5), constrained_layout=True,
+                                 squeeze=False)
+        spans = {}
+        for a in range(k):
+            vals = ok[:, idx[a]] if len(ok) else np.zeros(0)
+            spans[a] = _hist_range(vals, [full_values[idx[a]], *intervals.get(chosen[a], ())])[0] \
+                if len(vals) else (0.0, 1.0)
+        point_alpha = float(np.clip(150 / max(len(ok), 1), 0.04, 0.5))
+        for row in range(k):
+            for col in range(k):
+                ax = axes[row, col]
+                if col > row:
+                    if len(ok) > 2:
+                        rho = np.corrcoef(ok[:, idx[col]], ok[:, idx[row]])[0, 1]
+                        ax.text(0.5, 0.5, f"ρ({tex(chosen[row])}, {tex(chosen[col])})\n= {rho:+.2f}",
+                                transform=ax.transAxes, ha="center", va="center", fontsize=10)
+                    ax.axis("off")
+                    continue
+                if row == col:
+                    if len(ok):
+                        _histogram_panel(ax, ok[:, idx[row]], float(full_values[idx[row]]),
+                                         intervals.get(chosen[row]), None)
+                    ax.set_xlim(*spans[col])
+                else:
+                    x, y = ok[:, idx[col]], ok[:, idx[row]]
+                    ax.scatter(x, y, s=3, color=POINT_COLOR, alpha=point_alpha, edgecolors="none",
+                               rasterized=True)
+                    if len(ok) >= CORNER_MIN_DRAWS and np.ptp(x) > 0 and np.ptp(y) > 0:
+                        hist, xe, ye = np.histogram2d(x, y, bins=30, range=[spans[col], spans[row]])
+                        hist = _smooth(hist)
+                        levels = _density_levels(hist, CORNER_LEVELS)
+                        if levels:
+                            xc, yc = (xe[:-1] + xe[1:]) / 2, (ye[:-1] + ye[1:]) / 2
+                            ax.contour(xc, yc, hist.T, levels=levels, colors="black",
+                                       linewidths=[1.0, 1.6][-len(levels):])
+                    ax.plot(full_values[idx[col]], full_values[idx[row]], marker="+", color=FIT_COLOR,
+                            ms=12, mew=2)
+                    ax.set_xlim(*spans[col])
+                    ax.set_ylim(*spans[row])
+                    ax.ticklabel_format(style="sci", scilimits=(-3, 4), useMathText=True)
+                    if col == 0:
+                        ax.set_ylabel(tex(chosen[row]))
+                    else:
+                        ax.tick_params(labelleft=False)
+                if row == k - 1:
+                    ax.set_xlabel(tex(chosen[col]))
+                else:
+                    ax.tick_params(labelbottom=False)
+        note = f"; {failed} failed resamples left out" if failed else ""
+        fig.suptitle(f"Bootstrap draws (n = {len(ok)}{note}): contours enclose "
+                     f"{' and '.join(f'{100 * m:.0f}%' for m in sorted(CORNER_LEVELS))}; + full-data fit")
+    return _maybe_save(fig, path)
+
+
+def bootstrap_figures(names: Sequence[str], draws, full_values, intervals: Mapping[str, Sequence[float]],
+                      jacobian_intervals: Mapping[str, Sequence[float]] | None = None,
+                      exponents: Sequence[str] | None = None) -> dict[str, Figure]:
+    """The bootstrap's figures by file stem: `bootstrap_histograms` (one panel per parameter) and
+    `bootstrap_corner` (the exponents, or the parameters named in `exponents`) when there is one to
+    show. Rows of `draws` (B, P) holding NaN are failed resamples and are left out."""
+    figures = {"bootstrap_histograms": bootstrap_histograms(names, draws, full_values, intervals,
+                                                            jacobian_intervals)}
+    fig = corner(names, draws, full_values, intervals, exponents)
+    if fig is not None:
+        figures["bootstrap_corner"] = fig
+    return figures
+
+
+# ---------------------------------------------------------------- saving
+
+
+def _save_one(fig: Figure, path: Path, fmt: str) -> Path:
+    kwargs = {"dpi": PNG_DPI} if fmt == "png" else {}
+    try:
+        return atomic_write(path, lambda tmp: fig.savefig(tmp, format=fmt, **kwargs))
+    except OSError as exc:
+        raise DataError(f"cannot write figure {path}: {exc.strerror or exc}") from None
+
+
+def _maybe_save(fig: Figure, path: str | Path | None) -> Figure:
+    if path is not None:
+        path = Path(path)
+        fmt = path.suffix.lstrip(".").lower()
+        if fmt not in PLOT_FORMATS:
+            raise DataError(f"cannot save a figure as {path}: use a .png, .pdf or .svg file name")
+        _save_one(fig, path, fmt)
+    return fig
+
+
+def save_figures(figures: Mapping[str, Figure], directory: str | Path, fmt: str = "png") -> list[Path]:
+    """Save each figure as `directory/NAME.fmt` (created with its parents if missing), each written whole
+    or not at all; close every figure, also on failure. Returns the paths written."""
+    plt = _pyplot()
+    try:
+        if fmt not in PLOT_FORMATS:
+            raise DataError(f"plot format must be one of {', '.join(PLOT_FORMATS)}, not '{fmt}'")
+        directory = Path(directory)
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise DataError(f"cannot create plot directory {directory}: {exc.strerror or exc}") from None
+        if not directory.is_dir():
+            raise DataError(f"cannot save plots into {directory}: it is not a directory")
+        return [_save_one(fig, directory / f"{name}.{fmt}", fmt) for name, fig in figures.items()]
+    finally:
+        for fig in figures.values():
+            plt.close(fig)

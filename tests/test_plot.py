@@ -1,0 +1,363 @@
+"""Figures: the right panels for each form, the plotted fit equals the fitted law, files written whole."""
+
+from __future__ import annotations
+
+import dataclasses
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from scaling_cli import DataError, fit, load_runs
+from scaling_cli.forms import Chinchilla
+from scaling_cli.plot import (
+    bootstrap_figures,
+    fit_figures,
+    partial_terms,
+    power_law_band,
+    residuals,
+    save_figures,
+    tex,
+)
+
+DECOMPOSED_TRUTH = {"c_m": 300.0, "alpha_m": 1.0, "c_l": 8.0, "alpha_l": 1.3, "c_D": 500.0,
+                    "alpha_D": 0.3, "L0": 1.75}
+CHINCHILLA_TRUTH = {"E": 1.8, "A": 480.0, "alpha": 0.35, "B": 2100.0, "beta": 0.37}
+MAGIC = {"png": b"\x89PNG", "pdf": b"%PDF"}
+
+
+@pytest.fixture(autouse=True)
+def close_figures():
+    yield
+    import matplotlib.pyplot as plt
+
+    plt.close("all")
+
+
+def _write(path, columns: dict[str, np.ndarray]) -> None:
+    names = list(columns)
+    rows = [",".join(names)] + [",".join(f"{columns[n][i]:.10g}" for n in names)
+                                for i in range(len(columns[names[0]]))]
+    path.write_text("\n".join(rows) + "\n")
+
+
+@pytest.fixture(scope="module")
+def decomposed_result(tmp_path_factory):
+    """A log-ls fit of the decomposed law to 150 seeded runs with 0.5% log-normal noise."""
+    rng = np.random.default_rng(1)
+    n = 150
+    m = rng.choice([256, 512, 1024, 2048, 4096, 8192], n).astype(float)
+    layers = rng.choice([4, 8, 12, 16, 24, 32, 48, 64, 80], n).astype(float)
+    tokens = np.exp(rng.uniform(np.log(1e9), np.log(1e12), n))
+    t = DECOMPOSED_TRUTH
+    loss = (t["c_m"] * m ** -t["alpha_m"] + t["c_l"] * layers ** -t["alpha_l"]
+            + t["c_D"] * tokens ** -t["alpha_D"] + t["L0"]) * np.exp(rng.normal(0, 0.005, n))
+    path = tmp_path_factory.mktemp("dec") / "runs.csv"
+    _write(path, {"d_model": m, "n_layers": layers, "tokens": tokens, "loss": loss})
+    return fit(load_runs(path), "decomposed")
+
+
+@pytest.fixture(scope="module")
+def chinchilla_result(tmp_path_factory):
+    rng = np.random.default_rng(2)
+    n = 120
+    params = np.exp(rng.uniform(np.log(5e7), np.log(1.6e10), n))
+    tokens = np.exp(rng.uniform(np.log(1e9), np.log(3e11), n))
+    t = CHINCHILLA_TRUTH
+    loss = (t["E"] + t["A"] * params ** -t["alpha"] + t["B"] * tokens ** -t["beta"]) \
+        * np.exp(rng.normal(0, 0.005, n))
+    path = tmp_path_factory.mktemp("chin") / "runs.csv"
+    _write(path, {"params": params, "tokens": tokens, "loss": loss})
+    return fit(load_runs(path, require=("params", "tokens", "loss")), "chinchilla")
+
+
+def _axis_count(figures):
+    return {name: len(fig.axes) for name, fig in figures.items()}
+
+
+# ---------------------------------------------------------------- which figures
+
+
+def test_decomposed_figures_and_panels(decomposed_result):
+    figures = fit_figures(decomposed_result)
+    assert _axis_count(figures) == {"observed_vs_predicted": 1, "residuals": 3, "partial_terms": 3}
+    panels = figures["partial_terms"].axes
+    assert [ax.get_xscale() for ax in panels] == ["log"] * 3
+    assert [ax.get_yscale() for ax in panels] == ["log"] * 3
+    assert [ax.get_xlabel() for ax in panels] == ["width $m$ (d_model)", r"depth $\ell$ (layers)",
+                                                  "training tokens $D$"]
+
+
+def test_chinchilla_figures(chinchilla_result):
+    figures = fit_figures(chinchilla_result)
+    # loss_vs_compute: the axes and its colour bar
+    assert _axis_count(figures) == {"observed_vs_predicted": 1, "residuals": 2, "loss_vs_compute": 2}
+    ax = figures["loss_vs_compute"].axes[0]
+    assert ax.get_xscale() == "log"
+    runs = next(c for c in ax.collections if c.get_label().startswith("runs"))
+    N, D = chinchilla_result.inputs["N"], chinchilla_result.inputs["D"]
+    np.testing.assert_allclose(runs.get_offsets()[:, 0], 6 * N * D)
+    np.testing.assert_allclose(runs.get_array(), N)  # coloured by N
+    iso = [line for line in ax.get_lines() if line.get_label().startswith("fit, $N$")]
+    assert 3 <= len(iso) <= 6
+
+
+def test_iso_parameter_curves_are_the_fitted_law(chinchilla_result):
+    ax = fit_figures(chinchilla_result)["loss_vs_compute"].axes[0]
+    r = chinchilla_result
+    curves = [line for line in ax.get_lines() if (line.get_gid() or "").startswith("iso")]
+    assert len(curves) >= 6  # each N: extrapolated (dotted) and inside the data (solid)
+    for line in curves:
+        n_value = float(line.get_gid().split(":")[1])
+        C, L = (np.asarray(v, float) for v in line.get_data())
+        ok = np.isfinite(C)
+        D = C[ok] / (6 * n_value)
+        expected = r["E"] + r["A"] * n_value ** -r["alpha"] + r["B"] * D ** -r["beta"]
+        np.testing.assert_allclose(L[ok], expected, rtol=1e-10)
+
+
+class OtherForm(Chinchilla):
+    name = "my_form"
+
+
+def test_other_forms_get_the_generic_figures(chinchilla_result):
+    result = dataclasses.replace(chinchilla_result, form=OtherForm())
+    assert _axis_count(fit_figures(result)) == {"observed_vs_predicted": 1, "residuals": 2}
+
+
+# ---------------------------------------------------------------- what is drawn
+
+
+def test_depth_panel_line_is_the_fitted_power_law(decomposed_result):
+    r = decomposed_result
+    depth = partial_terms(r).axes[1]
+    (line,) = [ln for ln in depth.get_lines() if ln.get_gid() == "fit"]
+    x, y = (np.asarray(v, float) for v in line.get_data())
+    np.testing.assert_allclose(y, r["c_l"] * x ** -r["alpha_l"], rtol=1e-12)
+    assert x.min() == pytest.approx(r.inputs["l"].min()) and x.max() == pytest.approx(r.inputs["l"].max())
+    assert "alpha_{\\ell}" in depth.get_title() and f"{r['alpha_l']:.2f}"[:3] in depth.get_title()
+
+
+def test_partial_points_are_loss_minus_the_other_terms(decomposed_result):
+    r = decomposed_result
+    depth = partial_terms(r).axes[1]
+    runs = next(c for c in depth.collections if c.get_label() == "runs")
+    m, layers, D = r.inputs["m"], r.inputs["l"], r.inputs["D"]
+    partial = r.observed - (r["c_m"] * m ** -r["alpha_m"] + r["c_D"] * D ** -r["alpha_D"] + r["L0"])
+    shown = partial > 0
+    assert 0 < (~shown).sum() < 20  # deep runs' partial loss is within the noise of zero
+    np.testing.assert_allclose(runs.get_offsets(), np.column_stack([layers, partial])[shown], rtol=1e-10)
+    assert f"{(~shown).sum()} of {r.n_points} runs with partial loss ≤ 0 not shown" in depth.get_title()
+
+
+def test_nonpositive_partial_losses_are_left_out_and_counted(decomposed_result):
+    r = decomposed_result
+    own = r["c_l"] * r.inputs["l"] ** -r["alpha_l"]
+    observed = r.predicted + 0.01  # every partial loss for depth is own + 0.01 > 0
+    drop = np.arange(7)
+    observed[drop] = r.predicted[drop] - own[drop] - 0.01  # ... except these: -0.01
+    depth = partial_terms(dataclasses.replace(r, observed=observed)).axes[1]
+    runs = next(c for c in depth.collections if c.get_label() == "runs")
+    assert len(runs.get_offsets()) == r.n_points - 7
+    np.testing.assert_allclose(np.asarray(runs.get_offsets())[:, 1], own[7:] + 0.01)
+    assert f"7 of {r.n_points} runs with partial loss ≤ 0 not shown" in depth.get_title()
+    width = partial_terms(dataclasses.replace(r, observed=r.predicted + 0.01)).axes[0]
+    assert "not shown" not in width.get_title()
+
+
+def test_band_is_drawn_and_skipped_without_errors(decomposed_result):
+    from matplotlib.collections import PolyCollection
+
+    def bands(result):
+        return [c for c in partial_terms(result).axes[1].collections if isinstance(c, PolyCollection)]
+
+    assert len(bands(decomposed_result)) == 1
+    nan_cov = np.full_like(decomposed_result.covariance, np.nan)
+    assert bands(dataclasses.replace(decomposed_result, covariance=nan_cov)) == []
+
+
+def test_band_is_the_delta_method_on_log_f():
+    c, alpha = 6.0, 1.3
+    cov = np.array([[4.0, 0.5], [0.5, 0.08]])
+    x = np.array([4.0, 12.0, 80.0])
+    lo, hi = power_law_band(c, alpha, cov, x)
+    grad = np.column_stack([np.full_like(x, 1 / c), -np.log(x)])  # d log f / d (c, alpha)
+    sd = np.sqrt(np.einsum("ni,ij,nj->n", grad, cov, grad))
+    f = c * x**-alpha
+    np.testing.assert_allclose(np.log(hi / f), sd)
+    np.testing.assert_allclose(np.log(f / lo), sd)
+    assert power_law_band(c, alpha, np.full((2, 2), np.nan), x) is None
+
+
+def test_residual_panels_are_log_residuals(decomposed_result):
+    r = decomposed_result
+    fig = residuals(r)
+    assert [ax.get_xscale() for ax in fig.axes] == ["log"] * 3
+    for ax, symbol in zip(fig.axes, ("m", "l", "D"), strict=True):
+        points = ax.collections[0].get_offsets()
+        np.testing.assert_allclose(points, np.column_stack([r.inputs[symbol],
+                                                            np.log(r.observed) - np.log(r.predicted)]))
+        assert any(np.allclose(line.get_ydata(), 0) for line in ax.get_lines())  # the zero line
+
+
+def test_observed_vs_predicted_has_identity_band_and_legend(decomposed_result):
+    ax = fit_figures(decomposed_result)["observed_vs_predicted"].axes[0]
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert labels == ["±1%", "observed = predicted", f"runs (n = {decomposed_result.n_points})"]
+    (identity,) = ax.get_lines()
+    np.testing.assert_allclose(identity.get_xdata(), identity.get_ydata())
+
+
+# ---------------------------------------------------------------- saving
+
+
+@pytest.mark.parametrize("fmt", ["png", "pdf", "svg"])
+def test_save_figures_writes_whole_files(decomposed_result, tmp_path, fmt):
+    import matplotlib.pyplot as plt
+
+    figures = fit_figures(decomposed_result)
+    target = tmp_path / "new" / "plots"
+    paths = save_figures(figures, target, fmt)
+    assert [p.name for p in paths] == [f"{n}.{fmt}" for n in figures]
+    assert sorted(p.name for p in target.iterdir()) == sorted(p.name for p in paths)  # no temp files
+    for p in paths:
+        data = p.read_bytes()
+        assert len(data) > 1000
+        if fmt == "svg":
+            assert b"<svg" in data[:2000]
+        else:
+            assert data.startswith(MAGIC[fmt])
+    assert not any(plt.fignum_exists(f.number) for f in figures.values())
+
+
+def test_save_figures_into_an_impossible_directory(decomposed_result, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    with pytest.raises(DataError, match="cannot create plot directory .*file/plots"):
+        save_figures(fit_figures(decomposed_result), blocker / "plots", "png")
+
+
+def test_save_figures_rejects_an_unknown_format(decomposed_result, tmp_path):
+    with pytest.raises(DataError, match="plot format must be one of png, pdf, svg, not 'jpg'"):
+        save_figures(fit_figures(decomposed_result), tmp_path, "jpg")
+
+
+def test_failed_save_leaves_nothing_behind(decomposed_result, tmp_path):
+    figures = fit_figures(decomposed_result)
+
+    def broken(path, **kwargs):
+        with open(path, "wb") as handle:
+            handle.write(b"\x89PNG half")
+        raise OSError(28, "No space left on device")
+
+    figures["residuals"].savefig = broken
+    with pytest.raises(DataError, match="cannot write figure .*residuals.png: No space left on device"):
+        save_figures(figures, tmp_path, "png")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["observed_vs_predicted.png"]
+
+
+def test_matplotlib_is_not_imported_with_the_module():
+    code = "import sys, scaling_cli.plot; print('matplotlib' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+# ---------------------------------------------------------------- bootstrap
+
+
+NAMES = ("c_l", "alpha_l", "L0", "beta")
+
+
+@pytest.fixture
+def draws():
+    rng = np.random.default_rng(3)
+    values = rng.multivariate_normal([6.0, 1.3, 1.75, 0.3], np.diag([4.0, 0.08, 6e-4, 1e-4]), 500)
+    values[:20] = np.nan  # failed resamples
+    values[20:37, 1] = np.nan  # partly failed rows count as failed too
+    return values
+
+
+def _intervals(draws):
+    return {n: tuple(np.nanpercentile(draws[:, i], [2.5, 97.5])) for i, n in enumerate(NAMES)}
+
+
+def test_bootstrap_histograms_leave_out_failed_resamples(draws):
+    full = np.array([6.0, 1.3, 1.75, 0.3])
+    figures = bootstrap_figures(NAMES, draws, full, _intervals(draws))
+    assert set(figures) == {"bootstrap_histograms", "bootstrap_corner"}
+    hist = figures["bootstrap_histograms"]
+    assert len([ax for ax in hist.axes if ax.get_visible()]) == 4
+    for ax in hist.axes:
+        counts = [p.get_height() for p in ax.containers[0]]
+        assert sum(counts) == 463
+    assert "463 of 500 resamples (37 failed, left out)" in hist.get_suptitle()
+
+
+def test_bootstrap_histograms_mark_estimate_and_intervals(draws):
+    full = np.array([6.0, 1.3, 1.75, 0.3])
+    intervals = _intervals(draws)
+    jacobian = {"alpha_l": (0.8, 1.8)}
+    ax = bootstrap_figures(NAMES, draws, full, intervals, jacobian)["bootstrap_histograms"].axes[1]
+    vertical = {round(float(line.get_xdata()[0]), 9) for line in ax.get_lines()}
+    assert {round(v, 9) for v in (1.3, *intervals["alpha_l"], 0.8, 1.8)} <= vertical
+    assert tex("alpha_l") in ax.get_title()
+
+
+def test_corner_plot_of_exponents(draws):
+    full = np.array([6.0, 1.3, 1.75, 0.3])
+    corner = bootstrap_figures(NAMES, draws, full, _intervals(draws))["bootstrap_corner"]
+    assert len(corner.axes) == 4  # alpha_l and beta: a 2 x 2 grid
+    scatter_ax = corner.axes[2]  # row 1, column 0: beta against alpha_l
+    offsets = scatter_ax.collections[0].get_offsets()
+    assert len(offsets) == 463
+    ok = np.isfinite(draws).all(axis=1)
+    np.testing.assert_allclose(offsets, draws[ok][:, [1, 3]])
+    assert len(scatter_ax.collections) > 1  # the density contours
+    assert scatter_ax.get_xlabel() == tex("alpha_l") and scatter_ax.get_ylabel() == tex("beta")
+
+
+def test_corner_plot_of_chosen_parameters_and_none_without_exponents(draws):
+    full = np.array([6.0, 1.3, 1.75, 0.3])
+    figures = bootstrap_figures(NAMES, draws, full, _intervals(draws), exponents=["c_l", "alpha_l", "L0"])
+    assert len(figures["bootstrap_corner"].axes) == 9
+    plain = bootstrap_figures(["E", "A"], draws[:, :2], full[:2], {})
+    assert set(plain) == {"bootstrap_histograms"}
+    with pytest.raises(DataError, match="corner plot: no parameter 'gamma'"):
+        bootstrap_figures(NAMES, draws, full, {}, exponents=["gamma"])
+
+
+def test_bootstrap_with_every_resample_failed():
+    draws = np.full((10, 2), np.nan)
+    fig = bootstrap_figures(["alpha", "beta"], draws, [0.3, 0.4], {})["bootstrap_histograms"]
+    assert "0 of 10 resamples (10 failed" in fig.get_suptitle()
+
+
+def test_tex_names():
+    assert tex("alpha_l") == r"$\alpha_{\ell}$"
+    assert tex("L0") == "$L_{0}$"
+    assert tex("beta") == r"$\beta$"
+
+
+# ---------------------------------------------------------------- real data
+
+
+def test_paper_table_figures(chinchilla_wd, tmp_path):
+    r = fit(load_runs(chinchilla_wd, exclude_top_loss=40), "decomposed")
+    figures = fit_figures(r)
+    depth = figures["partial_terms"].axes[1]
+    assert depth.get_title().startswith(r"depth: $\alpha_{\ell}$ = 1.3")
+    paths = save_figures(figures, tmp_path, "png")
+    assert all(p.read_bytes().startswith(b"\x89PNG") for p in paths)
+
+
+def test_one_depth_for_every_run_still_draws(decomposed_result):
+    """A design the data cannot resolve (every run equally deep, no errors) still gives figures, quietly."""
+    r = decomposed_result
+    inputs = dict(r.inputs, l=np.full(r.n_points, 24.0))
+    flat = dataclasses.replace(r, inputs=inputs, covariance=np.full_like(r.covariance, np.nan),
+                               stderr=np.full_like(r.stderr, np.nan))
+    depth = fit_figures(flat)["partial_terms"].axes[1]
+    assert "± n/a" in depth.get_title()
+    lo, hi = depth.get_xlim()
+    assert 0 < lo < 24 < hi
