@@ -14,6 +14,7 @@ import json
 import math
 import re
 from dataclasses import dataclass, field
+from decimal import Decimal
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
@@ -39,7 +40,8 @@ ROLE_ALIASES: dict[str, tuple[str, ...]] = {
 FORMATS = ("csv", "tsv", "jsonl", "json", "parquet")
 _EXTENSIONS = {".csv": "csv", ".tsv": "tsv", ".tab": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl",
                ".json": "json", ".parquet": "parquet", ".pq": "parquet"}
-_SUFFIXES = {"": 1.0, "k": 1e3, "m": 1e6, "b": 1e9, "g": 1e9, "t": 1e12}
+_COMPRESSED = {".gz": "gzip", ".bz2": "bz2", ".xz": "lzma"}
+_SUFFIXES = {"": 0, "k": 3, "m": 6, "b": 9, "g": 9, "t": 12}  # powers of ten
 _NUMBER = re.compile(r"^([+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?)\s*([kKmMbBgGtT]?)$")
 _MISSING = {"", "na", "n/a", "null", "none"}
 TOKENS_FROM_FLOPS_NOTE = "tokens were not in the table: computed as flops / (6 * params)"
@@ -73,7 +75,8 @@ def parse_number(text: Any) -> float | None:
     match = _NUMBER.match(s)
     if not match:
         raise ValueError(text)
-    return float(match.group(1)) * _SUFFIXES[match.group(2).lower()]
+    # scale in decimal, then round once: 2.01k is 2010.0, not 2.01 * 1e3 = 2009.9999999999998
+    return float(Decimal(match.group(1)).scaleb(_SUFFIXES[match.group(2).lower()]))
 
 
 @dataclass(frozen=True)
@@ -137,7 +140,7 @@ def detect_format(path: Path, fmt: str | None) -> str:
             raise DataError(f"unknown format '{fmt}': use one of {', '.join(FORMATS)}")
         return fmt
     suffix = path.suffix.lower()
-    if suffix in (".gz", ".bz2", ".xz"):
+    if suffix in _COMPRESSED:
         suffix = Path(path.stem).suffix.lower()
     if suffix not in _EXTENSIONS:
         raise DataError(f"{path}: cannot tell the format from the extension '{path.suffix}': "
@@ -148,16 +151,18 @@ def detect_format(path: Path, fmt: str | None) -> str:
 def read_table(path: str | Path, fmt: str | None = None) -> Table:
     """Read CSV, TSV, JSON lines, JSON records or Parquet into a raw `Table`."""
     path = Path(path)
-    fmt = detect_format(path, fmt)
+    # existence first: "no such file" is the useful message even when the extension is unknown
     if not path.exists():
         raise DataError(f"{path}: no such file")
     if path.is_dir():
         raise DataError(f"{path}: is a directory, not a table")
+    fmt = detect_format(path, fmt)
     try:
         raw = path.read_bytes()
     except OSError as exc:
         raise DataError(f"{path}: cannot read: {exc.strerror or exc}") from None
     digest = hashlib.sha256(raw).hexdigest()
+    raw = _decompress(path, raw)
     if fmt == "parquet":
         names, rows = _read_parquet(path)
     else:
@@ -182,6 +187,20 @@ def read_table(path: str | Path, fmt: str | None = None) -> Table:
     return Table(str(path), tuple(names), cells, digest)
 
 
+def _decompress(path: Path, raw: bytes) -> bytes:
+    """The bytes of `runs.csv.gz` (or .bz2, .xz), which `detect_format` reads through."""
+    suffix = path.suffix.lower()
+    if suffix not in _COMPRESSED:
+        return raw
+    import importlib
+
+    module = importlib.import_module(_COMPRESSED[suffix])
+    try:
+        return module.decompress(raw)
+    except Exception as exc:  # gzip, bz2 and lzma each raise their own error types
+        raise DataError(f"{path}: cannot decompress ({exc})") from None
+
+
 def _check_duplicates(path: Path, names: Sequence[str]) -> None:
     seen: dict[str, int] = {}
     for name in names:
@@ -194,18 +213,19 @@ def _check_duplicates(path: Path, names: Sequence[str]) -> None:
 def _read_delimited(path: Path, text: str, delimiter: str) -> tuple[list[str], list[dict]]:
     reader = csv.reader(_io.StringIO(text), delimiter=delimiter)
     try:
-        lines = [line for line in reader if line and any(cell.strip() for cell in line)]
+        # keep the file's line numbers: blank lines are skipped but still counted in messages
+        lines = [(reader.line_num, line) for line in reader if line and any(cell.strip() for cell in line)]
     except csv.Error as exc:
         raise DataError(f"{path}: malformed {'CSV' if delimiter == ',' else 'TSV'}: {exc}") from None
     if not lines:
         raise DataError(f"{path}: the table is empty")
-    names = [name.strip() for name in lines[0]]
+    names = [name.strip() for name in lines[0][1]]
     if any(not name for name in names):
         raise DataError(f"{path}: the header has an empty column name (column "
                         f"{[i + 1 for i, n in enumerate(names) if not n][0]})")
     _check_duplicates(path, names)
     rows = []
-    for number, line in enumerate(lines[1:], start=2):
+    for number, line in lines[1:]:
         if len(line) != len(names):
             raise DataError(f"{path}: line {number} has {len(line)} fields, the header has "
                             f"{len(names)}")
@@ -244,6 +264,11 @@ def _read_json(path: Path, text: str) -> tuple[list[str], list[dict]]:
         doc = json.loads(text)
     except json.JSONDecodeError as exc:
         raise DataError(f"{path}: not valid JSON (line {exc.lineno}: {exc.msg})") from None
+    # {"runs": [{...}, ...]} is records under a wrapper key, not one column of objects
+    if isinstance(doc, dict) and len(doc) == 1:
+        (only,) = doc.values()
+        if isinstance(only, list) and only and all(isinstance(r, dict) for r in only):
+            doc = only
     if isinstance(doc, dict) and all(isinstance(v, list) for v in doc.values()) and doc:
         lengths = {len(v) for v in doc.values()}
         if len(lengths) != 1:
@@ -337,8 +362,10 @@ def resolve_role(path: str, names: Sequence[str], role: str,
 
 
 def _format_rows(rows: Sequence[int]) -> str:
+    """`row 5` or `rows 4, 9, 17` (the first few, then how many in all)."""
     shown = ", ".join(str(r) for r in rows[:MAX_LISTED])
-    return shown + (f", ... ({len(rows)} in all)" if len(rows) > MAX_LISTED else "")
+    more = f", ... ({len(rows)} in all)" if len(rows) > MAX_LISTED else ""
+    return f"row{'s' if len(rows) > 1 else ''} {shown}{more}"
 
 
 def numeric_column(path: str, name: str, cells: Sequence[Any], *, positive: bool = True,
@@ -364,24 +391,25 @@ def numeric_column(path: str, name: str, cells: Sequence[Any], *, positive: bool
     if bad:
         examples = ", ".join(repr(str(v)) for _, v in bad[:3])
         raise DataError(f"{path}: column '{name}' has {len(bad)} non-numeric value"
-                        f"{'s' if len(bad) > 1 else ''} (rows {_format_rows([r for r, _ in bad])}): "
+                        f"{'s' if len(bad) > 1 else ''} ({_format_rows([r for r, _ in bad])}): "
                         f"{examples}")
     if missing:
         raise DataError(f"{path}: column '{name}' has {len(missing)} empty cell"
-                        f"{'s' if len(missing) > 1 else ''} (rows {_format_rows(missing)}); "
+                        f"{'s' if len(missing) > 1 else ''} ({_format_rows(missing)}); "
                         f"fill them or pass --drop-missing")
     nan_rows = [rows[i] for i in np.flatnonzero(np.isnan(values))]
     if nan_rows:
-        raise DataError(f"{path}: column '{name}' has NaN in rows {_format_rows(nan_rows)}")
+        raise DataError(f"{path}: column '{name}' has NaN in {_format_rows(nan_rows)}")
     inf_rows = [rows[i] for i in np.flatnonzero(np.isinf(values))]
     if inf_rows:
-        raise DataError(f"{path}: column '{name}' has infinite values in rows {_format_rows(inf_rows)}")
+        raise DataError(f"{path}: column '{name}' has infinite values in {_format_rows(inf_rows)}")
     if positive:
         bad_rows = np.flatnonzero(values <= 0)
         if len(bad_rows):
             examples = ", ".join(f"{values[i]:g}" for i in bad_rows[:3])
             raise DataError(f"{path}: column '{name}' must be positive (powers and logs of it are "
-                            f"taken) but rows {_format_rows([rows[i] for i in bad_rows])} hold "
+                            f"taken) but {_format_rows([rows[i] for i in bad_rows])} "
+                            f"hold{'s' if len(bad_rows) == 1 else ''} "
                             f"{examples}")
     return values
 
@@ -441,8 +469,10 @@ def join_configs(left: Table, right: Table, on: str | None) -> tuple[Table, str]
     unmatched = [k for k in unique_left if k not in mapping]
     if unmatched:
         parts = [f"'{k}'{_did_you_mean(k, right_keys)}" for k in unmatched[:MAX_LISTED]]
-        raise DataError(f"{left.path}: {len(unmatched)} value{'s' if len(unmatched) > 1 else ''} of "
-                        f"'{left_key}' have no row in {right.path} ('{right_key}'): " + "; ".join(parts))
+        several = len(unmatched) > 1
+        raise DataError(f"{left.path}: {len(unmatched)} value{'s' if several else ''} of '{left_key}' "
+                        f"{'have' if several else 'has'} no row in {right.path} ('{right_key}'): "
+                        + "; ".join(parts))
     index = {k: i for i, k in enumerate(right_keys)}
     names = list(left.names)
     cells = dict(left.cells)

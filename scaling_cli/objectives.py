@@ -79,3 +79,11 @@ class Objective:
 
     def to_dict(self, value: float | None = None) -> dict:
         return {"name": self.name, "delta": self.delta, "value": value}
+
+
+def choose_objective(form, name: str | None = None, delta: float | None = None) -> Objective:
+    """The objective asked for, else the form's own; `delta` only goes with huber."""
+    name = name or form.objective
+    if delta is not None and name != "huber":
+        raise SpecError(f"--delta is the Huber threshold: it needs --objective huber (not '{name}')")
+    return Objective(name, delta if delta is not None else form.delta)

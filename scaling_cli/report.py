@@ -133,12 +133,24 @@ def fit_to_dict(result: FitResult) -> dict:
 # ---------------------------------------------------------------- files
 
 
+def check_writable(path: str | Path) -> None:
+    """Raise a DataError now if `path` cannot be written (no such directory, or it is a directory),
+    so that a command can fail before its work rather than after. `-` (stdout) always passes."""
+    if str(path) == "-":
+        return
+    path = Path(path)
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.is_dir():
+        raise DataError(f"cannot write {path}: directory {parent} does not exist")
+    if path.is_dir():
+        raise DataError(f"cannot write {path}: it is a directory")
+
+
 def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
     """Call `write(tmp_path)`, then move the file into place; on any failure nothing is left behind."""
     path = Path(path)
+    check_writable(path)
     parent = path.parent if str(path.parent) else Path(".")
-    if not parent.exists():
-        raise DataError(f"cannot write {path}: directory {parent} does not exist")
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=parent)
     os.close(fd)
     tmp_path = Path(tmp)
