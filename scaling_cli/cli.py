@@ -42,7 +42,7 @@ class ScalefitGroup(TyperGroup):
             sys.exit(EXIT_BAD_INPUT)
         except click_exceptions.ClickException as exc:
             _fail(exc.format_message(), exc.exit_code)
-        except (click_exceptions.Abort, typer.Abort):
+        except typer.Abort:
             _fail("interrupted", 130)
         except KeyboardInterrupt:
             _fail("interrupted", 130)
@@ -166,6 +166,16 @@ def check_plot_format(plot_format: str) -> None:
                                  f"'{plot_format}'")
 
 
+def check_outputs(plot_format: str, *paths: str | Path | None) -> None:
+    """Check the plot format and that every output path can be written, before any work is done."""
+    from .report import check_writable
+
+    check_plot_format(plot_format)
+    for path in paths:
+        if path is not None and str(path) != "-":
+            check_writable(path)
+
+
 def save_plots(plot_dir: Path, plot_format: str, figures, console) -> None:
     from .plot import save_figures
 
@@ -198,13 +208,15 @@ def fit(
 ) -> None:
     """Fit a scaling law to a table of runs: parameters with Jacobian errors, statistics, plots, JSON."""
     from .fitting import fit as fit_runs
+    from .objectives import choose_objective
     from .report import render_fit, write_json
 
-    check_plot_format(plot_format)
+    check_outputs(plot_format, json_path)
     table = TableOptions(format, tuple(column or ()), configs, on, exclude_top_loss, drop_missing)
     the_form = resolve_form(form, config)
+    the_objective = choose_objective(the_form, objective, delta)
     runs = table.load(data, the_form)
-    result = fit_runs(runs, the_form, objective, delta)
+    result = fit_runs(runs, the_form, the_objective)
     console = console_for(json_path, quiet)
     if console is not None:
         render_fit(result, console)
@@ -214,6 +226,78 @@ def fit(
         from .plot import fit_figures
 
         save_plots(plot_dir, plot_format, fit_figures(result), console)
+
+
+@app.command()
+def compare(
+    ctx: typer.Context,
+    data: Annotated[Path | None, typer.Argument(
+        metavar="DATA", help="Table of runs (or `data:` in --spec).", show_default=False)] = None,
+    forms: Annotated[list[str] | None, typer.Argument(
+        metavar="FORMS", help="Forms to compare: built-in names (decomposed, chinchilla) or YAML files.",
+        show_default=False)] = None,
+    spec: Annotated[Path | None, typer.Option(
+        "--spec", help="A compare file (YAML) with data, forms and any option below; options given "
+                       "on the command line win.")] = None,
+    objective: ObjectiveOpt = None,
+    delta: DeltaOpt = None,
+    folds: Annotated[int, typer.Option(
+        "--folds", help="Folds of cross-validation (rows of one group stay together).")] = 5,
+    holdout_top: Annotated[float, typer.Option(
+        "--holdout-top", help="Fraction of the largest runs held out to measure extrapolation.")] = 0.2,
+    by: Annotated[str, typer.Option(
+        "--by", help="Largest by flops (else 6*params*tokens), params (else 12*depth*width^2) or "
+                     "tokens.")] = "flops",
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the random fold assignment.")] = 0,
+    rank_by: Annotated[str, typer.Option(
+        "--rank-by", help="extrapolation, cv, aic or bic.")] = "extrapolation",
+    exclude_top_loss: ExcludeOpt = 0,
+    column: ColumnOpt = None,
+    format: FormatOpt = None,
+    configs: ConfigsOpt = None,
+    on: OnOpt = None,
+    drop_missing: DropMissingOpt = False,
+    json_path: JsonOpt = None,
+    plot_dir: PlotDirOpt = None,
+    plot_format: PlotFormatOpt = "png",
+    quiet: QuietOpt = False,
+) -> None:
+    """Rank forms fitted to the same rows: AIC, BIC, Akaike weight, cross-validated and extrapolation
+    error."""
+    from .compare import compare_forms, load_compare_spec, render_compare
+    from .errors import SpecError
+    from .report import write_json
+
+    check_plot_format(plot_format)
+    the_spec = load_compare_spec(spec) if spec is not None else None
+    given = the_spec.settings if the_spec is not None else {}
+
+    def pick(name: str, value, key: str | None = None):
+        """The command line's value, else the compare file's, else the default."""
+        if ctx.get_parameter_source(name).name.startswith("DEFAULT"):
+            return given.get(key or name, value)
+        return value
+
+    data = data if data is not None else (the_spec.data if the_spec is not None else None)
+    forms = list(forms or (the_spec.forms if the_spec is not None else ()))
+    if data is None or not forms:
+        raise SpecError("compare needs DATA and at least one FORM (built-in name or YAML file), or a "
+                        "--spec FILE that names them")
+    table = TableOptions(pick("format", format), tuple(pick("column", column, "columns") or ()), configs, on,
+                         pick("exclude_top_loss", exclude_top_loss), drop_missing)
+    result = compare_forms(
+        data, forms, objective=pick("objective", objective), delta=pick("delta", delta),
+        folds=pick("folds", folds), holdout_top=pick("holdout_top", holdout_top), by=pick("by", by),
+        seed=pick("seed", seed), rank_by=pick("rank_by", rank_by), load_options=vars(table))
+    console = console_for(json_path, quiet)
+    if console is not None:
+        render_compare(result, console)
+    if json_path:
+        write_json(json_path, result.to_dict())
+    if plot_dir is not None:
+        from .plot_compare import compare_figures
+
+        save_plots(plot_dir, plot_format, compare_figures(result), console)
 
 
 def main() -> None:
