@@ -17,6 +17,7 @@ $(STAMP): pyproject.toml | $(BIN)/python
 install: $(STAMP)
 
 demo: $(STAMP)
+	mkdir -p out/demo
 	$(BIN)/scalefit fit data/example_runs.csv --plot-dir out/demo --json out/demo/fit.json
 
 test: $(STAMP)

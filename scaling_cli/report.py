@@ -206,6 +206,9 @@ def depth_regime(result: FitResult) -> str | None:
     if hi < ENSEMBLE_ALPHA:
         return (f"{head} ({span}): below 1, shallower than ensemble averaging; excludes smooth "
                 f"refinement (≥ 3).")
+    if hi < (ENSEMBLE_ALPHA + REFINEMENT_ALPHA) / 2:
+        return (f"{head} ({span}): close to ensemble averaging (alpha_l ≈ 1), though 1 itself lies "
+                f"below the interval; excludes smooth refinement (≥ 3).")
     if hi < REFINEMENT_ALPHA:
         return f"{head} ({span}): above ensemble averaging (≈ 1) and below smooth refinement (≥ 3)."
     return f"{head} ({span}): above 1; cannot exclude smooth refinement (≥ 3)."

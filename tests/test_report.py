@@ -243,6 +243,12 @@ def test_an_interval_at_or_above_three_is_refinement(lo, hi):
     assert "consistent with smooth refinement (alpha_l ≥ 3), not with ensemble averaging" in sentence
 
 
+def test_a_tight_interval_just_above_one_is_near_the_ensemble_regime():
+    sentence = _regime(1.187, 1.219)
+    assert "close to ensemble averaging (alpha_l ≈ 1), though 1 itself lies below the interval" in sentence
+    assert "excludes smooth refinement" in sentence
+
+
 def test_an_interval_between_the_regimes():
     sentence = _regime(1.2, 2.5)
     assert "above ensemble averaging (≈ 1) and below smooth refinement (≥ 3)" in sentence

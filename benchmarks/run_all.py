@@ -1,0 +1,79 @@
+"""Run every benchmark and print a summary of measured times against their targets (`make bench`).
+
+    .venv/bin/python benchmarks/run_all.py            # full: the Epoch grid alone takes a minute or more
+    .venv/bin/python benchmarks/run_all.py --quick    # the Epoch grid on 300 of its 4,500 starts
+
+Each benchmark runs in its own process (each pins BLAS to one thread for its in-process comparisons and
+times `scalefit` itself in the environment it was given). Timings are reported, not asserted: the exit
+code is 1 when scalefit reaches a worse objective than a competitor, 2 when ../shared is missing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+
+
+def run_benchmark(script: str, args: list[str], summary_dir: Path) -> tuple[int, list[dict]]:
+    """Run one benchmark script, its report going straight to the terminal; its exit code and summary."""
+    summary = summary_dir / f"{Path(script).stem}.json"
+    print("=" * 30, " ".join([script, *args]), "=" * 30, flush=True)
+    code = subprocess.run([sys.executable, str(HERE / script), *args, "--summary", str(summary)]).returncode
+    print(flush=True)
+    rows = json.loads(summary.read_text(encoding="utf-8")) if summary.exists() else []
+    return code, rows
+
+
+def _verdict(ok: bool, failed: str = "MISSED") -> str:
+    return "ok" if ok else failed
+
+
+def summary_lines(fit_rows: list[dict], epoch_rows: list[dict]) -> list[str]:
+    """One entry per target: what was measured, the target, and whether it was met."""
+    lines = []
+    for row in fit_rows[:2]:
+        lines.append(f"{row['name'].strip()}\n"
+                     f"    best {row['best_s']:.3f} s, median {row['median_s']:.3f} s; "
+                     f"target < {row['target_s']} s: best {_verdict(row['best_ok'])}, "
+                     f"median {_verdict(row['ok'])}")
+    for lsq in fit_rows[2:]:
+        lines.append("in-process decomposed fit vs scipy least_squares multi-start\n"
+                     f"    {lsq['ours_s']:.3f} s vs {lsq['theirs_s']:.2f} s = {lsq['speedup']:.0f}x faster; "
+                     f"objective {lsq['ours_objective']:.10e} vs {lsq['theirs_objective']:.10e}: "
+                     f"{_verdict(lsq['ok'], 'WORSE')}")
+    for epoch in epoch_rows:
+        lines.append(f"{epoch['name']}\n"
+                     f"    {epoch['ours_s']:.3f} s vs {epoch['theirs_s']:.1f} s = {epoch['speedup']:.0f}x "
+                     f"faster (target >= {epoch['target']:.0f}x: {_verdict(epoch['fast_enough'])}); "
+                     f"whole process {epoch['ours_process_s']:.2f} s\n"
+                     f"    objective {epoch['ours_objective']:.12e} vs {epoch['theirs_objective']:.12e}: "
+                     f"{_verdict(epoch['ok'], 'WORSE')}")
+    return lines
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="subsample the Epoch grid's starts")
+    args = parser.parse_args(argv)
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp:
+        fit_code, fit_rows = run_benchmark("bench_fit.py", [], Path(tmp))
+        epoch_code, epoch_rows = run_benchmark("bench_epoch_huber.py", ["--quick"] if args.quick else [],
+                                               Path(tmp))
+    if 2 in (fit_code, epoch_code):
+        return 2
+    print("=" * 30, f"summary ({time.perf_counter() - t0:.0f} s)", "=" * 30)
+    for line in summary_lines(fit_rows, epoch_rows):
+        print(line)
+    return 0 if fit_code == 0 and epoch_code == 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
