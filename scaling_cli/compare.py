@@ -43,7 +43,6 @@ DEFAULT_BY = "flops"
 DEFAULT_SEED = 0
 DEFAULT_RANK_BY = "extrapolation"
 FORM_FILE_SUFFIXES = (".yaml", ".yml")
-MAX_SPEC_BYTES = 64 * 1024
 SPEC_KEYS = ("data", "forms", "objective", "delta", "exclude_top_loss", "holdout_top", "by", "folds",
              "seed", "rank_by", "columns", "format")
 FLOPS_NOTE = "the table has no flops: runs are ordered for the holdout by 6 * params * tokens"
@@ -451,8 +450,9 @@ def _load_shared(path: str | Path, forms: Sequence[Form], load_options: Mapping[
     """Load the table once for every form that can use it; the forms that cannot, with the reason."""
     def load(subset_forms: Sequence[Form]) -> Runs:
         require = list(dict.fromkeys(c for f in subset_forms for c in f.required_columns()))
+        positive = list(dict.fromkeys(c for f in subset_forms for c in f.positive_columns()))
         return load_runs(path, require=require, response=subset_forms[0].response_columns()[0],
-                         **load_options)
+                         positive=positive, **load_options)
 
     try:
         return load(forms), {}
@@ -611,19 +611,12 @@ def load_compare_spec(path: str | Path) -> CompareSpec:
     objective: log-ls               # and delta, exclude_top_loss, holdout_top, by, folds, seed,
     rank_by: extrapolation          # columns {ROLE: NAME}, format
     """
-    import yaml
+    from .spec import read_yaml
 
     path = Path(path)
     if not path.is_file():
         raise SpecError(f"{path}: no such compare file")
-    if path.stat().st_size > MAX_SPEC_BYTES:
-        raise SpecError(f"{path}: a compare file may hold at most {MAX_SPEC_BYTES // 1024} KiB")
-    try:
-        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        where = getattr(exc, "problem_mark", None)
-        line = f" (line {where.line + 1})" if where is not None else ""
-        raise SpecError(f"{path}: not valid YAML{line}") from None
+    doc = read_yaml(path)  # size limit, no anchors or aliases, no repeated keys
     if not isinstance(doc, dict):
         raise SpecError(f"{path}: a compare file is a mapping with keys {', '.join(SPEC_KEYS)}")
     unknown = [str(k) for k in doc if k not in SPEC_KEYS]

@@ -16,11 +16,11 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from .errors import FitError, ScalefitWarning
+from .errors import DataError, FitError, ScalefitWarning
 from .forms import Form, get_form
 from .io import Runs
 from .objectives import Objective
-from .solve import Problem, global_minimize
+from .solve import Problem, global_minimize, global_minimize_robust
 
 CONDITION_LIMIT = 1e10  # of the column-scaled Jacobian; beyond it a direction counts as undetermined
 NULL_LOADING = 0.05  # a parameter loading a near-null direction by more than this is undetermined
@@ -228,18 +228,27 @@ def _covariance(problem: Problem, theta: np.ndarray, free: np.ndarray
 
 def fit(runs: Runs, form: Form | str = "decomposed", objective: Objective | str | None = None,
         delta: float | None = None, fixed: Mapping[str, float] | None = None,
-        starts: Sequence[Mapping[str, float]] | None = None, global_search: bool = True) -> FitResult:
+        starts: Sequence[Mapping[str, float]] | None = None, global_search: bool = True,
+        strategy: str = "newton") -> FitResult:
     """Fit `form` to `runs` and return a `FitResult`.
 
     The global search tries a grid of the nonlinear parameters (solving the linear ones exactly) and
     polishes the best points; `starts` adds starting points of your own (and with
-    `global_search=False` they are the only ones)."""
+    `global_search=False` they are the only ones). `strategy="robust"` minimizes from each point by
+    trust-region Gauss-Newton searches (full and variable projection) before the Newton-LM polish,
+    for starts far from the optimum (`solve.robust_minimize`)."""
     t0 = time.perf_counter()
     form = get_form(form) if isinstance(form, str) else form
     if not isinstance(objective, Objective):
         objective = Objective(objective or form.objective, delta if delta is not None else form.delta)
     X = form.inputs(runs)
     y = form.observed(runs)
+    if objective.log_space and np.any(y <= 0):
+        rows = np.flatnonzero(y <= 0) + 1
+        raise DataError(f"{runs.path}: the {objective.name} objective takes the log of the response "
+                        f"'{form.response}', but it is not positive in rows "
+                        f"{', '.join(map(str, rows[:5]))}{', ...' if rows.size > 5 else ''}; "
+                        f"use --objective ls")
     problem = Problem.build(form, X, y, objective, fixed)
     n, k = len(y), int(problem.free.sum())
     if n <= k:
@@ -254,7 +263,10 @@ def fit(runs: Runs, form: Form | str = "decomposed", objective: Objective | str 
         start_vectors.append(vec)
     if not global_search and not start_vectors:
         raise FitError("global_search=False needs starts")
-    solution, n_grid, n_starts = global_minimize(problem, starts=start_vectors, use_grid=global_search)
+    if strategy not in ("newton", "robust"):
+        raise FitError(f"unknown strategy '{strategy}': use newton or robust")
+    minimize = global_minimize_robust if strategy == "robust" else global_minimize
+    solution, n_grid, n_starts = minimize(problem, starts=start_vectors, use_grid=global_search)
     theta, value = solution.theta[0], float(solution.value[0])
     if not np.isfinite(value):
         raise FitError(f"no start gave a finite objective for form '{form.name}' (predictions must be "

@@ -74,6 +74,10 @@ class Form:
     def response_columns(self) -> list[str]:
         return [self.response]
 
+    def positive_columns(self) -> tuple[str, ...]:
+        """Columns whose values must be positive (they are raised to powers or logged)."""
+        return self.required_columns()
+
     def inputs(self, runs) -> dict[str, np.ndarray]:
         """The variable arrays, keyed by symbol, from a `Runs` table."""
         return {symbol: np.asarray(runs.column(col), dtype=float) for symbol, col in self.variables.items()}

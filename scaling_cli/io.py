@@ -495,12 +495,14 @@ def join_configs(left: Table, right: Table, on: str | None) -> tuple[Table, str]
 def load_runs(path: str | Path, *, require: Sequence[str] = ("width", "depth", "tokens", "loss"),
               format: str | None = None, columns: Sequence[str] | Mapping[str, str] | None = None,
               configs: str | Path | None = None, on: str | None = None, exclude_top_loss: int = 0,
-              drop_missing: bool = False, response: str = "loss") -> Runs:
+              drop_missing: bool = False, response: str = "loss",
+              positive: Sequence[str] | None = None) -> Runs:
     """Read a table of runs, resolve the columns `require`d (roles or column names), validate them,
     and drop the highest-loss rows.
 
     `exclude_top_loss=K` keeps rows whose `response` column is strictly below its K-th highest value
-    (ties drop more rows), the rule Liu et al. and Epoch AI used.
+    (ties drop more rows), the rule Liu et al. and Epoch AI used. `positive` lists the columns that
+    must hold positive values (default: every column used).
     """
     if exclude_top_loss < 0:
         raise DataError(f"--exclude-top-loss must be 0 or more, not {exclude_top_loss}")
@@ -548,10 +550,14 @@ def load_runs(path: str | Path, *, require: Sequence[str] = ("width", "depth", "
         if keep.sum() < n_total:
             notes.append(f"{n_total - int(keep.sum())} rows with empty cells dropped (--drop-missing)")
     idx = np.flatnonzero(keep)
+    # powers and logs need positive values; a form may say which of its columns need them
+    must_be_positive = set(used_columns) if positive is None else {
+        roles.get(k, k) for k in positive} | ({roles["flops"], roles["params"]} if derive_tokens else set())
     data: dict[str, np.ndarray] = {}
     for name in used_columns:
         cells = [table.cells[name][i] for i in idx]
-        data[name] = numeric_column(table.path, name, cells, row_numbers=row_numbers[idx])
+        data[name] = numeric_column(table.path, name, cells, row_numbers=row_numbers[idx],
+                                    positive=name in must_be_positive)
     if "group" in roles and roles["group"] not in data:
         data[roles["group"]] = np.array([str(table.cells[roles["group"]][i]) for i in idx], dtype=object)
     for name in names:  # other numeric columns ride along for YAML forms and plots

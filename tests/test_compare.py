@@ -412,7 +412,8 @@ def test_compare_file_resolves_paths_and_settings(tmp_path):
     ("holdout_top: 2\n", "holdout_top: must be a fraction strictly between 0 and 1, not 2"),
     ("by: width\n", "by: must be one of flops, params, tokens, not 'width'"),
     ("columns: [width]\n", "columns: must be a mapping ROLE: COLUMN, not ['width']"),
-    ("data: [\n", "not valid YAML (line 2)"),
+    ("data: [\n", "line 2: not valid YAML"),
+    ("a: &x [1, 2]\nb: [*x, *x]\n", "alias"),
 ])
 def test_bad_compare_files(tmp_path, text, message):
     path = write_spec(tmp_path, text)

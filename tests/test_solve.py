@@ -122,3 +122,24 @@ def test_global_search_beats_the_truth_without_any_start(seed):
     assert np.all(np.diff(solution.value) >= 0)  # best first
     assert solution.value[0] <= pr.value(TRUTH[None, :])[0]
     assert solution.value[0] < values[0]  # polishing improved on the grid
+
+
+def test_a_row_whose_derivatives_overflow_stops_without_breaking_the_batch():
+    from scaling_cli.forms import Decomposed
+
+    class Exploding(Decomposed):
+        """Derivatives overflow where c_m is beyond 1e6, as they can for extreme starts."""
+
+        def jacobian(self, theta, X):
+            J = super().jacobian(theta, X)
+            J[np.atleast_2d(theta)[:, 0] > 1e6] = np.inf
+            return J
+
+    base = problem(seed=6)
+    pr = Problem.build(Exploding(), base.X, base.y, base.objective)
+    extreme = TRUTH.copy()
+    extreme[0] = 1e9
+    sol = levenberg_marquardt(pr, np.stack([TRUTH * 1.05, extreme]))
+    assert sol.converged[0] and not sol.converged[1]
+    good = levenberg_marquardt(pr, TRUTH[None, :] * 1.05)
+    assert sol.value[0] == pytest.approx(good.value[0], rel=1e-12)
