@@ -23,6 +23,8 @@ _EXPORTS = {
     "Form": "forms", "get_form": "forms",
     "Runs": "io", "load_runs": "io",
     "Objective": "objectives",
+    "CompareResult": "compare", "compare_forms": "compare",
+    "load_form": "spec", "parse_form": "spec",
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__"]

@@ -19,10 +19,13 @@ if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
+    from .compare import CompareResult
     from .fitting import FitResult
 
 PLOT_FORMATS = ("png", "pdf", "svg")
 PNG_DPI = 200
+COMPARE_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "<", ">", "*")
+COMPARE_FIGURE = "compare_heldout"
 BAND_PERCENT = 1.0  # the observed-vs-predicted band, in percent of the loss
 N_ISO_CURVES = 5  # iso-parameter curves on the Chinchilla loss-versus-compute figure
 MAX_GROUPS = 25  # a variable with at most this many distinct values gets one mean per value
@@ -652,3 +655,50 @@ def save_figures(figures: Mapping[str, Figure], directory: str | Path, fmt: str 
     finally:
         for fig in figures.values():
             plt.close(fig)
+
+
+# ---------------------------------------------------------------- scalefit compare
+
+
+def compare_figures(result: CompareResult) -> dict[str, Figure]:
+    """One figure, `compare_heldout`: two panels (extrapolation to the largest runs; out-of-fold
+    cross-validation), observed against predicted for every ranked form, with the line y = x."""
+    from matplotlib.figure import Figure
+
+    response = result.ranked[0].form.response if result.ranked else "response"
+    fig = Figure(figsize=(11, 5), layout="constrained")
+    axes = fig.subplots(1, 2)
+    panels = (
+        ("extrapolation", f"extrapolation: fit below, predict the top {100 * result.holdout_top:g}% "
+                          f"by {result.by}"),
+        ("cv", f"{result.folds}-fold cross-validation (out of fold)"),
+    )
+    for ax, (attr, title) in zip(axes, panels, strict=True):
+        lo, hi = np.inf, -np.inf
+        for i, entry in enumerate(result.ranked):
+            held = getattr(entry, attr)
+            if held is None or held.failed or not len(held.observed):
+                continue
+            ok = np.isfinite(held.predicted) & (held.predicted > 0)
+            if not ok.any():
+                continue
+            label = f"{entry.rank}. {entry.name} (mean |rel. error| {100 * held.mean_abs_rel_error:.2f}%)"
+            ax.scatter(held.predicted[ok], held.observed[ok], s=18, alpha=0.7,
+                       marker=COMPARE_MARKERS[i % len(COMPARE_MARKERS)], label=label)
+            lo = min(lo, held.predicted[ok].min(), held.observed[ok].min())
+            hi = max(hi, held.predicted[ok].max(), held.observed[ok].max())
+        if np.isfinite(lo) and np.isfinite(hi):
+            pad = 0.02 * (hi - lo) if hi > lo else 0.05 * abs(hi) or 1.0
+            line = np.array([lo - pad, hi + pad])
+            ax.plot(line, line, color="0.3", lw=1, ls="--", label="y = x")
+            ax.set_xlim(*line)
+            ax.set_ylim(*line)
+            ax.legend(fontsize="small", loc="upper left")
+        else:
+            ax.text(0.5, 0.5, "no held-out predictions", ha="center", va="center", transform=ax.transAxes)
+        ax.set_title(title, fontsize="medium")
+        ax.set_xlabel(f"predicted {response}")
+        ax.set_ylabel(f"observed {response}")
+        ax.set_aspect("equal", adjustable="box")
+    fig.suptitle(f"held-out predictions: {result.n_points} rows, ranked by {result.rank_by}")
+    return {COMPARE_FIGURE: fig}

@@ -452,7 +452,7 @@ def test_cli_quiet_json_file(cli, runs_csv, tmp_path):
 
 
 def test_heldout_figure_has_every_form_and_the_diagonal(result):
-    from scaling_cli.plot_compare import compare_figures
+    from scaling_cli.plot import compare_figures
 
     figures = compare_figures(result)
     assert list(figures) == ["compare_heldout"]
