@@ -20,7 +20,7 @@ from .errors import DataError, FitError, ScalefitWarning
 from .forms import Form, get_form
 from .io import Runs
 from .objectives import Objective
-from .solve import Problem, global_minimize, global_minimize_robust
+from .solve import Problem, global_minimize, levenberg_marquardt, robust_minimize
 
 CONDITION_LIMIT = 1e10  # of the column-scaled Jacobian; beyond it a direction counts as undetermined
 NULL_LOADING = 0.05  # a parameter loading a near-null direction by more than this is undetermined
@@ -265,8 +265,9 @@ def fit(runs: Runs, form: Form | str = "decomposed", objective: Objective | str 
         raise FitError("global_search=False needs starts")
     if strategy not in ("newton", "robust"):
         raise FitError(f"unknown strategy '{strategy}': use newton or robust")
-    minimize = global_minimize_robust if strategy == "robust" else global_minimize
-    solution, n_grid, n_starts = minimize(problem, starts=start_vectors, use_grid=global_search)
+    minimizer = robust_minimize if strategy == "robust" else levenberg_marquardt
+    solution, n_grid, n_starts = global_minimize(problem, starts=start_vectors, use_grid=global_search,
+                                                 minimizer=minimizer)
     theta, value = solution.theta[0], float(solution.value[0])
     if not np.isfinite(value):
         raise FitError(f"no start gave a finite objective for form '{form.name}' (predictions must be "

@@ -325,9 +325,10 @@ def grid_search(problem: Problem, weights: np.ndarray | None = None,
 
 def global_minimize(problem: Problem, weights: np.ndarray | None = None,
                     starts: Sequence[np.ndarray] | None = None, use_grid: bool = True,
-                    keep: int = N_POLISH) -> tuple[Solution, int, int]:
-    """Grid search plus user starts, all polished together; returns the solutions of every start
-    (best first), the number of grid points and the number of polished starts."""
+                    keep: int = N_POLISH, minimizer=None) -> tuple[Solution, int, int]:
+    """Grid search plus user starts, all minimized together by `minimizer` (default: the Newton-LM;
+    `robust_minimize` for starts far from the optimum); returns the solutions of every start (best
+    first), the number of grid points and the number of minimized starts."""
     candidates = []
     n_grid = 0
     if use_grid:
@@ -338,7 +339,8 @@ def global_minimize(problem: Problem, weights: np.ndarray | None = None,
     theta0 = np.concatenate(candidates) if candidates else np.zeros((0, len(problem.form.params)))
     if len(theta0) == 0:
         theta0 = problem.with_fixed(np.ones((1, len(problem.form.params))))
-    sol = levenberg_marquardt(problem, theta0, None if weights is None else weights[None, :])
+    minimizer = minimizer or levenberg_marquardt
+    sol = minimizer(problem, theta0, None if weights is None else weights[None, :])
     order = np.argsort(np.where(np.isfinite(sol.value), sol.value, np.inf), kind="stable")
     ordered = Solution(sol.theta[order], sol.value[order], sol.converged[order], sol.iterations[order])
     return ordered, n_grid, len(theta0)
@@ -653,24 +655,3 @@ def _polish(problem: Problem, theta0: np.ndarray, weights: np.ndarray | None) ->
                                  np.zeros(1, dtype=int)))
     return Solution(*(np.concatenate([getattr(r, f) for r in rows])
                       for f in ("theta", "value", "converged", "iterations")))
-
-
-def global_minimize_robust(problem: Problem, weights: np.ndarray | None = None,
-                           starts: Sequence[np.ndarray] | None = None, use_grid: bool = True,
-                           keep: int = N_POLISH) -> tuple[Solution, int, int]:
-    """As `global_minimize`, with each candidate (grid point or start) minimized by `robust_minimize`
-    instead of the Newton-LM alone. Same return values."""
-    candidates = []
-    n_grid = 0
-    if use_grid:
-        top, _, n_grid = grid_search(problem, weights, keep)
-        candidates.append(top[np.all(np.isfinite(top), axis=1)])
-    for s in starts or []:
-        candidates.append(problem.with_fixed(np.atleast_2d(np.asarray(s, dtype=float))))
-    theta0 = np.concatenate(candidates) if candidates else np.zeros((0, len(problem.form.params)))
-    if len(theta0) == 0:
-        theta0 = problem.with_fixed(np.ones((1, len(problem.form.params))))
-    sol = robust_minimize(problem, theta0, None if weights is None else weights[None, :])
-    order = np.argsort(np.where(np.isfinite(sol.value), sol.value, np.inf), kind="stable")
-    ordered = Solution(sol.theta[order], sol.value[order], sol.converged[order], sol.iterations[order])
-    return ordered, n_grid, len(theta0)
