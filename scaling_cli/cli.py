@@ -133,7 +133,7 @@ class TableOptions:
         return load_runs(path, require=form.required_columns(), format=self.format,
                          columns=list(self.columns), configs=self.configs, on=self.on,
                          exclude_top_loss=self.exclude_top_loss, drop_missing=self.drop_missing,
-                         response=form.response_columns()[0])
+                         response=form.response_columns()[0], positive=form.positive_columns())
 
 
 def resolve_form(name: str, config: Path | None):
@@ -295,9 +295,70 @@ def compare(
     if json_path:
         write_json(json_path, result.to_dict())
     if plot_dir is not None:
-        from .plot_compare import compare_figures
+        from .plot import compare_figures
 
         save_plots(plot_dir, plot_format, compare_figures(result), console)
+
+
+@app.command()
+def bootstrap(
+    data: DataArg,
+    form: FormOpt = "decomposed",
+    config: ConfigOpt = None,
+    objective: ObjectiveOpt = None,
+    delta: DeltaOpt = None,
+    exclude_top_loss: ExcludeOpt = 0,
+    column: ColumnOpt = None,
+    format: FormatOpt = None,
+    configs: ConfigsOpt = None,
+    on: OnOpt = None,
+    drop_missing: DropMissingOpt = False,
+    n: Annotated[int, typer.Option("--n", min=2, help="Number of resamples.")] = 2000,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the resampling (same seed, same draws, "
+                                                     "whatever --jobs is).")] = 0,
+    method: Annotated[str, typer.Option(
+        "--method", help="case (rows), group (whole groups: --group or the group column) or residual "
+                         "(residuals onto the fitted values).")] = "case",
+    ci: Annotated[str, typer.Option("--ci", help="Interval: percentile, bca or basic.")] = "percentile",
+    level: Annotated[float, typer.Option("--level", help="Confidence level of the intervals.")] = 0.95,
+    jobs: Annotated[int, typer.Option(
+        "--jobs", min=0, help="Worker processes solving chunks of resamples (0: one per CPU).")] = 1,
+    group: Annotated[str | None, typer.Option(
+        "--group", help="Column whose rows are resampled together (default: the group column: group, "
+                        "run, run_name or run_id).")] = None,
+    draws: Annotated[Path | None, typer.Option(
+        "--draws", help="Write every resample's parameters and status to PATH (.csv, or .parquet).")] = None,
+    json_path: JsonOpt = None,
+    plot_dir: PlotDirOpt = None,
+    plot_format: PlotFormatOpt = "png",
+    quiet: QuietOpt = False,
+) -> None:
+    """Bootstrap a fit: refit thousands of resamples at once; standard errors and intervals beside the
+    Jacobian ones."""
+    from .bootstrap import bootstrap as run_bootstrap
+    from .bootstrap import progress_bar, render_bootstrap
+    from .objectives import choose_objective
+    from .report import write_json
+
+    check_outputs(plot_format, json_path, draws)
+    table = TableOptions(format, tuple(column or ()), configs, on, exclude_top_loss, drop_missing)
+    the_form = resolve_form(form, config)
+    the_objective = choose_objective(the_form, objective, delta)
+    runs = table.load(data, the_form)
+    console = console_for(json_path, quiet)
+    with progress_bar(console) as progress:
+        result = run_bootstrap(runs, the_form, the_objective, n=n, seed=seed, method=method, ci=ci,
+                               level=level, group=group, jobs=jobs, progress=progress)
+    if console is not None:
+        render_bootstrap(result, console)
+    if draws is not None:
+        path = result.write_draws(draws)
+        if console is not None:
+            console.print(f"wrote {path}", style="dim", markup=False)
+    if json_path:
+        write_json(json_path, result.to_dict())
+    if plot_dir is not None:
+        save_plots(plot_dir, plot_format, result.figures(), console)
 
 
 def main() -> None:

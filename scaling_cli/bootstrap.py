@@ -1,0 +1,1070 @@
+"""Bootstrap: thousands of resampled refits, solved together, for intervals you can trust.
+
+The Jacobian errors of a nonlinear fit are a linear approximation; on scaling data the exponents trade
+against their coefficients, so the real sampling distribution is skewed. A bootstrap refits the law on
+resampled data many times; the spread of the refits is the uncertainty.
+
+How it is fast: all resamples of a chunk are one batched problem (numpy over a resample axis), solved by
+a Newton-Levenberg-Marquardt on the exact Hessian, warm-started at the full-data optimum. Every
+coefficient c of a term c * g(x; alpha) is *centered* while solving: the solver works with
+c' = c * exp(G (alpha - alpha_hat)), where G is the derivative of the mean log g over the rows
+(for a power law c x^-alpha this is c' = c x_ref^-(alpha - alpha_hat) with x_ref the geometric mean of
+x). This is an exact change of variables, so the optimum is the same, but it removes most of the
+curvature that the c / alpha trade-off puts into the problem, and Newton needs about 7 iterations
+instead of about 40 (on the paper's table). Chunks of resamples go to worker processes with `jobs`.
+
+How it is right:
+- each resample starts from the full-data optimum and from every other distinct local minimum the
+  full-data global search found, and keeps the best (`check_global` re-solves resamples with an
+  independent grid search, which the tests do);
+- convergence is judged relative to the objective (a Huber objective of 1e-3 as tightly as a sum of
+  squares), and the Huber objective is solved with its exact Hessian, not IRLS, so it converges rather
+  than crawls; a resample that stopped without reaching a stationary point is a failure;
+- failed resamples are counted per reason and kept in the draws with their status, never dropped
+  silently; more than 1% failed is a warning;
+- resample k of chunk c is drawn from `SeedSequence(seed, spawn_key=(c,))`, so the same seed gives the
+  same draws whatever `jobs` is, bit for bit (and a larger run begins with the resamples of a smaller
+  one);
+- a solve ends when the exact Newton model says less than 1e-13 of the objective is left, after one
+  more undamped Newton step (projected on the bounds, so an optimum on a bound is reached, not
+  approached forever): parameters then agree with a fully polished solution to about 1e-10.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+import time
+import warnings
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from statistics import NormalDist
+from typing import Callable, Iterator, Sequence
+
+import numpy as np
+
+from .errors import DataError, FitError, ScalefitWarning, SpecError
+from .fitting import FitResult, fit, t_quantile
+from .forms import Form, get_form
+from .io import Runs
+from .objectives import Objective
+from .solve import (
+    FTOL,
+    LAMBDA_MAX,
+    LAMBDA_START,
+    MAX_ITER_HUBER,
+    MAX_ITER_LS,
+    XTOL,
+    Problem,
+    global_minimize,
+    grid_search,
+)
+
+METHODS = ("case", "group", "residual")
+INTERVALS = ("percentile", "bca", "basic")
+DEFAULT_N = 2000
+DEFAULT_LEVEL = 0.95
+FAILED_WARNING_FRACTION = 0.01
+# One chunk holds about this many floats in its (resamples, rows, parameters) arrays; the chunk size
+# depends on the table and the form only, never on `jobs`, so that the draws do not either.
+CHUNK_FLOATS = 1_500_000
+MIN_CHUNK, MAX_CHUNK = 8, 2048
+# Starts of every resample: the full-data optimum and up to MAX_STARTS - 1 other distinct local minima
+# of the full-data search.
+MAX_STARTS = 6
+SEARCH_KEEP = 48  # grid points the full-data search polishes when looking for other minima
+# Two minima are the same when every parameter differs by less than this many Jacobian standard errors
+# plus this relative difference.
+SAME_MINIMUM, SAME_MINIMUM_RTOL = 0.05, 1e-4
+# A solve that stopped converged only if the undamped Newton step would lower the objective by less than
+# this fraction of it.
+STATIONARY_RTOL = 1e-9
+TIE_RTOL = 1e-12  # objectives of two starts' solutions closer than this are the same minimum
+MIN_SCALE = 1e-10  # least scale of a parameter, relative to the largest, in the solver's step
+AT_BOUND_NOTE_FRACTION = 0.01
+CENTERING_STEP = 1e-5
+
+STATUS = ("ok", "not converged", "no finite fit", "too few rows")
+OK, NOT_CONVERGED, NO_FINITE_FIT, TOO_FEW_ROWS = range(4)
+FAILED_MESSAGE = ("{failed} of {n} resamples ({pct:.1f}%) failed ({why}); intervals use the {ok} that "
+                  "succeeded and may be biased")
+PARQUET_NEEDS_PYARROW = "writing Parquet needs pyarrow: pip install 'scaling-cli[parquet]', or use .csv"
+
+
+# ---------------------------------------------------------------- the batched solver
+
+
+class _Centering:
+    """The change of variables c = c' exp(-G (a - a_hat)) for linear coefficients c of terms whose
+    design column depends on nonlinear parameters a (see the module docstring).
+
+    G is the derivative of the mean log |design column| with respect to a, by central differences at
+    the full-data optimum (exact for power laws, whose log column is linear in the exponent). Only
+    coefficients whose bounds the change leaves alone (lower 0 or none, no upper) are centered."""
+
+    def __init__(self, problem: Problem, theta_hat: np.ndarray) -> None:
+        form = problem.form
+        self.nonlinear = np.array([form.index(p) for p in form.nonlinear], dtype=int)
+        self.a_hat = np.asarray(theta_hat, dtype=float)[self.nonlinear]
+        linear, rows = [], []
+        if len(self.nonlinear) and form.linear:
+            theta = np.atleast_2d(np.asarray(theta_hat, dtype=float))
+            with np.errstate(all="ignore"):
+                column = self._log_columns(problem, theta)
+                grads = np.zeros((column.shape[0], len(self.nonlinear)))
+                for k, q in enumerate(self.nonlinear):
+                    h = CENTERING_STEP * max(1.0, abs(theta[0, q]))
+                    up, down = theta.copy(), theta.copy()
+                    up[0, q] += h
+                    down[0, q] -= h
+                    grads[:, k] = (self._log_columns(problem, up)
+                                   - self._log_columns(problem, down)) / (2 * h)
+            for j, name in enumerate(form.linear):
+                p = form.index(name)
+                bounds_kept = problem.lower[p] in (0.0, -np.inf) and problem.upper[p] == np.inf
+                if (problem.free[p] and bounds_kept and np.all(np.isfinite(grads[j]))
+                        and np.any(grads[j] != 0)):
+                    linear.append(p)
+                    rows.append(grads[j])
+        self.linear = np.array(linear, dtype=int)
+        self.G = np.array(rows, dtype=float).reshape(len(linear), len(self.nonlinear))
+
+    @staticmethod
+    def _log_columns(problem: Problem, theta: np.ndarray) -> np.ndarray:
+        """Mean log |design column| per linear parameter (L,); NaN where a column has a zero."""
+        B, _ = problem.form.design(theta, problem.X)
+        B = np.abs(B[0])
+        return np.where(np.all((B > 0) & np.isfinite(B), axis=0),
+                        np.mean(np.log(np.where(B > 0, B, 1.0)), axis=0), np.nan)
+
+    @property
+    def active(self) -> bool:
+        return len(self.linear) > 0
+
+    def factor(self, theta: np.ndarray) -> np.ndarray:
+        """exp(-G (a - a_hat)) per centered coefficient, (K, C)."""
+        return np.exp(-(theta[:, self.nonlinear] - self.a_hat) @ self.G.T)
+
+    def to_original(self, centered: np.ndarray) -> np.ndarray:
+        theta = centered.copy()
+        if self.active:
+            theta[:, self.linear] = centered[:, self.linear] * self.factor(centered)
+        return theta
+
+    def to_centered(self, theta: np.ndarray) -> np.ndarray:
+        centered = theta.copy()
+        if self.active:
+            centered[:, self.linear] = theta[:, self.linear] / self.factor(theta)
+        return centered
+
+    def transform(self, centered: np.ndarray, theta: np.ndarray, g: np.ndarray,
+                  matrices: Sequence[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:
+        """Gradient and Hessians of the objective in the original parameters -> in the centered ones.
+        The first matrix gets the second-order term of the change of variables (it is the Hessian);
+        the others (the Gauss-Newton matrix, used for scaling only) just the chain rule."""
+        K, P = theta.shape
+        E = self.factor(centered)
+        D = np.broadcast_to(np.eye(P), (K, P, P)).copy()
+        for r, j in enumerate(self.linear):
+            D[:, j, j] = E[:, r]
+            D[:, j, self.nonlinear] = -theta[:, j, None] * self.G[r]
+        Dt = np.swapaxes(D, 1, 2)
+        g_new = np.einsum("kip,ki->kp", D, g)
+        out = [Dt @ M @ D for M in matrices]
+        H = out[0]
+        nl = self.nonlinear
+        for r, j in enumerate(self.linear):
+            cross = -(g[:, j] * E[:, r])[:, None] * self.G[r]
+            H[:, j, nl] += cross
+            H[:, nl, j] += cross
+            H[:, nl[:, None], nl[None, :]] += (g[:, j] * theta[:, j])[:, None, None] * np.outer(
+                self.G[r], self.G[r])
+        return g_new, out
+
+
+@dataclass(frozen=True)
+class BatchSolution:
+    """Parameters found for K problems, with objective, convergence and iterations."""
+
+    theta: np.ndarray  # (K, P)
+    value: np.ndarray  # (K,)
+    converged: np.ndarray  # (K,) bool
+    iterations: np.ndarray  # (K,) int
+
+
+class BatchSolver:
+    """Newton-Levenberg-Marquardt over a batch of problems that share a form, inputs and objective but
+    each have their own weights (case and group resamples) or response (residual resamples).
+
+    The step uses the exact Hessian of the objective (for Huber: the indicator of |r| <= delta in the
+    Gauss-Newton part, with psi(r) in the second-order part), scaled by the Gauss-Newton diagonal and
+    shifted where it is indefinite; bounds are kept by projection with an active set. Convergence
+    follows `solve.levenberg_marquardt`: relative to the objective's own value."""
+
+    def __init__(self, problem: Problem, theta_hat: np.ndarray, center: bool = True) -> None:
+        self.problem = problem
+        self.centering = _Centering(problem, theta_hat) if center else None
+
+    def _to_original(self, centered: np.ndarray) -> np.ndarray:
+        return centered if self.centering is None else self.centering.to_original(centered)
+
+    def _objective(self, centered: np.ndarray, y: np.ndarray, w: np.ndarray | None):
+        pr = self.problem
+        with np.errstate(all="ignore"):
+            f = pr.form.predict(self._to_original(centered), pr.X)
+            r = pr.objective.residuals(y, f)
+            S = pr.objective.value(r, w)
+        return f, r, S
+
+    def solve(self, theta0: np.ndarray, y: np.ndarray | None = None, weights: np.ndarray | None = None,
+              max_iter: int | None = None, ftol: float = FTOL, xtol: float = XTOL) -> BatchSolution:
+        """Minimize from each row of `theta0` (K, P); `y` (K, n) replaces the response per row and
+        `weights` (K, n) multiply each point's loss; None means the problem's response and 1."""
+        pr = self.problem
+        obj = pr.objective
+        theta0 = np.clip(pr.with_fixed(np.atleast_2d(np.asarray(theta0, dtype=float))), pr.lower, pr.upper)
+        K, P = theta0.shape
+        y = np.broadcast_to(pr.y if y is None else np.asarray(y, dtype=float), (K, pr.n))
+        w_all = None if weights is None else np.broadcast_to(np.asarray(weights, dtype=float), (K, pr.n))
+        if max_iter is None:
+            max_iter = MAX_ITER_LS if obj.least_squares else MAX_ITER_HUBER
+        with np.errstate(all="ignore"):
+            x = theta0 if self.centering is None else self.centering.to_centered(theta0)
+        f, r, S = self._objective(x, y, w_all)
+        lam = np.full(K, LAMBDA_START)
+        done = ~np.isfinite(S)
+        converged = np.zeros(K, dtype=bool)
+        iterations = np.zeros(K, dtype=int)
+        lo, hi, free = pr.lower, pr.upper, pr.free
+        scale = 1.0 if obj.least_squares else 0.5
+        eye = np.eye(P)
+        # non-finite values are handled explicitly (rows marked bad, steps rejected): no warnings
+        with np.errstate(all="ignore"):
+            for _ in range(max_iter):
+                idx = np.flatnonzero(~done)
+                if idx.size == 0:
+                    break
+                xi = x[idx]
+                wi = None if w_all is None else w_all[idx]
+                g, H, A_diag = self._derivatives(xi, f[idx], r[idx], wi)
+                # A parameter pushed against a bound is held there. "Against" includes so close that
+                # reaching the bound would change the objective by less than ftol of it: otherwise an
+                # optimum on a bound in a flat valley (L0 = 0 with alpha_l -> 0) is approached forever.
+                S_tol = ftol * np.maximum(np.abs(S[idx]), 1e-300)[:, None]
+                tiny = 1e-12 * (1.0 + np.abs(xi))
+                at_lo = (g > 0) & ((xi <= lo + tiny) | ((xi - lo) * g <= S_tol))
+                at_hi = (g < 0) & ((xi >= hi - tiny) | ((hi - xi) * -g <= S_tol))
+                blocked = (~free[None, :]) | at_lo | at_hi
+                d = np.sqrt(np.clip(A_diag, 0.0, None))
+                d = np.where(np.isfinite(d), d, 0.0)
+                # a parameter that does nothing here (an exponent whose coefficient is 0) must not get a
+                # scale that swamps the others: floor the scales relative to the largest
+                d = np.maximum(d, MIN_SCALE * d.max(axis=1, keepdims=True))
+                d = np.where(d > 0, d, 1.0)
+                Hs = H / d[:, :, None] / d[:, None, :]
+                Hs = np.where(blocked[:, :, None] | blocked[:, None, :], 0.0, Hs) + eye * blocked[:, None, :]
+                gs = np.where(blocked, 0.0, g / d)
+                bad = ~(np.all(np.isfinite(Hs), axis=(1, 2)) & np.all(np.isfinite(gs), axis=1))
+                Hs[bad] = eye
+                gs[bad] = 0.0
+                # where the Hessian is indefinite (far from a minimum), shift it until it is positive definite
+                shift = _indefinite_shift(Hs)
+                newton, damped, decrement, free_gs = _projected_steps(Hs, gs, shift, lam[idx], xi, d, lo, hi,
+                                                                      blocked)
+                # Near a minimum with a positive definite Hessian, Newton converges quadratically: once
+                # the model says less than ftol * S is left, one undamped step lands on the minimum far
+                # more precisely than the objective can resolve (log y - log f loses digits to
+                # cancellation, so S is only good to ~1e-14), so that step is taken unless it raises S by
+                # more than ftol * S, and the solve ends. Elsewhere the tests of
+                # `solve.levenberg_marquardt` apply.
+                quadratic = (shift == 0) & ~bad & (decrement >= 0) & (decrement <= S_tol[:, 0])
+                step_s = np.where(quadratic[:, None], newton, damped)
+                new = np.where(blocked, xi, np.clip(xi + step_s / d, lo, hi))
+                f_new, r_new, S_new = self._objective(new, y[idx], wi)
+                S_old = S[idx]
+                denom = np.maximum(np.abs(S_old), 1e-300)
+                actual = S_old - S_new
+                delta = new - xi
+                predicted = -scale * (2 * np.einsum("kp,kp->k", g, delta)
+                                      + np.einsum("kp,kpq,kq->k", delta, H, delta))
+                improved = np.isfinite(S_new) & (S_new < S_old)
+                accept = improved | (quadratic & np.isfinite(S_new) & (S_new <= S_old + ftol * denom))
+                moved = idx[accept]
+                x[moved], S[moved], f[moved], r[moved] = new[accept], S_new[accept], f_new[accept], \
+                    r_new[accept]
+                lam[idx] = np.where(improved, np.maximum(lam[idx] / 5.0, 1e-12), lam[idx] * 8.0)
+                iterations[idx] += 1
+                small_f = (np.abs(actual) <= ftol * denom) & (np.abs(predicted) <= ftol * denom)
+                xnorm = np.linalg.norm(np.where(blocked, 0.0, xi * d), axis=1)
+                small_x = np.linalg.norm(np.where(blocked, 0.0, step_s), axis=1) <= xtol * (xnorm + xtol)
+                finished = (quadratic | ((shift > 0) & improved & (small_f | small_x))
+                            | (~improved & small_f & (lam[idx] > 1.0)))
+                gave_up = (lam[idx] > LAMBDA_MAX) & ~finished & ~bad
+                ended = finished | gave_up | bad
+                # Stopping is not converging: a solve that ends with damped steps that no longer move (at a
+                # wall of non-finite predictions, say) converged only if the undamped Newton step would
+                # gain almost nothing, relative to the objective; where the Hessian had to be shifted the
+                # decrement understates what is left, so the scaled gradient must be small too.
+                # (a negative decrement means the model is no guide: not stationary)
+                left = np.where(decrement >= 0,
+                                np.maximum(decrement, np.einsum("kp,kp->k", free_gs, free_gs)), np.inf)
+                stationary = left <= STATIONARY_RTOL * denom
+                converged[idx[ended & ~bad & (quadratic | stationary)]] = True
+                done[idx[ended]] = True
+        return BatchSolution(self._to_original(x), S, converged, iterations)
+
+    def _derivatives(self, x: np.ndarray, f: np.ndarray, r: np.ndarray, w: np.ndarray | None):
+        """Gradient g and Hessian H of half the objective (of the objective for Huber), and the diagonal
+        of the Gauss-Newton matrix for scaling, all in the solver's (centered) parameters.
+
+        Residual Jacobians are never formed: for log residuals J_r = -J_f / f, so every J_r' C J_r is
+        J_f' (C / f^2) J_f, one weighted product of the form's Jacobian."""
+        pr = self.problem
+        obj, form, X = pr.objective, pr.form, pr.X
+        theta = self._to_original(x)
+        with np.errstate(all="ignore"):
+            Jf = form.jacobian(theta, X)
+            if obj.least_squares:
+                curv = np.ones_like(r) if w is None else w
+                v = r if w is None else r * w
+            else:  # exact Huber Hessian: rho'' is 1 inside delta and 0 outside; rho' = psi = omega r
+                inside = np.abs(r) <= obj.delta
+                curv = inside.astype(float)
+                v = np.clip(r, -obj.delta, obj.delta)
+                if w is not None:
+                    curv, v = curv * w, v * w
+            if obj.log_space:
+                inv = 1.0 / f
+                g = -np.einsum("knp,kn->kp", Jf, v * inv)
+                # d2 r = -d2 f / f + J_r J_r': the outer-product part joins the Gauss-Newton term
+                gn = _weighted_gram(Jf, (curv + v) * inv * inv)
+                H = gn + form.second_order(theta, X, -v * inv)
+                if obj.least_squares:
+                    scaling = gn
+                else:  # IRLS weights: positive, unlike the exact Huber curvature
+                    omega = obj.irls_weights(r) if w is None else obj.irls_weights(r) * w
+                    scaling = _weighted_gram(Jf, omega * inv * inv)
+            else:
+                g = -np.einsum("knp,kn->kp", Jf, v)
+                scaling = _weighted_gram(Jf, curv)
+                H = scaling + form.second_order(theta, X, -v)
+            if self.centering is not None and self.centering.active:
+                g, (H, scaling) = self.centering.transform(x, theta, g, [H, scaling])
+        return g, H, np.einsum("kii->ki", scaling)
+
+
+def _weighted_gram(J: np.ndarray, c: np.ndarray) -> np.ndarray:
+    """J' diag(c) J for every row of a batch: J (K, n, P), c (K, n) -> (K, P, P)."""
+    return np.swapaxes(J * c[:, :, None], 1, 2) @ J
+
+
+def _projected_steps(Hs: np.ndarray, gs: np.ndarray, shift: np.ndarray, lam: np.ndarray, x: np.ndarray,
+                     d: np.ndarray, lower: np.ndarray, upper: np.ndarray, blocked: np.ndarray):
+    """The undamped (Newton) and damped steps in scaled variables, the Newton decrement (twice what the
+    quadratic model gains by the Newton step), and the gradient of the parameters left free.
+
+    Where the Hessian is positive definite (near a minimum), a parameter whose Newton step would cross
+    its bound is moved onto it and the others take the Newton step given that move, a two-metric
+    projection (Bertsekas 1982): an optimum on a bound is then reached in a step rather than
+    approached geometrically, and the decrement measures only what is feasible."""
+    eye = np.eye(gs.shape[1])
+    newton = _solve(Hs + shift[:, None, None] * eye, -gs)
+    damped = _solve(Hs + (lam + shift)[:, None, None] * eye, -gs)
+    target = x + newton / d
+    cross = (~blocked & (shift == 0)[:, None]
+             & (((target < lower) & (gs > 0)) | ((target > upper) & (gs < 0))))
+    hold = blocked | cross
+    rows = np.flatnonzero(cross.any(axis=1))
+    if rows.size:
+        H, h = Hs[rows], hold[rows]
+        move = np.where(cross[rows], (np.where(target[rows] < lower, lower, upper) - x[rows]) * d[rows], 0.0)
+        reduced = np.where(h[:, :, None] | h[:, None, :], 0.0, H) + eye * h[:, None, :]
+        rhs = np.where(h, 0.0, -(gs[rows] + np.einsum("kpq,kq->kp", H, move)))
+        newton[rows] = _solve(reduced, rhs) + move
+    decrement = -2 * np.einsum("kp,kp->k", gs, newton) - np.einsum("kp,kpq,kq->k", newton, Hs, newton)
+    return newton, damped, decrement, np.where(hold, 0.0, gs)
+
+
+def _indefinite_shift(Hs: np.ndarray) -> np.ndarray:
+    """How much to add to the diagonal of each matrix to make it positive definite (0 where it is).
+    A Cholesky factorization answers for the whole batch at a fraction of the cost of eigenvalues,
+    which are needed only when some matrix is indefinite (far from a minimum)."""
+    try:
+        np.linalg.cholesky(Hs)
+        return np.zeros(len(Hs))
+    except np.linalg.LinAlgError:
+        lowest = np.linalg.eigvalsh(Hs)[:, 0]
+        return np.where(lowest < 1e-10, 1e-10 - 1.5 * lowest, 0.0)
+
+
+def _solve(M: np.ndarray, rhs: np.ndarray) -> np.ndarray:
+    try:
+        return np.linalg.solve(M, rhs[..., None])[..., 0]
+    except np.linalg.LinAlgError:
+        return np.einsum("kij,kj->ki", np.linalg.pinv(M), rhs)
+
+
+# ---------------------------------------------------------------- drawing resamples
+
+
+@dataclass(frozen=True)
+class Resampler:
+    """How resample k is drawn. Chunk c (resamples c * chunk_size onwards) uses its own generator,
+    `SeedSequence(seed, spawn_key=(c,))`, so draws depend on the seed and the chunk size only.
+
+    `case` draws n rows with replacement (as counts per row), `group` draws the groups with replacement
+    (every row of a group gets its group's count), `residual` adds resampled residuals (centered, and
+    scaled by sqrt(n / (n - p)) for the degrees of freedom the fit used) to the fitted values in the
+    objective's space: y* = f exp(r*) for log objectives, f + r* for `ls`."""
+
+    method: str
+    seed: int
+    chunk_size: int
+    n_rows: int
+    groups: np.ndarray | None = None  # (n,) group index of every row, for `group`
+    n_groups: int = 0
+    fitted: np.ndarray | None = None  # (n,) for `residual`
+    residuals: np.ndarray | None = None  # (n,) for `residual`
+    log_space: bool = True
+
+    def chunks(self, n: int) -> list[tuple[int, int, int]]:
+        """(chunk, first resample, count) covering resamples 0 .. n-1."""
+        return [(c, start, min(self.chunk_size, n - start))
+                for c, start in enumerate(range(0, n, self.chunk_size))]
+
+    def draw(self, chunk: int, count: int) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """Weights (count, n) and responses (count, n) of the first `count` resamples of `chunk`;
+        either may be None (weights 1, the observed response)."""
+        rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence(self.seed, spawn_key=(chunk,))))
+        n = self.n_rows
+        if self.method == "case":
+            return _counts(rng.integers(0, n, size=(count, n)), n), None
+        if self.method == "group":
+            counts = _counts(rng.integers(0, self.n_groups, size=(count, self.n_groups)), self.n_groups)
+            return counts[:, self.groups], None
+        r = self.residuals[rng.integers(0, n, size=(count, n))]
+        return None, (self.fitted * np.exp(r) if self.log_space else self.fitted + r)
+
+    def resample(self, k: int) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """Weights (n,) and response (n,) of resample `k` (None: 1, the observed response)."""
+        chunk, row = divmod(k, self.chunk_size)
+        weights, y = self.draw(chunk, row + 1)
+        return (None if weights is None else weights[row]), (None if y is None else y[row])
+
+
+def _counts(index: np.ndarray, size: int) -> np.ndarray:
+    """How often each of `size` values appears in each row of `index` (m, k), as floats (m, size)."""
+    m = index.shape[0]
+    flat = (index + size * np.arange(m)[:, None]).ravel()
+    return np.bincount(flat, minlength=m * size).reshape(m, size).astype(float)
+
+
+@dataclass(frozen=True)
+class _Engine:
+    """Everything a worker needs to solve a chunk: the solver, the starts, the resampler."""
+
+    solver: BatchSolver
+    starts: np.ndarray  # (S, P): the full-data optimum first
+    resampler: Resampler
+    jackknife_units: int  # rows, or groups for the group bootstrap
+
+    def run(self, task: tuple[str, int, int, int]) -> tuple[str, int, int, tuple[np.ndarray, ...]]:
+        kind, chunk, start, count = task
+        if kind == "boot":
+            weights, y = self.resampler.draw(chunk, count)
+        else:
+            weights, y = self._leave_out(start, count), None
+        return kind, start, count, self.solve(weights, y, count)
+
+    def _leave_out(self, start: int, count: int) -> np.ndarray:
+        n = self.resampler.n_rows
+        units = np.arange(start, start + count)
+        if self.resampler.method == "group":
+            return (self.resampler.groups[None, :] != units[:, None]).astype(float)
+        weights = np.ones((count, n))
+        weights[np.arange(count), units] = 0.0
+        return weights
+
+    def solve(self, weights: np.ndarray | None, y: np.ndarray | None, count: int):
+        """Best of all starts per problem: theta (m, P), value, status code, iterations, start used."""
+        pr = self.solver.problem
+        P = self.starts.shape[1]
+        best = np.full((count, P), np.nan)
+        value = np.full(count, np.inf)
+        conv = np.zeros(count, dtype=bool)
+        iterations = np.zeros(count, dtype=int)
+        which = np.full(count, -1)
+        for s, start in enumerate(self.starts):
+            sol = self.solver.solve(np.repeat(start[None, :], count, axis=0), y, weights)
+            finite = np.isfinite(sol.value)
+            # a converged solution beats one that is not; then the lower objective wins (the earlier
+            # start on a tie to rounding: both found the same minimum)
+            lower = sol.value < value - TIE_RTOL * np.abs(np.where(np.isfinite(value), value, 0.0))
+            better = finite & ((sol.converged & ~conv) | ((sol.converged == conv) & lower))
+            best[better], value[better], conv[better], which[better] = \
+                sol.theta[better], sol.value[better], sol.converged[better], s
+            iterations += sol.iterations
+        status = np.where(conv, OK, NOT_CONVERGED)
+        status = np.where(np.isfinite(value), status, NO_FINITE_FIT)
+        n_free = int(pr.free.sum())
+        if weights is not None:
+            status = np.where((weights > 0).sum(axis=1) <= n_free, TOO_FEW_ROWS, status)
+        return best, value, status.astype(np.int8), iterations, which
+
+
+_WORKER_ENGINE: _Engine | None = None
+
+
+def _init_worker(engine: _Engine) -> None:
+    global _WORKER_ENGINE
+    _WORKER_ENGINE = engine
+
+
+def _run_in_worker(task):
+    return _WORKER_ENGINE.run(task)
+
+
+# ---------------------------------------------------------------- intervals
+
+
+def percentile_interval(draws: np.ndarray, level: float) -> np.ndarray:
+    """(P, 2): the (1 - level) / 2 and (1 + level) / 2 quantiles of each column of `draws` (B, P)."""
+    q = np.quantile(draws, [(1 - level) / 2, (1 + level) / 2], axis=0)
+    return q.T
+
+
+def basic_interval(draws: np.ndarray, estimate: np.ndarray, level: float) -> np.ndarray:
+    """(P, 2): the basic (reverse percentile) interval [2 t - q_hi, 2 t - q_lo]."""
+    q = percentile_interval(draws, level)
+    return np.stack([2 * estimate - q[:, 1], 2 * estimate - q[:, 0]], axis=1)
+
+
+def bca_interval(draws: np.ndarray, estimate: np.ndarray, jackknife: np.ndarray,
+                 level: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(P, 2) bias-corrected and accelerated interval (Efron 1987), with the bias z0 and the
+    acceleration a (from the jackknife estimates (J, P)) of each parameter. NaN where a parameter's
+    draws all fall on one side of the estimate."""
+    normal = NormalDist()
+    B, P = draws.shape
+    below = (draws < estimate).mean(axis=0) + 0.5 * (draws == estimate).mean(axis=0)
+    z0 = np.array([normal.inv_cdf(p) if 0 < p < 1 else np.nan for p in below])
+    dev = jackknife.mean(axis=0) - jackknife
+    num = (dev**3).sum(axis=0)
+    den = 6 * (dev**2).sum(axis=0) ** 1.5
+    accel = np.divide(num, den, out=np.zeros(P), where=den > 0)
+    out = np.full((P, 2), np.nan)
+    for p in range(P):
+        if not np.isfinite(z0[p]):
+            continue
+        probs = []
+        for tail in ((1 - level) / 2, (1 + level) / 2):
+            z = z0[p] + normal.inv_cdf(tail)
+            probs.append(normal.cdf(z0[p] + z / (1 - accel[p] * z)))
+        out[p] = np.quantile(draws[:, p], probs)
+    return out, z0, accel
+
+
+# ---------------------------------------------------------------- results
+
+
+@dataclass(frozen=True)
+class BootstrapEstimate:
+    """One parameter: the full-data estimate, the bootstrap standard error and interval, and the
+    Jacobian standard error and interval at the same level, for comparison."""
+
+    name: str
+    value: float
+    se: float
+    ci: tuple[float, float]
+    jacobian_se: float
+    jacobian_ci: tuple[float, float]
+
+
+@dataclass(frozen=True)
+class BootstrapResult:
+    """A bootstrap: the full-data fit, every resample's parameters and status, and the intervals.
+    Index by parameter name: `result["alpha_l"].ci`."""
+
+    fit: FitResult
+    method: str
+    ci: str
+    level: float
+    n: int
+    seed: int
+    names: tuple[str, ...]
+    estimates: tuple[BootstrapEstimate, ...]
+    draws: np.ndarray  # (n, P), also for failed resamples (see `status`)
+    values: np.ndarray  # (n,) objective of each resample's solution
+    status: np.ndarray  # (n,) codes into STATUS
+    iterations: np.ndarray  # (n,) solver iterations, summed over starts
+    start_used: np.ndarray  # (n,) which start gave the best solution (0: the full-data optimum)
+    starts: np.ndarray  # (S, P) the starts every resample was solved from
+    n_failed: int
+    seconds: float
+    jobs: int
+    resampler: Resampler
+    warnings: tuple[str, ...] = ()
+    notes: tuple[str, ...] = ()
+    group: str | None = None
+    jackknife: np.ndarray | None = None  # (J, P) leave-one-out estimates, for BCa
+    bias: np.ndarray | None = None  # BCa z0 per parameter
+    acceleration: np.ndarray | None = None  # BCa a per parameter
+
+    def __getitem__(self, name: str) -> BootstrapEstimate:
+        return self.estimates[self.names.index(name)]
+
+    @property
+    def ok(self) -> np.ndarray:
+        """Mask of the resamples that succeeded."""
+        return self.status == OK
+
+    @property
+    def fits_per_second(self) -> float:
+        return self.n / self.seconds if self.seconds > 0 else math.nan
+
+    def status_counts(self) -> dict[str, int]:
+        counts = np.bincount(self.status.astype(int), minlength=len(STATUS))
+        return {STATUS[i]: int(c) for i, c in enumerate(counts) if c}
+
+    def resample(self, k: int) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """Weights and response of resample `k`, to solve it again (None: 1, the observed response)."""
+        return self.resampler.resample(k)
+
+    def to_dict(self) -> dict:
+        """The fit's JSON document with a `bootstrap` section; the bootstrap's warnings join the fit's."""
+        from .report import jsonable
+
+        doc = self.fit.to_dict()
+        doc["warnings"] = list(doc.get("warnings", [])) + list(self.warnings)
+        doc["bootstrap"] = {
+            "n": self.n,
+            "n_failed": self.n_failed,
+            "seed": self.seed,
+            "method": self.method,
+            "ci": self.ci,
+            "level": self.level,
+            "params": {e.name: {"se": e.se, "ci": list(e.ci)} for e in self.estimates},
+            "seconds": self.seconds,
+        }
+        return jsonable(doc)
+
+    def to_frame(self):
+        """Per parameter: value, se, ci_lo, ci_hi, jacobian_se, jacobian_lo, jacobian_hi."""
+        import pandas as pd
+
+        rows = [{"name": e.name, "value": e.value, "se": e.se, "ci_lo": e.ci[0], "ci_hi": e.ci[1],
+                 "jacobian_se": e.jacobian_se, "jacobian_lo": e.jacobian_ci[0],
+                 "jacobian_hi": e.jacobian_ci[1]} for e in self.estimates]
+        return pd.DataFrame(rows).set_index("name")
+
+    def figures(self) -> dict:
+        """Histograms of every parameter with both intervals, and a corner plot of the exponents with
+        the coefficients they trade against (`plot.bootstrap_figures`); failed resamples left out."""
+        from .plot import bootstrap_figures
+
+        draws = np.where(self.ok[:, None], self.draws, np.nan)
+        problem = Problem.build(self.fit.form, self.fit.inputs, self.fit.observed, self.fit.objective)
+        paired = set(_Centering(problem, self.fit.values).linear.tolist())
+        exponents = [p for i, p in enumerate(self.names)
+                     if problem.free[i] and (p in self.fit.form.nonlinear or i in paired)]
+        return bootstrap_figures(list(self.names), draws, self.fit.values,
+                                 {e.name: e.ci for e in self.estimates},
+                                 {e.name: e.jacobian_ci for e in self.estimates}, exponents=exponents)
+
+    def draws_frame(self):
+        """Every resample: its index, status, parameters, objective and solver iterations."""
+        import pandas as pd
+
+        frame = pd.DataFrame({"resample": np.arange(self.n),
+                              "status": np.array(STATUS, dtype=object)[self.status.astype(int)]})
+        for i, name in enumerate(self.names):
+            frame[name] = self.draws[:, i]
+        frame["objective"] = np.where(np.isfinite(self.values), self.values, np.nan)
+        frame["iterations"] = self.iterations
+        return frame
+
+    def write_draws(self, path: str | Path) -> Path:
+        """Write `draws_frame()` to `path`: Parquet for .parquet / .pq, else CSV; whole or not at all."""
+        from .report import atomic_write
+
+        path = Path(path)
+        frame = self.draws_frame()
+        if path.suffix.lower() in (".parquet", ".pq"):
+            try:
+                import pyarrow  # noqa: F401
+            except ImportError:
+                raise DataError(PARQUET_NEEDS_PYARROW) from None
+            writer = frame.to_parquet
+        else:
+            def writer(p):
+                frame.to_csv(p, index=False, float_format="%.17g")
+        try:
+            return atomic_write(path, lambda p: writer(p))
+        except OSError as exc:
+            raise DataError(f"cannot write {path}: {exc.strerror or exc}") from None
+
+
+# ---------------------------------------------------------------- the bootstrap
+
+
+def bootstrap(runs: Runs, form: Form | str = "decomposed", objective: Objective | str | None = None,
+              delta: float | None = None, *, n: int = DEFAULT_N, seed: int = 0, method: str = "case",
+              ci: str = "percentile", level: float = DEFAULT_LEVEL, group: str | None = None,
+              jobs: int = 1, progress: Callable[[int, int], None] | None = None,
+              fit_result: FitResult | None = None, chunk_size: int | None = None) -> BootstrapResult:
+    """Fit `form` to `runs`, refit it on `n` resamples and return a `BootstrapResult`.
+
+    `method`: `case` (rows), `group` (whole groups: `group` names the column, else the table's group
+    role) or `residual` (residuals onto the fitted values). `ci`: `percentile`, `bca` (adds a
+    jackknife for the acceleration) or `basic`, at `level`. `jobs` worker processes solve chunks
+    (0: one per CPU); the draws do not depend on it. `progress(done, total)` is called after every
+    chunk. Pass `fit_result` to reuse a full-data fit of the same runs, form and objective.
+    `chunk_size` (resamples solved together) defaults to what keeps a chunk's arrays near
+    CHUNK_FLOATS; the draws depend on it (and on the seed), never on `jobs`."""
+    t0 = time.perf_counter()
+    _check_options(n, method, ci, level, jobs, group)
+    form = get_form(form) if isinstance(form, str) else form
+    if not isinstance(objective, Objective):
+        objective = Objective(objective or form.objective, delta if delta is not None else form.delta)
+    if fit_result is not None and (fit_result.form.params != form.params or fit_result.objective != objective
+                                   or fit_result.n_points != len(runs)):
+        raise SpecError("fit_result is not a fit of these runs with this form and objective")
+    result = fit_result if fit_result is not None else fit(runs, form, objective)
+    X, y = form.inputs(runs), form.observed(runs)
+    problem = Problem.build(form, X, y, objective)
+    theta_hat = result.values
+    n_rows, P = problem.n, len(form.params)
+    if chunk_size is None:
+        chunk_size = int(np.clip(CHUNK_FLOATS // max(1, n_rows * P), MIN_CHUNK, MAX_CHUNK))
+    elif chunk_size < 1:
+        raise SpecError(f"chunk_size must be at least 1, not {chunk_size}")
+    group_column = None
+    groups, n_groups, fitted, residuals = None, 0, None, None
+    if method == "group":
+        group_column, groups, n_groups = _groups(runs, group)
+    elif method == "residual":
+        fitted = result.predicted
+        with np.errstate(all="ignore"):
+            raw = objective.residuals(y, fitted)
+        k = int(problem.free.sum())
+        residuals = (raw - raw.mean()) * math.sqrt(n_rows / max(1, n_rows - k))
+    resampler = Resampler(method, seed, chunk_size, n_rows, groups, n_groups, fitted, residuals,
+                          objective.log_space)
+    solver = BatchSolver(problem, theta_hat)
+    starts = _starts(problem, result, solver)
+    engine = _Engine(solver, starts, resampler,
+                     n_groups if method == "group" else n_rows)
+
+    tasks = [("boot", c, start, count) for c, start, count in resampler.chunks(n)]
+    if ci == "bca":
+        units = engine.jackknife_units
+        tasks += [("jack", -1, start, min(chunk_size, units - start))
+                  for start in range(0, units, chunk_size)]
+    total = sum(t[3] for t in tasks)
+    draws = np.full((n, P), np.nan)
+    values = np.full(n, np.inf)
+    status = np.zeros(n, dtype=np.int8)
+    iterations = np.zeros(n, dtype=int)
+    start_used = np.full(n, -1)
+    jack = np.full((engine.jackknife_units, P), np.nan) if ci == "bca" else None
+    jack_ok = np.zeros(engine.jackknife_units, dtype=bool)
+    notes: list[str] = []
+    done = 0
+
+    def collect(outcome) -> None:
+        nonlocal done
+        kind, start, count, (theta, value, code, iters, which) = outcome
+        rows = slice(start, start + count)
+        if kind == "boot":
+            draws[rows], values[rows], status[rows], iterations[rows], start_used[rows] = \
+                theta, value, code, iters, which
+        else:
+            jack[rows], jack_ok[rows] = theta, code == OK
+        done += count
+        if progress is not None:
+            progress(done, total)
+
+    if progress is not None:
+        progress(0, total)
+    workers = _workers(jobs, len(tasks))
+    if workers > 1:
+        workers = _run_pool(engine, tasks, workers, collect, notes)
+    if workers <= 1:
+        for task in tasks:
+            collect(engine.run(task))
+
+    ok = status == OK
+    n_failed = int((~ok).sum())
+    if not ok.any():
+        raise FitError(f"every one of the {n} resamples failed ({_why(status)})", partial=draws)
+    good = draws[ok]
+    se = good.std(axis=0, ddof=1) if len(good) > 1 else np.full(P, np.nan)
+    bias = accel = None
+    if ci == "percentile":
+        intervals = percentile_interval(good, level)
+    elif ci == "basic":
+        intervals = basic_interval(good, theta_hat, level)
+    else:
+        if not jack_ok.all():
+            notes.append(f"BCa acceleration from {int(jack_ok.sum())} of {len(jack_ok)} jackknife fits "
+                         f"({int((~jack_ok).sum())} failed)")
+        intervals, bias, accel = bca_interval(good, theta_hat, jack[jack_ok], level)
+    tq = t_quantile((1 + level) / 2, result.stats.dof)
+    estimates = tuple(BootstrapEstimate(
+        name, float(theta_hat[i]), float(se[i]), (float(intervals[i, 0]), float(intervals[i, 1])),
+        float(result.stderr[i]), (float(theta_hat[i] - tq * result.stderr[i]),
+                                  float(theta_hat[i] + tq * result.stderr[i])))
+        for i, name in enumerate(form.params))
+    warnings_: list[str] = []
+    if n_failed > FAILED_WARNING_FRACTION * n:
+        warnings_.append(FAILED_MESSAGE.format(failed=n_failed, n=n, pct=100 * n_failed / n,
+                                               why=_why(status), ok=int(ok.sum())))
+    notes += _notes(problem, good, start_used[ok], starts, method, group_column, n_groups)
+    better = problem.value(starts)
+    if np.any(better < result.objective_value * (1 - 1e-9)):
+        warnings_.append(f"the full-data fit is not at its global optimum: another start reaches objective "
+                         f"{float(np.min(better)):.6g} < {result.objective_value:.6g}; resamples are solved "
+                         f"from both, but the estimates and intervals are centred on the fit")
+    if ci == "bca" and np.isnan(intervals[problem.free]).any():
+        names = [p for p, bad in zip(form.params, np.isnan(intervals[:, 0]), strict=True) if bad]
+        warnings_.append(f"no BCa interval for {', '.join(names)}: every draw falls on one side of the "
+                         f"estimate (use --ci percentile)")
+    for message in warnings_:
+        warnings.warn(message, ScalefitWarning, stacklevel=2)
+    return BootstrapResult(
+        fit=result, method=method, ci=ci, level=level, n=n, seed=seed, names=tuple(form.params),
+        estimates=estimates, draws=draws, values=values, status=status, iterations=iterations,
+        start_used=start_used, starts=starts, n_failed=n_failed, seconds=time.perf_counter() - t0,
+        jobs=max(1, workers), resampler=resampler, warnings=tuple(warnings_), notes=tuple(notes),
+        group=group_column, jackknife=jack, bias=bias, acceleration=accel)
+
+
+def _check_options(n: int, method: str, ci: str, level: float, jobs: int, group: str | None) -> None:
+    if method not in METHODS:
+        raise SpecError(f"unknown bootstrap method '{method}': use one of {', '.join(METHODS)}")
+    if ci not in INTERVALS:
+        raise SpecError(f"unknown interval '{ci}': use one of {', '.join(INTERVALS)}")
+    if not 0 < level < 1:
+        raise SpecError(f"--level must be between 0 and 1 (e.g. 0.95), not {level}")
+    if n < 2:
+        raise SpecError(f"--n must be at least 2 resamples, not {n}")
+    if jobs < 0:
+        raise SpecError(f"--jobs must be 0 (one per CPU) or more, not {jobs}")
+    if group is not None and method != "group":
+        raise SpecError(f"--group {group} goes with --method group (not '{method}')")
+
+
+def _groups(runs: Runs, group: str | None) -> tuple[str, np.ndarray, int]:
+    """The group column's name, each row's group index and the number of groups."""
+    if group is None:
+        if "group" not in runs.roles:
+            raise DataError(f"{runs.path}: the group bootstrap needs --group COLUMN (no column is named "
+                            f"group, run, run_name or run_id)")
+        group = runs.roles["group"]
+    if not runs.has(group):
+        names = ", ".join(repr(c) for c in runs.data)
+        raise DataError(f"{runs.path}: no column '{group}' for --group; the table has {names}")
+    values = np.asarray(runs.column(group))
+    _, index = np.unique(values.astype(str), return_inverse=True)
+    n_groups = int(index.max()) + 1 if len(index) else 0
+    if n_groups < 2:
+        raise DataError(f"{runs.path}: column '{group}' has {n_groups} distinct value(s); the group "
+                        f"bootstrap needs at least 2 groups")
+    column = runs.roles.get(group, group)
+    return column, index.astype(int), n_groups
+
+
+def _starts(problem: Problem, result: FitResult, solver: BatchSolver) -> np.ndarray:
+    """The full-data optimum, then the other distinct local minima of a full-data global search (the
+    best points of the variable-projection grid, polished)."""
+    theta_hat = result.values
+    se = np.where(np.isfinite(result.stderr), result.stderr, 0.0)
+    starts = [theta_hat]
+    with np.errstate(all="ignore"):
+        top, _, _ = grid_search(problem, keep=SEARCH_KEEP)
+        top = top[np.all(np.isfinite(top), axis=1)]
+        solutions = solver.solve(top) if len(top) else BatchSolution(top, np.zeros(0), np.zeros(0, bool),
+                                                                      np.zeros(0, int))
+    order = np.argsort(solutions.value, kind="stable")
+    solutions = BatchSolution(*(a[order] for a in (solutions.theta, solutions.value, solutions.converged,
+                                                    solutions.iterations)))
+    for theta, value, converged in zip(solutions.theta, solutions.value, solutions.converged, strict=True):
+        if len(starts) >= MAX_STARTS:
+            break
+        if converged and np.isfinite(value) and not any(
+                np.all(np.abs(theta - s) <= SAME_MINIMUM * se + SAME_MINIMUM_RTOL * np.abs(s) + 1e-12)
+                for s in starts):
+            starts.append(theta)
+    return np.array(starts)
+
+
+def _workers(jobs: int, n_tasks: int) -> int:
+    jobs = jobs or os.cpu_count() or 1
+    return max(1, min(jobs, n_tasks))
+
+
+def _run_pool(engine: _Engine, tasks, workers: int, collect, notes: list[str]) -> int:
+    """Solve the tasks in `workers` processes; returns the number used (1 if the engine cannot be sent
+    to other processes, and then nothing was solved)."""
+    import pickle
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    context = _process_context()
+    if context.get_start_method() != "fork":
+        try:
+            pickle.dumps(engine)
+        except Exception as exc:  # a form that cannot be pickled: solve here instead
+            notes.append(f"ran in one process: the form cannot be sent to worker processes ({exc})")
+            return 1
+    with ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_init_worker,
+                             initargs=(engine,)) as pool:
+        futures = [pool.submit(_run_in_worker, task) for task in tasks]
+        try:
+            for future in as_completed(futures):
+                collect(future.result())
+        except BaseException:
+            for future in futures:
+                future.cancel()
+            raise
+    return workers
+
+
+def _process_context():
+    """fork where it is safe and quick (POSIX before Python 3.12: nothing to pickle or re-import);
+    elsewhere forkserver or spawn, which re-import the caller's main module (scripts that use
+    `jobs > 1` then need the `if __name__ == "__main__":` guard)."""
+    import multiprocessing
+
+    methods = multiprocessing.get_all_start_methods()
+    if "fork" in methods and sys.version_info < (3, 12):
+        return multiprocessing.get_context("fork")
+    return multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
+
+
+def _why(status: np.ndarray) -> str:
+    counts = np.bincount(status.astype(int), minlength=len(STATUS))
+    return ", ".join(f"{int(c)} {STATUS[i]}" for i, c in enumerate(counts) if i != OK and c)
+
+
+def _notes(problem: Problem, good: np.ndarray, start_used: np.ndarray, starts: np.ndarray, method: str,
+           group_column: str | None, n_groups: int) -> list[str]:
+    notes = []
+    if method == "group":
+        notes.append(f"group bootstrap: {n_groups} groups of column '{group_column}' resampled whole")
+    elif method == "residual":
+        notes.append("residual bootstrap: residuals (in the objective's space) resampled onto the fitted "
+                     "values; assumes the errors are exchangeable across runs")
+    if len(starts) > 1:
+        other = int((start_used > 0).sum())
+        notes.append(f"every resample was solved from the full-data optimum and {len(starts) - 1} other "
+                     f"local minima of the full-data search; {other} ended in another minimum")
+    form = problem.form
+    for i, name in enumerate(form.params):
+        if not problem.free[i] or not len(good):
+            continue
+        for bound, side in ((problem.lower[i], "lower"), (problem.upper[i], "upper")):
+            if not np.isfinite(bound):
+                continue
+            frac = float(np.mean(np.abs(good[:, i] - bound) <= 1e-9 * (1 + abs(bound))))
+            if frac > AT_BOUND_NOTE_FRACTION:
+                notes.append(f"{name} is at its {side} bound {bound:g} in {100 * frac:.1f}% of resamples: "
+                             f"its distribution is cut there")
+    return notes
+
+
+# ---------------------------------------------------------------- checking
+
+
+def check_global(result: BootstrapResult, resamples: Sequence[int]) -> np.ndarray:
+    """Solve the given resamples again, each by an independent full global search
+    (`solve.global_minimize`: the whole variable-projection grid with that resample's weights or
+    response, then polished), and return for each the relative excess of the bootstrap's objective
+    over the search's: about 0 (or below) when the bootstrap reached that resample's global optimum."""
+    fit_result = result.fit
+    excess = np.full(len(resamples), np.nan)
+    for i, k in enumerate(resamples):
+        weights, y = result.resample(int(k))
+        problem = Problem.build(fit_result.form, fit_result.inputs,
+                                fit_result.observed if y is None else y, fit_result.objective)
+        with np.errstate(all="ignore"):
+            solution, _, _ = global_minimize(problem, weights)
+        best = float(solution.value[0])
+        excess[i] = (result.values[k] - best) / abs(best)
+    return excess
+
+
+# ---------------------------------------------------------------- report
+
+
+def bootstrap_table(result: BootstrapResult):
+    """A rich table: per parameter the full-data estimate with its bootstrap error, the bootstrap
+    interval, the Jacobian interval beside it, and how their widths compare."""
+    from rich.table import Table
+
+    from .report import format_interval, format_value_error
+
+    pct = f"{100 * result.level:g}%"
+    form = result.fit.form
+    table = Table(title=f"{form.name}: {form.describe()}\nbootstrap: {result.method} resampling, "
+                        f"{result.ci} intervals", title_justify="left")
+    table.add_column("parameter", style="bold")
+    table.add_column("estimate ± s.e.", justify="right")
+    table.add_column(f"bootstrap {pct}", justify="right")
+    table.add_column(f"Jacobian {pct}", justify="right")
+    table.add_column("width ratio", justify="right")
+    for e in result.estimates:
+        boot_width = e.ci[1] - e.ci[0]
+        jac_width = e.jacobian_ci[1] - e.jacobian_ci[0]
+        ratio = boot_width / jac_width if math.isfinite(jac_width) and jac_width > 0 else math.nan
+        table.add_row(e.name, format_value_error(e.value, e.se), format_interval(*e.ci, e.se),
+                      format_interval(*e.jacobian_ci, e.jacobian_se),
+                      f"{ratio:.2f}" if math.isfinite(ratio) else "n/a")
+    return table
+
+
+def summary_line(result: BootstrapResult) -> str:
+    """One sentence: how many resamples of what kind, how fast, how many failed."""
+    column = f"column '{result.group}', " if result.group else ""
+    starts = len(result.starts)
+    return (f"{result.n} {result.method} resamples ({column}seed {result.seed}) in {result.seconds:.2f} s, "
+            f"{result.fits_per_second:.0f} fits/s on {result.jobs} process{'es' if result.jobs > 1 else ''}; "
+            f"{result.n_failed} failed; each solved from {starts} start{'s' if starts > 1 else ''}; "
+            f"full-data fit on {result.fit.n_points} rows ({result.fit.n_excluded} dropped), "
+            f"objective {result.fit.objective_value:.6g}")
+
+
+def render_bootstrap(result: BootstrapResult, console) -> None:
+    """Print a bootstrap: the table, the summary line, then notes and warnings (the fit's too)."""
+    from .fitting import HUBER_BOOTSTRAP_HINT
+
+    console.print(bootstrap_table(result))
+    console.print(summary_line(result), markup=False)
+    for note in result.fit.notes + result.notes:
+        console.print(f"note: {note}", style="dim", markup=False)
+    for warning in result.fit.warnings + result.warnings:
+        if warning != HUBER_BOOTSTRAP_HINT:  # this is the bootstrap it recommends
+            console.print(f"warning: {warning}", style="yellow", markup=False)
+
+
+@contextmanager
+def progress_bar(console) -> Iterator[Callable[[int, int], None] | None]:
+    """A rich progress bar (fits per second, time left) driven by the `progress(done, total)` callback
+    it yields; yields None (no bar) without a console or when stdout is not a terminal."""
+    if console is None or not console.is_terminal or not sys.stdout.isatty():
+        yield None
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    columns = (TextColumn("bootstrap"), BarColumn(), MofNCompleteColumn(),
+               TextColumn("{task.fields[rate]:>7.0f} fits/s"), TimeRemainingColumn())
+    with Progress(*columns, console=console, transient=True) as bar:
+        task = bar.add_task("bootstrap", total=None, rate=0.0)
+        t0 = time.perf_counter()
+
+        def update(done: int, total: int) -> None:
+            elapsed = time.perf_counter() - t0
+            bar.update(task, completed=done, total=total, rate=done / elapsed if elapsed > 0 else 0.0)
+
+        yield update
