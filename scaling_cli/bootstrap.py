@@ -50,17 +50,7 @@ from .fitting import FitResult, fit, t_quantile
 from .forms import Form, get_form
 from .io import Runs
 from .objectives import Objective
-from .solve import (
-    FTOL,
-    LAMBDA_MAX,
-    LAMBDA_START,
-    MAX_ITER_HUBER,
-    MAX_ITER_LS,
-    XTOL,
-    Problem,
-    global_minimize,
-    grid_search,
-)
+from .solve import BatchSolver, Centering, Problem, Solution, global_minimize, grid_search
 
 METHODS = ("case", "group", "residual")
 INTERVALS = ("percentile", "bca", "basic")
@@ -78,332 +68,14 @@ SEARCH_KEEP = 48  # grid points the full-data search polishes when looking for o
 # Two minima are the same when every parameter differs by less than this many Jacobian standard errors
 # plus this relative difference.
 SAME_MINIMUM, SAME_MINIMUM_RTOL = 0.05, 1e-4
-# A solve that stopped converged only if the undamped Newton step would lower the objective by less than
-# this fraction of it.
-STATIONARY_RTOL = 1e-9
 TIE_RTOL = 1e-12  # objectives of two starts' solutions closer than this are the same minimum
-MIN_SCALE = 1e-10  # least scale of a parameter, relative to the largest, in the solver's step
 AT_BOUND_NOTE_FRACTION = 0.01
-CENTERING_STEP = 1e-5
 
 STATUS = ("ok", "not converged", "no finite fit", "too few rows")
 OK, NOT_CONVERGED, NO_FINITE_FIT, TOO_FEW_ROWS = range(4)
 FAILED_MESSAGE = ("{failed} of {n} resamples ({pct:.1f}%) failed ({why}); intervals use the {ok} that "
                   "succeeded and may be biased")
 PARQUET_NEEDS_PYARROW = "writing Parquet needs pyarrow: pip install 'scaling-cli[parquet]', or use .csv"
-
-
-# ---------------------------------------------------------------- the batched solver
-
-
-class _Centering:
-    """The change of variables c = c' exp(-G (a - a_hat)) for linear coefficients c of terms whose
-    design column depends on nonlinear parameters a (see the module docstring).
-
-    G is the derivative of the mean log |design column| with respect to a, by central differences at
-    the full-data optimum (exact for power laws, whose log column is linear in the exponent). Only
-    coefficients whose bounds the change leaves alone (lower 0 or none, no upper) are centered."""
-
-    def __init__(self, problem: Problem, theta_hat: np.ndarray) -> None:
-        form = problem.form
-        self.nonlinear = np.array([form.index(p) for p in form.nonlinear], dtype=int)
-        self.a_hat = np.asarray(theta_hat, dtype=float)[self.nonlinear]
-        linear, rows = [], []
-        if len(self.nonlinear) and form.linear:
-            theta = np.atleast_2d(np.asarray(theta_hat, dtype=float))
-            with np.errstate(all="ignore"):
-                column = self._log_columns(problem, theta)
-                grads = np.zeros((column.shape[0], len(self.nonlinear)))
-                for k, q in enumerate(self.nonlinear):
-                    h = CENTERING_STEP * max(1.0, abs(theta[0, q]))
-                    up, down = theta.copy(), theta.copy()
-                    up[0, q] += h
-                    down[0, q] -= h
-                    grads[:, k] = (self._log_columns(problem, up)
-                                   - self._log_columns(problem, down)) / (2 * h)
-            for j, name in enumerate(form.linear):
-                p = form.index(name)
-                bounds_kept = problem.lower[p] in (0.0, -np.inf) and problem.upper[p] == np.inf
-                if (problem.free[p] and bounds_kept and np.all(np.isfinite(grads[j]))
-                        and np.any(grads[j] != 0)):
-                    linear.append(p)
-                    rows.append(grads[j])
-        self.linear = np.array(linear, dtype=int)
-        self.G = np.array(rows, dtype=float).reshape(len(linear), len(self.nonlinear))
-
-    @staticmethod
-    def _log_columns(problem: Problem, theta: np.ndarray) -> np.ndarray:
-        """Mean log |design column| per linear parameter (L,); NaN where a column has a zero."""
-        B, _ = problem.form.design(theta, problem.X)
-        B = np.abs(B[0])
-        return np.where(np.all((B > 0) & np.isfinite(B), axis=0),
-                        np.mean(np.log(np.where(B > 0, B, 1.0)), axis=0), np.nan)
-
-    @property
-    def active(self) -> bool:
-        return len(self.linear) > 0
-
-    def factor(self, theta: np.ndarray) -> np.ndarray:
-        """exp(-G (a - a_hat)) per centered coefficient, (K, C)."""
-        return np.exp(-(theta[:, self.nonlinear] - self.a_hat) @ self.G.T)
-
-    def to_original(self, centered: np.ndarray) -> np.ndarray:
-        theta = centered.copy()
-        if self.active:
-            theta[:, self.linear] = centered[:, self.linear] * self.factor(centered)
-        return theta
-
-    def to_centered(self, theta: np.ndarray) -> np.ndarray:
-        centered = theta.copy()
-        if self.active:
-            centered[:, self.linear] = theta[:, self.linear] / self.factor(theta)
-        return centered
-
-    def transform(self, centered: np.ndarray, theta: np.ndarray, g: np.ndarray,
-                  matrices: Sequence[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:
-        """Gradient and Hessians of the objective in the original parameters -> in the centered ones.
-        The first matrix gets the second-order term of the change of variables (it is the Hessian);
-        the others (the Gauss-Newton matrix, used for scaling only) just the chain rule."""
-        K, P = theta.shape
-        E = self.factor(centered)
-        D = np.broadcast_to(np.eye(P), (K, P, P)).copy()
-        for r, j in enumerate(self.linear):
-            D[:, j, j] = E[:, r]
-            D[:, j, self.nonlinear] = -theta[:, j, None] * self.G[r]
-        Dt = np.swapaxes(D, 1, 2)
-        g_new = np.einsum("kip,ki->kp", D, g)
-        out = [Dt @ M @ D for M in matrices]
-        H = out[0]
-        nl = self.nonlinear
-        for r, j in enumerate(self.linear):
-            cross = -(g[:, j] * E[:, r])[:, None] * self.G[r]
-            H[:, j, nl] += cross
-            H[:, nl, j] += cross
-            H[:, nl[:, None], nl[None, :]] += (g[:, j] * theta[:, j])[:, None, None] * np.outer(
-                self.G[r], self.G[r])
-        return g_new, out
-
-
-@dataclass(frozen=True)
-class BatchSolution:
-    """Parameters found for K problems, with objective, convergence and iterations."""
-
-    theta: np.ndarray  # (K, P)
-    value: np.ndarray  # (K,)
-    converged: np.ndarray  # (K,) bool
-    iterations: np.ndarray  # (K,) int
-
-
-class BatchSolver:
-    """Newton-Levenberg-Marquardt over a batch of problems that share a form, inputs and objective but
-    each have their own weights (case and group resamples) or response (residual resamples).
-
-    The step uses the exact Hessian of the objective (for Huber: the indicator of |r| <= delta in the
-    Gauss-Newton part, with psi(r) in the second-order part), scaled by the Gauss-Newton diagonal and
-    shifted where it is indefinite; bounds are kept by projection with an active set. Convergence
-    follows `solve.levenberg_marquardt`: relative to the objective's own value."""
-
-    def __init__(self, problem: Problem, theta_hat: np.ndarray, center: bool = True) -> None:
-        self.problem = problem
-        self.centering = _Centering(problem, theta_hat) if center else None
-
-    def _to_original(self, centered: np.ndarray) -> np.ndarray:
-        return centered if self.centering is None else self.centering.to_original(centered)
-
-    def _objective(self, centered: np.ndarray, y: np.ndarray, w: np.ndarray | None):
-        pr = self.problem
-        with np.errstate(all="ignore"):
-            f = pr.form.predict(self._to_original(centered), pr.X)
-            r = pr.objective.residuals(y, f)
-            S = pr.objective.value(r, w)
-        return f, r, S
-
-    def solve(self, theta0: np.ndarray, y: np.ndarray | None = None, weights: np.ndarray | None = None,
-              max_iter: int | None = None, ftol: float = FTOL, xtol: float = XTOL) -> BatchSolution:
-        """Minimize from each row of `theta0` (K, P); `y` (K, n) replaces the response per row and
-        `weights` (K, n) multiply each point's loss; None means the problem's response and 1."""
-        pr = self.problem
-        obj = pr.objective
-        theta0 = np.clip(pr.with_fixed(np.atleast_2d(np.asarray(theta0, dtype=float))), pr.lower, pr.upper)
-        K, P = theta0.shape
-        y = np.broadcast_to(pr.y if y is None else np.asarray(y, dtype=float), (K, pr.n))
-        w_all = None if weights is None else np.broadcast_to(np.asarray(weights, dtype=float), (K, pr.n))
-        if max_iter is None:
-            max_iter = MAX_ITER_LS if obj.least_squares else MAX_ITER_HUBER
-        with np.errstate(all="ignore"):
-            x = theta0 if self.centering is None else self.centering.to_centered(theta0)
-        f, r, S = self._objective(x, y, w_all)
-        lam = np.full(K, LAMBDA_START)
-        done = ~np.isfinite(S)
-        converged = np.zeros(K, dtype=bool)
-        iterations = np.zeros(K, dtype=int)
-        lo, hi, free = pr.lower, pr.upper, pr.free
-        scale = 1.0 if obj.least_squares else 0.5
-        eye = np.eye(P)
-        # non-finite values are handled explicitly (rows marked bad, steps rejected): no warnings
-        with np.errstate(all="ignore"):
-            for _ in range(max_iter):
-                idx = np.flatnonzero(~done)
-                if idx.size == 0:
-                    break
-                xi = x[idx]
-                wi = None if w_all is None else w_all[idx]
-                g, H, A_diag = self._derivatives(xi, f[idx], r[idx], wi)
-                # A parameter pushed against a bound is held there. "Against" includes so close that
-                # reaching the bound would change the objective by less than ftol of it: otherwise an
-                # optimum on a bound in a flat valley (L0 = 0 with alpha_l -> 0) is approached forever.
-                S_tol = ftol * np.maximum(np.abs(S[idx]), 1e-300)[:, None]
-                tiny = 1e-12 * (1.0 + np.abs(xi))
-                at_lo = (g > 0) & ((xi <= lo + tiny) | ((xi - lo) * g <= S_tol))
-                at_hi = (g < 0) & ((xi >= hi - tiny) | ((hi - xi) * -g <= S_tol))
-                blocked = (~free[None, :]) | at_lo | at_hi
-                d = np.sqrt(np.clip(A_diag, 0.0, None))
-                d = np.where(np.isfinite(d), d, 0.0)
-                # a parameter that does nothing here (an exponent whose coefficient is 0) must not get a
-                # scale that swamps the others: floor the scales relative to the largest
-                d = np.maximum(d, MIN_SCALE * d.max(axis=1, keepdims=True))
-                d = np.where(d > 0, d, 1.0)
-                Hs = H / d[:, :, None] / d[:, None, :]
-                Hs = np.where(blocked[:, :, None] | blocked[:, None, :], 0.0, Hs) + eye * blocked[:, None, :]
-                gs = np.where(blocked, 0.0, g / d)
-                bad = ~(np.all(np.isfinite(Hs), axis=(1, 2)) & np.all(np.isfinite(gs), axis=1))
-                Hs[bad] = eye
-                gs[bad] = 0.0
-                # where the Hessian is indefinite (far from a minimum), shift it until it is positive definite
-                shift = _indefinite_shift(Hs)
-                newton, damped, decrement, free_gs = _projected_steps(Hs, gs, shift, lam[idx], xi, d, lo, hi,
-                                                                      blocked)
-                # Near a minimum with a positive definite Hessian, Newton converges quadratically: once
-                # the model says less than ftol * S is left, one undamped step lands on the minimum far
-                # more precisely than the objective can resolve (log y - log f loses digits to
-                # cancellation, so S is only good to ~1e-14), so that step is taken unless it raises S by
-                # more than ftol * S, and the solve ends. Elsewhere the tests of
-                # `solve.levenberg_marquardt` apply.
-                quadratic = (shift == 0) & ~bad & (decrement >= 0) & (decrement <= S_tol[:, 0])
-                step_s = np.where(quadratic[:, None], newton, damped)
-                new = np.where(blocked, xi, np.clip(xi + step_s / d, lo, hi))
-                f_new, r_new, S_new = self._objective(new, y[idx], wi)
-                S_old = S[idx]
-                denom = np.maximum(np.abs(S_old), 1e-300)
-                actual = S_old - S_new
-                delta = new - xi
-                predicted = -scale * (2 * np.einsum("kp,kp->k", g, delta)
-                                      + np.einsum("kp,kpq,kq->k", delta, H, delta))
-                improved = np.isfinite(S_new) & (S_new < S_old)
-                accept = improved | (quadratic & np.isfinite(S_new) & (S_new <= S_old + ftol * denom))
-                moved = idx[accept]
-                x[moved], S[moved], f[moved], r[moved] = new[accept], S_new[accept], f_new[accept], \
-                    r_new[accept]
-                lam[idx] = np.where(improved, np.maximum(lam[idx] / 5.0, 1e-12), lam[idx] * 8.0)
-                iterations[idx] += 1
-                small_f = (np.abs(actual) <= ftol * denom) & (np.abs(predicted) <= ftol * denom)
-                xnorm = np.linalg.norm(np.where(blocked, 0.0, xi * d), axis=1)
-                small_x = np.linalg.norm(np.where(blocked, 0.0, step_s), axis=1) <= xtol * (xnorm + xtol)
-                finished = (quadratic | ((shift > 0) & improved & (small_f | small_x))
-                            | (~improved & small_f & (lam[idx] > 1.0)))
-                gave_up = (lam[idx] > LAMBDA_MAX) & ~finished & ~bad
-                ended = finished | gave_up | bad
-                # Stopping is not converging: a solve that ends with damped steps that no longer move (at a
-                # wall of non-finite predictions, say) converged only if the undamped Newton step would
-                # gain almost nothing, relative to the objective; where the Hessian had to be shifted the
-                # decrement understates what is left, so the scaled gradient must be small too.
-                # (a negative decrement means the model is no guide: not stationary)
-                left = np.where(decrement >= 0,
-                                np.maximum(decrement, np.einsum("kp,kp->k", free_gs, free_gs)), np.inf)
-                stationary = left <= STATIONARY_RTOL * denom
-                converged[idx[ended & ~bad & (quadratic | stationary)]] = True
-                done[idx[ended]] = True
-        return BatchSolution(self._to_original(x), S, converged, iterations)
-
-    def _derivatives(self, x: np.ndarray, f: np.ndarray, r: np.ndarray, w: np.ndarray | None):
-        """Gradient g and Hessian H of half the objective (of the objective for Huber), and the diagonal
-        of the Gauss-Newton matrix for scaling, all in the solver's (centered) parameters.
-
-        Residual Jacobians are never formed: for log residuals J_r = -J_f / f, so every J_r' C J_r is
-        J_f' (C / f^2) J_f, one weighted product of the form's Jacobian."""
-        pr = self.problem
-        obj, form, X = pr.objective, pr.form, pr.X
-        theta = self._to_original(x)
-        with np.errstate(all="ignore"):
-            Jf = form.jacobian(theta, X)
-            if obj.least_squares:
-                curv = np.ones_like(r) if w is None else w
-                v = r if w is None else r * w
-            else:  # exact Huber Hessian: rho'' is 1 inside delta and 0 outside; rho' = psi = omega r
-                inside = np.abs(r) <= obj.delta
-                curv = inside.astype(float)
-                v = np.clip(r, -obj.delta, obj.delta)
-                if w is not None:
-                    curv, v = curv * w, v * w
-            if obj.log_space:
-                inv = 1.0 / f
-                g = -np.einsum("knp,kn->kp", Jf, v * inv)
-                # d2 r = -d2 f / f + J_r J_r': the outer-product part joins the Gauss-Newton term
-                gn = _weighted_gram(Jf, (curv + v) * inv * inv)
-                H = gn + form.second_order(theta, X, -v * inv)
-                if obj.least_squares:
-                    scaling = gn
-                else:  # IRLS weights: positive, unlike the exact Huber curvature
-                    omega = obj.irls_weights(r) if w is None else obj.irls_weights(r) * w
-                    scaling = _weighted_gram(Jf, omega * inv * inv)
-            else:
-                g = -np.einsum("knp,kn->kp", Jf, v)
-                scaling = _weighted_gram(Jf, curv)
-                H = scaling + form.second_order(theta, X, -v)
-            if self.centering is not None and self.centering.active:
-                g, (H, scaling) = self.centering.transform(x, theta, g, [H, scaling])
-        return g, H, np.einsum("kii->ki", scaling)
-
-
-def _weighted_gram(J: np.ndarray, c: np.ndarray) -> np.ndarray:
-    """J' diag(c) J for every row of a batch: J (K, n, P), c (K, n) -> (K, P, P)."""
-    return np.swapaxes(J * c[:, :, None], 1, 2) @ J
-
-
-def _projected_steps(Hs: np.ndarray, gs: np.ndarray, shift: np.ndarray, lam: np.ndarray, x: np.ndarray,
-                     d: np.ndarray, lower: np.ndarray, upper: np.ndarray, blocked: np.ndarray):
-    """The undamped (Newton) and damped steps in scaled variables, the Newton decrement (twice what the
-    quadratic model gains by the Newton step), and the gradient of the parameters left free.
-
-    Where the Hessian is positive definite (near a minimum), a parameter whose Newton step would cross
-    its bound is moved onto it and the others take the Newton step given that move, a two-metric
-    projection (Bertsekas 1982): an optimum on a bound is then reached in a step rather than
-    approached geometrically, and the decrement measures only what is feasible."""
-    eye = np.eye(gs.shape[1])
-    newton = _solve(Hs + shift[:, None, None] * eye, -gs)
-    damped = _solve(Hs + (lam + shift)[:, None, None] * eye, -gs)
-    target = x + newton / d
-    cross = (~blocked & (shift == 0)[:, None]
-             & (((target < lower) & (gs > 0)) | ((target > upper) & (gs < 0))))
-    hold = blocked | cross
-    rows = np.flatnonzero(cross.any(axis=1))
-    if rows.size:
-        H, h = Hs[rows], hold[rows]
-        move = np.where(cross[rows], (np.where(target[rows] < lower, lower, upper) - x[rows]) * d[rows], 0.0)
-        reduced = np.where(h[:, :, None] | h[:, None, :], 0.0, H) + eye * h[:, None, :]
-        rhs = np.where(h, 0.0, -(gs[rows] + np.einsum("kpq,kq->kp", H, move)))
-        newton[rows] = _solve(reduced, rhs) + move
-    decrement = -2 * np.einsum("kp,kp->k", gs, newton) - np.einsum("kp,kpq,kq->k", newton, Hs, newton)
-    return newton, damped, decrement, np.where(hold, 0.0, gs)
-
-
-def _indefinite_shift(Hs: np.ndarray) -> np.ndarray:
-    """How much to add to the diagonal of each matrix to make it positive definite (0 where it is).
-    A Cholesky factorization answers for the whole batch at a fraction of the cost of eigenvalues,
-    which are needed only when some matrix is indefinite (far from a minimum)."""
-    try:
-        np.linalg.cholesky(Hs)
-        return np.zeros(len(Hs))
-    except np.linalg.LinAlgError:
-        lowest = np.linalg.eigvalsh(Hs)[:, 0]
-        return np.where(lowest < 1e-10, 1e-10 - 1.5 * lowest, 0.0)
-
-
-def _solve(M: np.ndarray, rhs: np.ndarray) -> np.ndarray:
-    try:
-        return np.linalg.solve(M, rhs[..., None])[..., 0]
-    except np.linalg.LinAlgError:
-        return np.einsum("kij,kj->ki", np.linalg.pinv(M), rhs)
 
 
 # ---------------------------------------------------------------- drawing resamples
@@ -666,7 +338,7 @@ class BootstrapResult:
 
         draws = np.where(self.ok[:, None], self.draws, np.nan)
         problem = Problem.build(self.fit.form, self.fit.inputs, self.fit.observed, self.fit.objective)
-        paired = set(_Centering(problem, self.fit.values).linear.tolist())
+        paired = set(Centering(problem, self.fit.values).linear.tolist())
         exponents = [p for i, p in enumerate(self.names)
                      if problem.free[i] and (p in self.fit.form.nonlinear or i in paired)]
         return bootstrap_figures(list(self.names), draws, self.fit.values,
@@ -885,10 +557,10 @@ def _starts(problem: Problem, result: FitResult, solver: BatchSolver) -> np.ndar
     with np.errstate(all="ignore"):
         top, _, _ = grid_search(problem, keep=SEARCH_KEEP)
         top = top[np.all(np.isfinite(top), axis=1)]
-        solutions = solver.solve(top) if len(top) else BatchSolution(top, np.zeros(0), np.zeros(0, bool),
+        solutions = solver.solve(top) if len(top) else Solution(top, np.zeros(0), np.zeros(0, bool),
                                                                       np.zeros(0, int))
     order = np.argsort(solutions.value, kind="stable")
-    solutions = BatchSolution(*(a[order] for a in (solutions.theta, solutions.value, solutions.converged,
+    solutions = Solution(*(a[order] for a in (solutions.theta, solutions.value, solutions.converged,
                                                     solutions.iterations)))
     for theta, value, converged in zip(solutions.theta, solutions.value, solutions.converged, strict=True):
         if len(starts) >= MAX_STARTS:

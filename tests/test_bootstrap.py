@@ -13,9 +13,7 @@ from conftest import ROOT, shared_file
 
 from scaling_cli import get_form, load_runs
 from scaling_cli.bootstrap import (
-    BatchSolver,
     Resampler,
-    _Centering,
     basic_interval,
     bca_interval,
     bootstrap,
@@ -26,7 +24,7 @@ from scaling_cli.errors import DataError, FitError, ScalefitWarning, SpecError
 from scaling_cli.fitting import fit
 from scaling_cli.forms import Decomposed
 from scaling_cli.objectives import Objective
-from scaling_cli.solve import Problem, global_minimize
+from scaling_cli.solve import BatchSolver, Centering, Problem, global_minimize
 
 TRUTH = np.array([300.0, 0.98, 8.0, 1.2, 500.0, 0.30, 1.75])
 # Epoch AI (Besiroglu et al. 2024), Table 1: bootstrap standard errors of their Chinchilla refit.
@@ -106,7 +104,7 @@ def test_solver_takes_a_response_per_row():
 
 def test_centering_is_an_exact_change_of_variables():
     problem, theta_hat = synthetic_problem()
-    centering = _Centering(problem, theta_hat)
+    centering = Centering(problem, theta_hat)
     assert [problem.form.params[i] for i in centering.linear] == ["c_m", "c_l", "c_D"]
     # for a power law the derivative of the mean log column is minus the mean log variable
     assert centering.G[0, 0] == pytest.approx(-np.log(problem.X["m"]).mean(), rel=1e-6)
@@ -352,7 +350,7 @@ def test_a_resample_stuck_at_a_wall_has_not_converged(wd_runs):
 
 
 def test_every_resample_failing_is_a_fit_error(monkeypatch):
-    from scaling_cli.bootstrap import BatchSolution
+    from scaling_cli.solve import Solution as BatchSolution
 
     original = BatchSolver.solve
 
@@ -361,9 +359,10 @@ def test_every_resample_failing_is_a_fit_error(monkeypatch):
         return BatchSolution(sol.theta, sol.value, np.zeros_like(sol.converged), sol.iterations)
 
     runs = synthetic_runs()
+    full = fit(runs, "decomposed")  # the full-data fit uses the same solver: fit before breaking it
     monkeypatch.setattr(BatchSolver, "solve", never_converges)
     with pytest.raises(FitError, match=r"^every one of the 20 resamples failed \(20 not converged\)$"):
-        bootstrap(runs, n=20)
+        bootstrap(runs, n=20, fit_result=full)
 
 
 # ---------------------------------------------------------------- bad options

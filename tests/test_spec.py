@@ -282,8 +282,14 @@ def test_config_fits_the_real_runs(name):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ScalefitWarning)  # e.g. the interaction term at its bound 0
         result = fit(runs, form)
-    assert result.converged
     assert np.isfinite(result.objective_value)
+    if name == "kaplan":
+        # on these runs Kaplan's scales N_c, D_c run off to infinity while the objective keeps
+        # falling: there is no finite optimum, and the fit must say so rather than claim one
+        assert not result.converged
+        assert any("before converging" in w for w in result.warnings)
+    else:
+        assert result.converged
     assert result.stats.mean_abs_rel_error < 0.02
     if name == "interaction":
         assert result.at_bound == ("c_ml",)  # these runs show no width-depth interaction
