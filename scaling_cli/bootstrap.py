@@ -280,6 +280,7 @@ class BootstrapResult:
     warnings: tuple[str, ...] = ()
     notes: tuple[str, ...] = ()
     group: str | None = None
+    derived: tuple[BootstrapEstimate, ...] = ()  # the form's derived quantities, from every draw
     jackknife: np.ndarray | None = None  # (J, P) leave-one-out estimates, for BCa
     bias: np.ndarray | None = None  # BCa z0 per parameter
     acceleration: np.ndarray | None = None  # BCa a per parameter
@@ -318,6 +319,8 @@ class BootstrapResult:
             "ci": self.ci,
             "level": self.level,
             "params": {e.name: {"se": e.se, "ci": list(e.ci)} for e in self.estimates},
+            **({"derived": {e.name: {"se": e.se, "ci": list(e.ci)} for e in self.derived}}
+               if self.derived else {}),
             "seconds": self.seconds,
         }
         return jsonable(doc)
@@ -351,8 +354,9 @@ class BootstrapResult:
 
         frame = pd.DataFrame({"resample": np.arange(self.n),
                               "status": np.array(STATUS, dtype=object)[self.status.astype(int)]})
-        for i, name in enumerate(self.names):
-            frame[name] = self.draws[:, i]
+        for name, column in zip(self.names + tuple(e.name for e in self.derived),
+                                _with_derived(self.fit.form, self.draws).T, strict=True):
+            frame[name] = column
         frame["objective"] = np.where(np.isfinite(self.values), self.values, np.nan)
         frame["iterations"] = self.iterations
         return frame
@@ -471,24 +475,30 @@ def bootstrap(runs: Runs, form: Form | str = "decomposed", objective: Objective 
     n_failed = int((~ok).sum())
     if not ok.any():
         raise FitError(f"every one of the {n} resamples failed ({_why(status)})", partial=draws)
-    good = draws[ok]
-    se = good.std(axis=0, ddof=1) if len(good) > 1 else np.full(P, np.nan)
+    # derived quantities (a YAML form's `derived:`) are columns computed from every draw
+    good = _with_derived(form, draws[ok])
+    hat = _with_derived(form, theta_hat[None, :])[0]
+    se = good.std(axis=0, ddof=1) if len(good) > 1 else np.full(good.shape[1], np.nan)
     bias = accel = None
     if ci == "percentile":
         intervals = percentile_interval(good, level)
     elif ci == "basic":
-        intervals = basic_interval(good, theta_hat, level)
+        intervals = basic_interval(good, hat, level)
     else:
         if not jack_ok.all():
             notes.append(f"BCa acceleration from {int(jack_ok.sum())} of {len(jack_ok)} jackknife fits "
                          f"({int((~jack_ok).sum())} failed)")
-        intervals, bias, accel = bca_interval(good, theta_hat, jack[jack_ok], level)
+        intervals, bias, accel = bca_interval(good, hat, _with_derived(form, jack[jack_ok]), level)
+        bias, accel = bias[:P], accel[:P]
     tq = t_quantile((1 + level) / 2, result.stats.dof)
-    estimates = tuple(BootstrapEstimate(
-        name, float(theta_hat[i]), float(se[i]), (float(intervals[i, 0]), float(intervals[i, 1])),
-        float(result.stderr[i]), (float(theta_hat[i] - tq * result.stderr[i]),
-                                  float(theta_hat[i] + tq * result.stderr[i])))
-        for i, name in enumerate(form.params))
+    jacobian = (list(zip(form.params, result.stderr, strict=True))
+                + [(d.name, d.stderr) for d in result.derived])
+    rows = tuple(BootstrapEstimate(
+        name, float(hat[i]), float(se[i]), (float(intervals[i, 0]), float(intervals[i, 1])),
+        float(jse), (float(hat[i] - tq * jse), float(hat[i] + tq * jse)))
+        for i, (name, jse) in enumerate(jacobian))
+    estimates, derived = rows[:P], rows[P:]
+    intervals = intervals[:P]
     warnings_: list[str] = []
     if n_failed > FAILED_WARNING_FRACTION * n:
         warnings_.append(FAILED_MESSAGE.format(failed=n_failed, n=n, pct=100 * n_failed / n,
@@ -507,10 +517,20 @@ def bootstrap(runs: Runs, form: Form | str = "decomposed", objective: Objective 
         warnings.warn(message, ScalefitWarning, stacklevel=2)
     return BootstrapResult(
         fit=result, method=method, ci=ci, level=level, n=n, seed=seed, names=tuple(form.params),
-        estimates=estimates, draws=draws, values=values, status=status, iterations=iterations,
+        estimates=estimates, derived=derived, draws=draws, values=values, status=status,
+        iterations=iterations,
         start_used=start_used, starts=starts, n_failed=n_failed, seconds=time.perf_counter() - t0,
         jobs=max(1, workers), resampler=resampler, warnings=tuple(warnings_), notes=tuple(notes),
         group=group_column, jackknife=jack, bias=bias, acceleration=accel)
+
+
+def _with_derived(form: Form, theta: np.ndarray) -> np.ndarray:
+    """`theta` (K, P) with the form's derived quantities appended as columns (K, P + D)."""
+    if not form.derived or len(theta) == 0:
+        return np.hstack([theta, np.zeros((len(theta), len(form.derived)))]) if form.derived else theta
+    with np.errstate(all="ignore"):
+        extra = np.column_stack([d.value(theta) for d in form.derived])
+    return np.hstack([theta, extra])
 
 
 def _check_options(n: int, method: str, ci: str, level: float, jobs: int, group: str | None) -> None:
@@ -686,7 +706,7 @@ def bootstrap_table(result: BootstrapResult):
     table.add_column(f"bootstrap {pct}", justify="right")
     table.add_column(f"Jacobian {pct}", justify="right")
     table.add_column("width ratio", justify="right")
-    for e in result.estimates:
+    for e in result.estimates + result.derived:
         boot_width = e.ci[1] - e.ci[0]
         jac_width = e.jacobian_ci[1] - e.jacobian_ci[0]
         ratio = boot_width / jac_width if math.isfinite(jac_width) and jac_width > 0 else math.nan

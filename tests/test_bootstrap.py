@@ -514,3 +514,21 @@ def test_cli_bootstrap_group_on_gemstones(cli):
     text = " ".join(out.stdout.split())
     assert "40 group resamples (column 'run_name', seed 0)" in text
     assert "22 groups of column 'run_name'" in text
+
+
+def test_derived_quantities_are_bootstrapped_too(epoch_csv):
+    """Issue 4: Chinchilla's compute-optimal split a = beta / (alpha + beta); Epoch: 0.513 +- 0.020."""
+    from scaling_cli.spec import load_form
+
+    form = load_form(ROOT / "configs" / "chinchilla.yaml")
+    runs = load_runs(epoch_csv, require=form.required_columns(), exclude_top_loss=5)
+    result = bootstrap(runs, form, "huber", 1e-3, n=2000, seed=1)
+    (a,) = result.derived
+    assert a.name == "a"
+    assert a.value == pytest.approx(0.513, abs=0.002)
+    assert a.se == pytest.approx(0.020, rel=0.15)
+    ok = result.draws[result.status == 0]
+    assert a.se == pytest.approx(np.std(ok[:, 4] / (ok[:, 2] + ok[:, 4]), ddof=1), rel=1e-12)
+    doc = result.to_dict()
+    assert set(doc["bootstrap"]["derived"]) == {"a"}
+    assert "a" in result.draws_frame().columns
