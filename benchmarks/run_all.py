@@ -1,7 +1,8 @@
 """Run every benchmark and print a summary of measured times against their targets (`make bench`).
 
     .venv/bin/python benchmarks/run_all.py            # full: the Epoch grid alone takes a minute or more
-    .venv/bin/python benchmarks/run_all.py --quick    # the Epoch grid on 300 of its 4,500 starts
+    .venv/bin/python benchmarks/run_all.py --quick    # the Epoch grid on 300 of its 4,500 starts, no
+                                                      # 100,000-resample memory run
 
 Each benchmark runs in its own process (each pins BLAS to one thread for its in-process comparisons and
 times `scalefit` itself in the environment it was given). Timings are reported, not asserted: the exit
@@ -33,6 +34,23 @@ def run_benchmark(script: str, args: list[str], summary_dir: Path) -> tuple[int,
 
 def _verdict(ok: bool, failed: str = "MISSED") -> str:
     return "ok" if ok else failed
+
+
+def bootstrap_lines(rows: list[dict]) -> list[str]:
+    """The bootstrap benchmark's rows: each says what it measured and whether the target was met."""
+    lines = []
+    for row in rows:
+        if "median_s" in row:
+            lines.append(f"{row['name']}\n    median {row['median_s']:.2f} s; "
+                         f"target < {row['target_s']:g} s: {_verdict(row['ok'])}")
+        elif "speedup" in row:
+            agree = (f"; agreement {row['max_rel_difference']:.1e}" if "agreement_ok" in row else "")
+            lines.append(f"{row['name']}\n    {row['speedup']:.0f}x (target >= {row['target_speedup']:g}x: "
+                         f"{_verdict(row['ok'])}); scipy lower on {row['scipy_lower']}{agree}")
+        elif "peak_mib" in row:
+            lines.append(f"{row['name']}\n    {row['peak_mib']:.0f} MiB; target <= {row['target_mib']} MiB: "
+                         f"{_verdict(row['ok'])}")
+    return lines
 
 
 def summary_lines(fit_rows: list[dict], epoch_rows: list[dict]) -> list[str]:
@@ -67,12 +85,15 @@ def main(argv: list[str] | None = None) -> int:
         fit_code, fit_rows = run_benchmark("bench_fit.py", [], Path(tmp))
         epoch_code, epoch_rows = run_benchmark("bench_epoch_huber.py", ["--quick"] if args.quick else [],
                                                Path(tmp))
-    if 2 in (fit_code, epoch_code):
+        boot_code, boot_rows = run_benchmark("bench_bootstrap.py", ["--no-memory"] if args.quick else [],
+                                             Path(tmp))
+    codes = (fit_code, epoch_code, boot_code)
+    if 2 in codes:
         return 2
     print("=" * 30, f"summary ({time.perf_counter() - t0:.0f} s)", "=" * 30)
-    for line in summary_lines(fit_rows, epoch_rows):
+    for line in summary_lines(fit_rows, epoch_rows) + bootstrap_lines(boot_rows):
         print(line)
-    return 0 if fit_code == 0 and epoch_code == 0 else 1
+    return 0 if all(code == 0 for code in codes) else 1
 
 
 if __name__ == "__main__":
