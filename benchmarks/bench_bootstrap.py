@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import subprocess
 import sys
@@ -32,15 +31,10 @@ import time
 import warnings
 from pathlib import Path
 
-# One BLAS thread, as in the other benchmarks: OpenBLAS threads make scipy loops erratic on a busy
-# 2-core machine. scalefit's batched solver is not affected (measured: same time either way).
-for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-    os.environ.setdefault(_var, "1")
-
 import numpy as np  # noqa: E402
+from common import MISSING_SHARED, ROOT, SHARED, load_note  # sets BLAS to one thread
 
-ROOT = Path(__file__).resolve().parents[1]
-TABLE = ROOT.parent / "shared" / "data" / "chinchilla_width_depth.csv"
+TABLE = SHARED / "data" / "chinchilla_width_depth.csv"
 EXCLUDE_TOP_LOSS = 40
 SEED = 0
 WALL_TARGET_S = 5.0
@@ -50,7 +44,6 @@ SAME_MINIMUM_RTOL = 1e-9
 MEMORY_TARGET_MIB = 1024
 MEMORY_N = 100_000
 TIGHT = {"ftol": 1e-15, "xtol": 1e-15, "gtol": 1e-15, "x_scale": "jac"}
-MISSING_SHARED = "benchmark data not found: expected {path} (../shared beside the repository)"
 MEMORY_SCRIPT = """
 import resource, sys
 from scaling_cli import load_runs
@@ -59,14 +52,6 @@ runs = load_runs(sys.argv[1], exclude_top_loss=int(sys.argv[2]))
 result = bootstrap(runs, "decomposed", n=int(sys.argv[3]), seed=0, jobs=1)
 print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, result.n_failed, result.seconds)
 """
-
-
-def load_note() -> str:
-    try:
-        one, five, _ = os.getloadavg()
-    except OSError:
-        return "load average unknown"
-    return f"load average {one:.2f} (1 min), {five:.2f} (5 min) on {os.cpu_count()} cores"
 
 
 def time_bootstrap(runs, n: int, jobs: int, repeats: int):

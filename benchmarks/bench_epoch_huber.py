@@ -34,17 +34,9 @@ import time
 import warnings
 from pathlib import Path
 
-USER_ENV = dict(os.environ)  # the environment a user runs `scalefit` in: whole-process timings use it
-# One BLAS thread for the in-process comparisons: on a busy 2-core machine OpenBLAS's threads make the
-# scipy loops 3-10x slower and erratic, which would flatter scalefit. Set before numpy is imported.
-BLAS_THREAD_VARS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
-for _var in BLAS_THREAD_VARS:
-    os.environ.setdefault(_var, "1")
-
 import numpy as np  # noqa: E402
+from common import MISSING_SHARED, ROOT, SHARED, USER_ENV  # sets BLAS to one thread
 
-ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared"
 TABLE = SHARED / "data" / "epoch_chinchilla.csv"
 EXCLUDE_TOP_LOSS = 5
 DELTA = 1e-3
@@ -52,8 +44,6 @@ SPEEDUP_TARGET = 50.0
 OBJECTIVE_RTOL = 1e-12
 QUICK_STRIDE = 15
 REACHED_RTOL = 1e-6
-MISSING_SHARED = ("benchmark data not found: expected {path} (the published run tables live in ../shared "
-                  "beside the repository)")
 # Epoch's grid of starts, in their order of the parameter vector (a, b, e, alpha, beta).
 GRID = {"a": np.arange(0, 30, 5.0), "b": np.arange(0, 30, 5.0), "e": np.arange(-1, 1.5, 0.5),
         "alpha": np.arange(0, 2.5, 0.5), "beta": np.arange(0, 2.5, 0.5)}

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import subprocess
 import sys
@@ -26,52 +25,19 @@ import time
 import warnings
 from pathlib import Path
 
-USER_ENV = dict(os.environ)  # the environment a user runs `scalefit` in: whole-process timings use it
-# One BLAS thread for the in-process comparisons: on a busy 2-core machine OpenBLAS's threads make the
-# scipy loops 3-10x slower and erratic, which would flatter scalefit. Set before numpy is imported.
-BLAS_THREAD_VARS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
-for _var in BLAS_THREAD_VARS:
-    os.environ.setdefault(_var, "1")
-
 import numpy as np  # noqa: E402
+from common import ROOT, SHARED, USER_ENV, load_note, require_shared, scalefit_command  # sets BLAS
 
-ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared"
 TABLE = SHARED / "data" / "chinchilla_width_depth.csv"
 EXCLUDE_TOP_LOSS = 40
 FIT_TARGET_S = 1.0
 HELP_TARGET_S = 0.3
 SEED = 0
-MISSING_SHARED = ("benchmark data not found: expected {path} (the published run tables live in ../shared "
-                  "beside the repository)")
 PARAMS = ("c_m", "alpha_m", "c_l", "alpha_l", "c_D", "alpha_D", "L0")
 # Random starts for the scipy loop: coefficients log-uniform, exponents uniform, L0 uniform.
 START_RANGES = {"c_m": (1e-1, 1e4), "c_l": (1e-1, 1e4), "c_D": (1e-1, 1e4),
                 "alpha_m": (0.05, 3.0), "alpha_l": (0.05, 3.0), "alpha_D": (0.03, 1.0)}
 REACHED_RTOL = 1e-6  # a start "reaches" the optimum when its objective is this close, relatively
-
-
-def require_shared(*paths: Path) -> None:
-    """Exit with a clear message when a benchmark table is missing."""
-    for path in paths:
-        if not path.exists():
-            print(MISSING_SHARED.format(path=path), file=sys.stderr)
-            sys.exit(2)
-
-
-def scalefit_command() -> list[str]:
-    """The `scalefit` console script of the running environment (or `python -m scaling_cli`)."""
-    script = Path(sys.executable).parent / "scalefit"
-    return [str(script)] if script.exists() else [sys.executable, "-m", "scaling_cli"]
-
-
-def load_note() -> str:
-    """The load average, so that a reader can tell a busy machine from a slow program."""
-    try:
-        one, five, _ = os.getloadavg()
-    except OSError:
-        return "load average unknown"
-    return f"load average {one:.2f} (1 min), {five:.2f} (5 min) on {os.cpu_count()} cores"
 
 
 def wall_times(args: list[str], repeats: int) -> list[float]:
