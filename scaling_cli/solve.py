@@ -80,25 +80,11 @@ class Problem:
 
     def residuals_and_jacobian(self, theta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Residuals (K, n) and their Jacobian (K, n, P) in the objective's space."""
-        r, J, _ = self.residuals_jacobian_prediction(theta)
-        return r, J
-
-    def residuals_jacobian_prediction(self, theta: np.ndarray):
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
             f = self.form.predict(theta, self.X)
             r = self.objective.residuals(self.y[None, :], f)
             J = self.objective.residual_jacobian(f, self.form.jacobian(theta, self.X))
-        return r, J, f
-
-    def second_order(self, theta: np.ndarray, v: np.ndarray, f: np.ndarray, J: np.ndarray) -> np.ndarray:
-        """sum_i v_i d^2 r_i / d theta^2 for residuals r in the objective's space (K, P, P).
-
-        Log residuals r = log y - log f have d^2 r = -d^2 f / f + J_r J_r'; linear ones d^2 r = -d^2 f."""
-        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-            if self.objective.log_space:
-                curv = self.form.second_order(theta, self.X, -v / f)
-                return curv + np.swapaxes(J, 1, 2) @ (J * v[:, :, None])
-            return self.form.second_order(theta, self.X, -v)
+        return r, J
 
 
 @dataclass(frozen=True)
