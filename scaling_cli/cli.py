@@ -159,21 +159,37 @@ def console_for(json_path: str | None, quiet: bool):
 PLOT_FORMATS = ("png", "pdf", "svg")
 
 
-def check_plot_format(plot_format: str) -> None:
-    """Fail before any work is done, not after a long fit."""
-    if plot_format not in PLOT_FORMATS:
-        raise typer.BadParameter(f"--plot-format must be one of {', '.join(PLOT_FORMATS)}, not "
-                                 f"'{plot_format}'")
-
-
 def check_outputs(plot_format: str, *paths: str | Path | None) -> None:
     """Check the plot format and that every output path can be written, before any work is done."""
     from .report import check_writable
 
-    check_plot_format(plot_format)
+    if plot_format not in PLOT_FORMATS:
+        raise typer.BadParameter(f"--plot-format must be one of {', '.join(PLOT_FORMATS)}, not "
+                                 f"'{plot_format}'")
     for path in paths:
         if path is not None and str(path) != "-":
             check_writable(path)
+
+
+def load_for(data: Path, form: str, config: Path | None, objective: str | None, delta: float | None,
+             table: TableOptions):
+    """The form, the objective and the runs a command works on; the cheap checks come first."""
+    from .objectives import choose_objective
+
+    the_form = resolve_form(form, config)
+    the_objective = choose_objective(the_form, objective, delta)
+    return the_form, the_objective, table.load(data, the_form)
+
+
+def write_outputs(result, console, json_path: str | None, plot_dir: Path | None, plot_format: str,
+                  figures) -> None:
+    """After the report: the JSON document, then the figures (`figures(result)`, made only when asked)."""
+    from .report import write_json
+
+    if json_path:
+        write_json(json_path, result.to_dict())
+    if plot_dir is not None:
+        save_plots(plot_dir, plot_format, figures(result), console)
 
 
 def save_plots(plot_dir: Path, plot_format: str, figures, console) -> None:
@@ -208,24 +224,17 @@ def fit(
 ) -> None:
     """Fit a scaling law to a table of runs: parameters with Jacobian errors, statistics, plots, JSON."""
     from .fitting import fit as fit_runs
-    from .objectives import choose_objective
-    from .report import render_fit, write_json
+    from .plot import fit_figures
+    from .report import render_fit
 
     check_outputs(plot_format, json_path)
     table = TableOptions(format, tuple(column or ()), configs, on, exclude_top_loss, drop_missing)
-    the_form = resolve_form(form, config)
-    the_objective = choose_objective(the_form, objective, delta)
-    runs = table.load(data, the_form)
+    the_form, the_objective, runs = load_for(data, form, config, objective, delta, table)
     result = fit_runs(runs, the_form, the_objective)
     console = console_for(json_path, quiet)
     if console is not None:
         render_fit(result, console)
-    if json_path:
-        write_json(json_path, result.to_dict())
-    if plot_dir is not None:
-        from .plot import fit_figures
-
-        save_plots(plot_dir, plot_format, fit_figures(result), console)
+    write_outputs(result, console, json_path, plot_dir, plot_format, fit_figures)
 
 
 @app.command()
@@ -266,9 +275,9 @@ def compare(
     error."""
     from .compare import compare_forms, load_compare_spec, render_compare
     from .errors import SpecError
-    from .report import write_json
+    from .plot import compare_figures
 
-    check_plot_format(plot_format)
+    check_outputs(plot_format, json_path)
     the_spec = load_compare_spec(spec) if spec is not None else None
     given = the_spec.settings if the_spec is not None else {}
 
@@ -292,12 +301,7 @@ def compare(
     console = console_for(json_path, quiet)
     if console is not None:
         render_compare(result, console)
-    if json_path:
-        write_json(json_path, result.to_dict())
-    if plot_dir is not None:
-        from .plot import compare_figures
-
-        save_plots(plot_dir, plot_format, compare_figures(result), console)
+    write_outputs(result, console, json_path, plot_dir, plot_format, compare_figures)
 
 
 @app.command()
@@ -335,16 +339,12 @@ def bootstrap(
 ) -> None:
     """Bootstrap a fit: refit thousands of resamples at once; standard errors and intervals beside the
     Jacobian ones."""
+    from .bootstrap import BootstrapResult, progress_bar, render_bootstrap
     from .bootstrap import bootstrap as run_bootstrap
-    from .bootstrap import progress_bar, render_bootstrap
-    from .objectives import choose_objective
-    from .report import write_json
 
     check_outputs(plot_format, json_path, draws)
     table = TableOptions(format, tuple(column or ()), configs, on, exclude_top_loss, drop_missing)
-    the_form = resolve_form(form, config)
-    the_objective = choose_objective(the_form, objective, delta)
-    runs = table.load(data, the_form)
+    the_form, the_objective, runs = load_for(data, form, config, objective, delta, table)
     console = console_for(json_path, quiet)
     with progress_bar(console) as progress:
         result = run_bootstrap(runs, the_form, the_objective, n=n, seed=seed, method=method, ci=ci,
@@ -355,10 +355,7 @@ def bootstrap(
         path = result.write_draws(draws)
         if console is not None:
             console.print(f"wrote {path}", style="dim", markup=False)
-    if json_path:
-        write_json(json_path, result.to_dict())
-    if plot_dir is not None:
-        save_plots(plot_dir, plot_format, result.figures(), console)
+    write_outputs(result, console, json_path, plot_dir, plot_format, BootstrapResult.figures)
 
 
 def main() -> None:

@@ -246,12 +246,15 @@ def test_the_styleguide_example_message(cli, tmp_path):
     assert_one_error_line(result, 2, fragment="column 'd_model' has 3 non-numeric values (rows 4, 9, 17)")
 
 
+@pytest.mark.parametrize("command", [("fit",), ("bootstrap", "--n", "20"), ("compare", "decomposed")])
 @pytest.mark.parametrize("json_name", ["missing/dir/fit.json", "missing/fit.json"])
-def test_json_into_a_missing_directory(json_name, cli, tmp_path):
+def test_json_into_a_missing_directory(json_name, command, cli, tmp_path):
+    """Every command refuses an unwritable output before doing its work (no report, no files)."""
     table = write_table(tmp_path / "runs.csv")
     before = set(tmp_path.rglob("*"))
     target = tmp_path / json_name
-    result = cli("fit", table, "--json", target)
+    name, *rest = command
+    result = cli(name, table, *rest, "--json", target)
     assert_one_error_line(result, 2, f"cannot write {target}: directory {target.parent} does not exist")
     assert set(tmp_path.rglob("*")) == before
 
