@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence
 import numpy as np
 
 from .errors import DataError, FitError, ScalefitError, ScalefitWarning, SpecError
+from .fitting import prediction_errors
 from .forms import BUILTIN_FORMS, Form, get_form
 from .io import Runs, load_runs
 from .objectives import Objective
@@ -395,17 +396,13 @@ def held_out_error(form: Form, fit: FitResult, test: Runs, n_train: int) -> Held
 
 def _errors(observed: np.ndarray, predicted: np.ndarray, n_train: int, failed: str | None = None
             ) -> HeldOutError:
-    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-        rel = np.abs(observed - predicted) / np.abs(observed)
-        positive = np.all(observed > 0) and np.all(predicted > 0)
-        log_res = np.log(observed) - np.log(predicted) if positive else np.full(len(observed), np.nan)
+    rel, rmse_log = prediction_errors(observed, predicted)
     finite = bool(len(rel)) and bool(np.all(np.isfinite(rel)))
     return HeldOutError(
         n_train=n_train, n_test=len(observed),
         mean_abs_rel_error=float(rel.mean()) if finite else math.nan,
         max_abs_rel_error=float(rel.max()) if finite else math.nan,
-        rmse_log=float(np.sqrt(np.mean(log_res**2))) if positive and len(rel) else math.nan,
-        observed=observed, predicted=predicted, failed=failed)
+        rmse_log=rmse_log, observed=observed, predicted=predicted, failed=failed)
 
 
 def _quiet_fit(runs: Runs, form: Form, objective: Objective) -> FitResult:

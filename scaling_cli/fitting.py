@@ -95,6 +95,16 @@ def _normal_quantile(p: float) -> float:
     return x - u / (1 + x * u / 2)
 
 
+def prediction_errors(observed: np.ndarray, predicted: np.ndarray) -> tuple[np.ndarray, float]:
+    """|observed - predicted| / |observed| per row, and the RMSE of log residuals (NaN unless every
+    observed and predicted value is positive). Fit statistics and held-out errors both use it."""
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        rel = np.abs(observed - predicted) / np.abs(observed)
+        positive = len(observed) > 0 and np.all(observed > 0) and np.all(predicted > 0)
+        log_res = np.log(observed) - np.log(predicted) if positive else None
+    return rel, float(np.sqrt(np.mean(log_res**2))) if log_res is not None else math.nan
+
+
 @dataclass(frozen=True)
 class Estimate:
     """One parameter: value, standard error (NaN when not available) and 95% interval."""
@@ -320,12 +330,10 @@ def _result(runs: Runs, form: Form, problem: Problem, theta: np.ndarray, value: 
     rss = float(r @ r)
     centered = (np.log(y) if objective.log_space else y)
     tss = float(((centered - centered.mean()) ** 2).sum())
-    with np.errstate(invalid="ignore", divide="ignore"):
-        log_res = np.log(y) - np.log(pred) if np.all(y > 0) and np.all(pred > 0) else None
-        rel = np.abs(y - pred) / np.abs(y)
+    rel, rmse_log = prediction_errors(y, pred)
     stats = FitStats(
         rss=rss,
-        rmse_log=float(np.sqrt(np.mean(log_res**2))) if log_res is not None else math.nan,
+        rmse_log=rmse_log,
         mean_abs_rel_error=float(np.mean(rel)) if np.all(np.isfinite(rel)) else math.nan,
         r2=1 - rss / tss if tss > 0 else math.nan,
         aic=n * math.log(rss / n) + 2 * k if rss > 0 else math.nan,
