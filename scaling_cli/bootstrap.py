@@ -526,8 +526,10 @@ def bootstrap(runs: Runs, form: Form | str = "decomposed", objective: Objective 
 
 def _with_derived(form: Form, theta: np.ndarray) -> np.ndarray:
     """`theta` (K, P) with the form's derived quantities appended as columns (K, P + D)."""
-    if not form.derived or len(theta) == 0:
-        return np.hstack([theta, np.zeros((len(theta), len(form.derived)))]) if form.derived else theta
+    if not form.derived:
+        return theta
+    if len(theta) == 0:  # no draws (e.g. every jackknife fit failed): keep the column count
+        return np.zeros((0, theta.shape[1] + len(form.derived)))
     with np.errstate(all="ignore"):
         extra = np.column_stack([d.value(theta) for d in form.derived])
     return np.hstack([theta, extra])
