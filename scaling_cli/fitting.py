@@ -4,6 +4,13 @@ Uncertainties come from the Jacobian of the same residuals that were minimized:
 cov = s^2 (J'J)^-1 with s^2 = RSS / (n - p) for least-squares objectives, and Huber's (1981, §7.6)
 robust estimate for the Huber objective. Parameters that the data cannot determine (a rank-deficient or
 ill-conditioned Jacobian) and parameters sitting on a bound get no standard error, and say why.
+
+On a table whose rows fall into runs (a group column: checkpoints of one run share its noise) the
+reported covariance is the cluster-robust sandwich of Liang & Zeger (1986), with the runs as clusters:
+B (sum_g s_g s_g') B, B = (J'J)^-1, s_g = J_g' r~_g. For least squares r~_g are Bell & McCaffrey's
+(2002) CR2 residuals (I - H_gg)^-1/2 r_g, which undo the shrinking of residuals by the fit's leverage;
+for Huber (psi of the residuals, B from the inner rows) the CR1 factor G / (G - 1) is used. Intervals
+then use Student's t with G - 1 degrees of freedom. The iid errors stay in `stderr_iid`.
 """
 
 from __future__ import annotations
@@ -16,6 +23,8 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
+from .design import (GROUPS_PER_PARAMETER, Design, Groups, between_group, describe_design, groups_of,
+                     looks_like_curves)
 from .errors import DataError, FitError, ScalefitWarning
 from .forms import Form, get_form
 from .io import Runs
@@ -24,6 +33,7 @@ from .solve import Problem, global_minimize, levenberg_marquardt, robust_minimiz
 
 CONDITION_LIMIT = 1e10  # of the column-scaled Jacobian; beyond it a direction counts as undetermined
 NULL_LOADING = 0.05  # a parameter loading a near-null direction by more than this is undetermined
+ERRORS = ("auto", "iid", "cluster")
 HUBER_BOOTSTRAP_HINT = ("Huber objective: standard errors use Huber's (1981) asymptotic formula; "
                         "run `scalefit bootstrap` for intervals you can trust")
 
@@ -156,6 +166,17 @@ class FitResult:
     observed: np.ndarray = field(default_factory=lambda: np.zeros(0))
     inputs: Mapping[str, np.ndarray] = field(default_factory=dict)
     derived: tuple[Estimate, ...] = ()
+    # which covariance `covariance`, `stderr` and the intervals are: "iid" or "cluster-robust CR2/CR1"
+    covariance_type: str = "iid"
+    stderr_iid: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    covariance_iid: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))
+    ci_dof: int = 0  # degrees of freedom of the t quantile of the intervals (G - 1 when clustered)
+    group_column: str | None = None
+    n_groups: int | None = None  # None without a group column
+    between: tuple[str, ...] = ()  # free parameters that only differences between groups pin
+    design: Design | None = None
+    columns: Mapping[str, str] = field(default_factory=dict)  # role or symbol -> column used
+    regime_allowed: bool = True  # whether the design can place alpha_l in a regime (report.depth_regime)
 
     def __getitem__(self, name: str) -> float:
         return float(self.values[self.names.index(name)])
@@ -239,15 +260,21 @@ def _covariance(problem: Problem, theta: np.ndarray, free: np.ndarray
 def fit(runs: Runs, form: Form | str = "decomposed", objective: Objective | str | None = None,
         delta: float | None = None, fixed: Mapping[str, float] | None = None,
         starts: Sequence[Mapping[str, float]] | None = None, global_search: bool = True,
-        strategy: str = "newton") -> FitResult:
+        strategy: str = "newton", errors: str = "auto") -> FitResult:
     """Fit `form` to `runs` and return a `FitResult`.
 
     The global search tries a grid of the nonlinear parameters (solving the linear ones exactly) and
     polishes the best points; `starts` adds starting points of your own (and with
     `global_search=False` they are the only ones). `strategy="robust"` minimizes from each point by
     trust-region Gauss-Newton searches (full and variable projection) before the Newton-LM polish,
-    for starts far from the optimum (`solve.robust_minimize`)."""
+    for starts far from the optimum (`solve.robust_minimize`).
+
+    `errors`: "auto" reports cluster-robust errors when the table has a group column with several
+    rows in some group (checkpoints of runs), else iid Jacobian errors; "iid" and "cluster" force
+    one (cluster needs a group column)."""
     t0 = time.perf_counter()
+    if errors not in ERRORS:
+        raise FitError(f"unknown errors '{errors}': use {', '.join(ERRORS)}")
     form = get_form(form) if isinstance(form, str) else form
     if not isinstance(objective, Objective):
         objective = Objective(objective or form.objective, delta if delta is not None else form.delta)
@@ -282,12 +309,72 @@ def fit(runs: Runs, form: Form | str = "decomposed", objective: Objective | str 
     if not np.isfinite(value):
         raise FitError(f"no start gave a finite objective for form '{form.name}' (predictions must be "
                        f"positive for a log objective)", partial=theta)
+    groups = groups_of(runs)
+    if errors == "cluster" and groups is None:
+        raise DataError(f"{runs.path}: cluster-robust errors need a group column (group, run, run_name, "
+                        f"run_id, model, model_name) or group=COLUMN")
     return _result(runs, form, problem, theta, value, bool(solution.converged[0]), n_grid, n_starts,
-                   time.perf_counter() - t0)
+                   time.perf_counter() - t0, groups, errors)
+
+
+def _cluster_covariance(problem: Problem, theta: np.ndarray, use: np.ndarray, groups: Groups
+                        ) -> tuple[np.ndarray, list[str], str]:
+    """The cluster-robust covariance (P, P) of the parameters in `use` (NaN elsewhere), the names of
+    those it cannot pin (a null direction: fewer groups than the parameters need), and its kind."""
+    P = len(theta)
+    cov = np.full((P, P), np.nan)
+    idx = np.flatnonzero(use)
+    if idx.size == 0:
+        return cov, [], "CR2"
+    r, J = problem.residuals_and_jacobian(theta[None, :])
+    r, J = r[0], J[0][:, idx]
+    d = np.linalg.norm(J, axis=0)
+    d = np.where(d > 0, d, 1.0)
+    Js = J / d
+    G = groups.count
+    order = np.argsort(groups.index, kind="stable")
+    bounds = np.cumsum(groups.sizes())[:-1]
+    members = np.split(order, bounds)
+    if problem.objective.least_squares:
+        kind, factor = "CR2", 1.0
+        bread = np.linalg.pinv(Js.T @ Js)
+        w, Q = np.linalg.eigh(bread)
+        half = (Q * np.sqrt(np.clip(w, 0.0, None))) @ Q.T
+        scores = np.empty((G, idx.size))
+        for g, rows in enumerate(members):
+            # (I - H_gg)^-1/2 r_g through the thin SVD of J_g B^1/2 (H_gg = U S^2 U'): cost n_g k^2,
+            # so groups of thousands of rows are cheap; a leverage of 1 gets the pseudo-inverse
+            U, sv, _ = np.linalg.svd(Js[rows] @ half, full_matrices=False)
+            lev = sv**2
+            gain = np.where(lev < 1 - 1e-10, 1 / np.sqrt(np.clip(1 - lev, 1e-300, None)) - 1, -1.0)
+            adjusted = r[rows] + U @ (gain * (U.T @ r[rows]))
+            scores[g] = Js[rows].T @ adjusted
+    else:
+        kind, factor = "CR1", G / max(1, G - 1)
+        delta = problem.objective.delta
+        inner = (np.abs(r) <= delta).astype(float)
+        bread = np.linalg.pinv(Js.T @ (Js * inner[:, None]))
+        scores = np.zeros((G, idx.size))
+        np.add.at(scores, groups.index, Js * np.clip(r, -delta, delta)[:, None])
+    V = factor * bread @ (scores.T @ scores) @ bread
+    sd = np.sqrt(np.clip(np.diag(V), 0.0, None))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        C = V / np.outer(sd, sd)
+    withheld = sd <= 0
+    if np.all(np.isfinite(C[~withheld][:, ~withheld])) and (~withheld).sum():
+        keep = np.flatnonzero(~withheld)
+        ev, vecs = np.linalg.eigh(C[np.ix_(keep, keep)])
+        null = ev < max(ev.max(), 1e-300) / CONDITION_LIMIT
+        if null.any():
+            withheld[keep] |= np.any(np.abs(vecs[:, null]) > NULL_LOADING, axis=1)
+    ok = idx[~withheld]
+    cov[np.ix_(ok, ok)] = (V / np.outer(d, d))[np.ix_(~withheld, ~withheld)]
+    return cov, [problem.form.params[i] for i in idx[withheld]], kind
 
 
 def _result(runs: Runs, form: Form, problem: Problem, theta: np.ndarray, value: float,
-            converged: bool, n_grid: int, n_starts: int, seconds: float) -> FitResult:
+            converged: bool, n_grid: int, n_starts: int, seconds: float, groups: Groups | None = None,
+            errors: str = "auto") -> FitResult:
     objective = problem.objective
     n, _P = problem.n, len(theta)
     tiny = 1e-9 * (1 + np.abs(theta))
@@ -296,11 +383,48 @@ def _result(runs: Runs, form: Form, problem: Problem, theta: np.ndarray, value: 
     at_bound_mask = on_lower | on_upper
     cov_free = problem.free & ~at_bound_mask
     cov, undetermined, reason = _covariance(problem, theta, cov_free)
+    cov_iid, iid_undetermined = cov, list(undetermined)
     k = int(problem.free.sum())
     dof = n - k
-    tq = t_quantile(0.975, dof)
+    ci_dof = dof
+    covariance_type = "iid"
+    group_messages: list[str] = []
+    between: tuple[str, ...] = ()
+    too_few_groups = False
+    clustered = groups is not None and not groups.trivial and errors != "iid"
+    if groups is not None and not groups.trivial:
+        determined = cov_free & np.array([p not in undetermined for p in form.params])
+        # in the prediction's own space: a log residual's column divides by the prediction, which
+        # varies within a run even where the term does not
+        mask = between_group(form.jacobian(theta[None, :], problem.X)[0][:, determined], groups)
+        between = tuple(form.params[i] for i in np.flatnonzero(determined)[mask])
+        too_few_groups = groups.count < GROUPS_PER_PARAMETER * k
+        if clustered:
+            cov, withheld, kind = _cluster_covariance(problem, theta, determined, groups)
+            covariance_type = f"cluster-robust {kind}"
+            ci_dof = groups.count - 1
+            if withheld:
+                undetermined = list(undetermined) + withheld
+                group_messages.append(
+                    f"cannot determine {', '.join(withheld)} from {groups.count} groups of column "
+                    f"'{groups.column}': the runs are too few for the parameters that only differences "
+                    f"between runs pin")
+        else:
+            group_messages.append(
+                f"iid errors on a table of {groups.count} groups (column '{groups.column}'): they treat "
+                f"every row as an independent run and are too narrow when the rows of a run are correlated")
+        if too_few_groups:
+            within = [p for p, d in zip(form.params, determined, strict=True) if d and p not in between]
+            group_messages.append(
+                f"only {groups.count} groups (column '{groups.column}') for {k} free parameters (want "
+                f"at least {GROUPS_PER_PARAMETER * k}): the intervals are unreliable. "
+                + (f"{', '.join(between)} vary only between groups and rest on {groups.count} group-level "
+                   f"points" if between else "")
+                + (f"; {', '.join(within)} are also pinned within groups" if within else ""))
+    tq = t_quantile(0.975, ci_dof)
     stderr = np.sqrt(np.clip(np.diag(cov), 0, None))
     stderr = np.where(np.isnan(np.diag(cov)), np.nan, stderr)
+    stderr_iid = np.where(np.isnan(np.diag(cov_iid)), np.nan, np.sqrt(np.clip(np.diag(cov_iid), 0, None)))
     estimates = []
     for i, name in enumerate(form.params):
         note = ""
@@ -347,10 +471,17 @@ def _result(runs: Runs, form: Form, problem: Problem, theta: np.ndarray, value: 
         bound = problem.lower[i] if on_lower[i] else problem.upper[i]
         messages.append(f"{form.params[i]} = {theta[i]:.6g} is at its bound {bound:g}: its error is "
                         f"not available and the others are conditional on it")
-    if undetermined:
-        messages.append(f"cannot determine {', '.join(undetermined)}: {reason}")
+    if iid_undetermined:
+        messages.append(f"cannot determine {', '.join(iid_undetermined)}: {reason}")
     elif reason:
         messages.append(reason)
+    messages += group_messages
+    design = describe_design(form, runs, problem.X)
+    messages += list(design.warnings)
+    curves = looks_like_curves(form, runs, problem.X) if groups is None else None
+    if curves:
+        messages.append(curves)
+    regime_allowed = _regime_allowed(form, design, undetermined, at_bound_mask, too_few_groups)
     for message in messages:
         warnings.warn(message, ScalefitWarning, stacklevel=3)
     if not objective.least_squares:
@@ -362,4 +493,30 @@ def _result(runs: Runs, form: Form, problem: Problem, theta: np.ndarray, value: 
         at_bound=tuple(form.params[i] for i in np.flatnonzero(at_bound_mask)),
         undetermined=tuple(undetermined), warnings=tuple(messages), n_grid=n_grid, n_starts=n_starts,
         seconds=seconds, notes=runs.notes, input_path=runs.path, input_sha256=runs.sha256,
-        predicted=pred, observed=y, inputs=dict(problem.X), derived=tuple(derived))
+        predicted=pred, observed=y, inputs=dict(problem.X), derived=tuple(derived),
+        covariance_type=covariance_type, stderr_iid=stderr_iid, covariance_iid=cov_iid, ci_dof=ci_dof,
+        group_column=groups.column if groups is not None else None,
+        n_groups=groups.count if groups is not None else None, between=between, design=design,
+        columns=_columns_used(form, runs), regime_allowed=regime_allowed)
+
+
+def _regime_allowed(form: Form, design: Design, undetermined, at_bound: np.ndarray,
+                    too_few_groups: bool) -> bool:
+    """Whether the design can place alpha_l in a regime: width and depth determined, off their bounds,
+    each with at least 3 distinct values, and enough groups."""
+    if too_few_groups:
+        return False
+    for role, exponent in (("width", "alpha_m"), ("depth", "alpha_l")):
+        symbol = next((s for s, key in form.variables.items() if key == role), None)
+        variable = design.variable(symbol) if symbol else None
+        if variable is None or variable.levels < 3:
+            return False
+        if exponent in form.params and (exponent in undetermined or at_bound[form.index(exponent)]):
+            return False
+    return True
+
+
+def _columns_used(form: Form, runs: Runs) -> dict[str, str]:
+    """Role (or column) -> the column that played it, for the form's variables, response and groups."""
+    keys = list(form.variables.values()) + form.response_columns() + ["group"]
+    return {key: runs.roles.get(key, key) for key in keys if key in runs.roles or key in runs.data}

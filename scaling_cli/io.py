@@ -34,7 +34,7 @@ ROLE_ALIASES: dict[str, tuple[str, ...]] = {
     "params": ("params", "n_params", "num_params", "model_size", "Model Size", "N",
                "params_active_precise"),
     "flops": ("flops", "FLOP", "Training FLOP", "compute", "C"),
-    "group": ("group", "run", "run_name", "run_id"),
+    "group": ("group", "run", "run_name", "run_id", "model", "model_name"),
 }
 
 FORMATS = ("csv", "tsv", "jsonl", "json", "parquet")
@@ -108,9 +108,26 @@ class Runs:
     n_excluded: int = 0
     notes: tuple[str, ...] = ()
     kept_rows: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=int))
+    scales: Mapping[str, float] = field(default_factory=dict)  # role -> factor applied (--scale)
 
     def __len__(self) -> int:
         return len(next(iter(self.data.values()))) if self.data else 0
+
+    @property
+    def group_column(self) -> str | None:
+        """The column whose rows belong to one run (the `group` role), or None."""
+        return self.roles.get("group")
+
+    def group_index(self) -> tuple[np.ndarray, int] | None:
+        """Each row's group as an index 0..G-1 (in order of first appearance) and G; None without a
+        group column."""
+        column = self.group_column
+        if column is None or column not in self.data:
+            return None
+        values = np.asarray(self.data[column]).astype(str)
+        _, first, index = np.unique(values, return_index=True, return_inverse=True)
+        order = np.argsort(np.argsort(first))  # number groups by first appearance
+        return order[index].astype(int), len(first)
 
     def column(self, key: str) -> np.ndarray:
         """The array for a role name or a column name."""
@@ -496,17 +513,33 @@ def load_runs(path: str | Path, *, require: Sequence[str] = ("width", "depth", "
               format: str | None = None, columns: Sequence[str] | Mapping[str, str] | None = None,
               configs: str | Path | None = None, on: str | None = None, exclude_top_loss: int = 0,
               drop_missing: bool = False, response: str = "loss",
-              positive: Sequence[str] | None = None) -> Runs:
+              positive: Sequence[str] | None = None, group: str | None = None,
+              scale: Sequence[str] | Mapping[str, float] | None = None,
+              min_values: Sequence[str] | Mapping[str, float] | None = None,
+              max_values: Sequence[str] | Mapping[str, float] | None = None,
+              last_per_group: bool = False) -> Runs:
     """Read a table of runs, resolve the columns `require`d (roles or column names), validate them,
     and drop the highest-loss rows.
 
+    In this order: rows with empty cells are dropped (`drop_missing`); columns are multiplied by
+    `scale` ({role or column: factor}, e.g. GPT-3's `step` in billions of tokens: {"tokens": 1e9});
+    rows outside `min_values` / `max_values` ({role or column: value}, inclusive) are dropped;
+    `last_per_group` keeps each run's row with the most tokens (final losses only); last,
     `exclude_top_loss=K` keeps rows whose `response` column is strictly below its K-th highest value
-    (ties drop more rows), the rule Liu et al. and Epoch AI used. `positive` lists the columns that
-    must hold positive values (default: every column used).
+    (ties drop more rows), the rule Liu et al. and Epoch AI used. `group` names the column whose
+    rows belong to one run (or several columns, comma-separated, whose combination does); by default
+    a column named group, run, run_name, run_id, model or model_name. `positive` lists the columns
+    that must hold positive values (default: every column used).
     """
     if exclude_top_loss < 0:
         raise DataError(f"--exclude-top-loss must be 0 or more, not {exclude_top_loss}")
     overrides = parse_column_overrides(columns)
+    scales = parse_role_values(scale, "--scale", positive=True)
+    lows = parse_role_values(min_values, "--min")
+    highs = parse_role_values(max_values, "--max")
+    group_parts = [g.strip() for g in group.split(",")] if group else []
+    if group_parts and (not all(group_parts)):
+        raise DataError(f"--group '{group}': empty column name")
     table = read_table(path, format)
     notes: list[str] = []
     if configs is not None:
@@ -515,6 +548,8 @@ def load_runs(path: str | Path, *, require: Sequence[str] = ("width", "depth", "
     elif on:
         raise DataError("--on is only used with --configs FILE")
     names = table.names
+    if len(group_parts) == 1 and "group" not in overrides:
+        overrides["group"] = group_parts[0]
     roles: dict[str, str] = {}
     for role in ROLES:
         try:
@@ -526,7 +561,27 @@ def load_runs(path: str | Path, *, require: Sequence[str] = ("width", "depth", "
         if found is not None:
             roles[role] = found
 
+    if len(group_parts) > 1:
+        parts = [roles.get(g, g) for g in group_parts]
+        for part, given in zip(parts, group_parts, strict=True):
+            if part not in names:
+                raise DataError(f"{table.path}: --group: no column '{given}'{_did_you_mean(given, names)}")
+        roles["group"] = ",".join(parts)
     wanted = list(dict.fromkeys(list(require) + ([response] if response not in require else [])))
+    filter_keys = list(dict.fromkeys(list(scales) + list(lows) + list(highs)))
+    for key in filter_keys:
+        if key not in ROLES and key not in names:
+            raise DataError(f"{table.path}: no column or role '{key}' to scale or filter"
+                            f"{_did_you_mean(key, names)}")
+        if key in ROLES and key not in roles and not (key == "tokens" and "flops" in roles):
+            raise DataError(_missing_message(table, key, overrides))
+    wanted += [k for k in filter_keys if k not in wanted and k != "group"]
+    if last_per_group:
+        if "group" not in roles:
+            raise DataError(f"{table.path}: --last-per-group needs a group column (group, run, run_name, "
+                            f"run_id, model, model_name) or --group COLUMN")
+        if "tokens" not in wanted:
+            wanted.append("tokens")
     derive_tokens = "tokens" in wanted and "tokens" not in roles
     if derive_tokens:
         if "flops" in roles and "params" in roles:
@@ -559,7 +614,9 @@ def load_runs(path: str | Path, *, require: Sequence[str] = ("width", "depth", "
         data[name] = numeric_column(table.path, name, cells, row_numbers=row_numbers[idx],
                                     positive=name in must_be_positive)
     if "group" in roles and roles["group"] not in data:
-        data[roles["group"]] = np.array([str(table.cells[roles["group"]][i]) for i in idx], dtype=object)
+        parts = roles["group"].split(",") if roles["group"] not in names else [roles["group"]]
+        data[roles["group"]] = np.array(["|".join(str(table.cells[p][i]) for p in parts) for i in idx],
+                                        dtype=object)
     for name in names:  # other numeric columns ride along for YAML forms and plots
         if name in data:
             continue
@@ -573,6 +630,28 @@ def load_runs(path: str | Path, *, require: Sequence[str] = ("width", "depth", "
         roles["tokens"] = "tokens"
         notes.append(TOKENS_FROM_FLOPS_NOTE)
     n_missing = n_total - len(idx)
+
+    for key, factor in scales.items():
+        data[roles.get(key, key)] = data[roles.get(key, key)] * factor
+        notes.append(f"{key} = column '{roles.get(key, key)}' × {factor:g} (--scale)")
+    mask = np.ones(len(idx), dtype=bool)
+    for bounds, word, keep_if in ((lows, "below", np.greater_equal), (highs, "above", np.less_equal)):
+        for key, limit in bounds.items():
+            inside = keep_if(data[roles.get(key, key)], limit)
+            dropped = int((mask & ~inside).sum())
+            mask &= inside
+            notes.append(f"dropped {dropped} rows with {key} {word} {limit:g} "
+                         f"(--{'min' if word == 'below' else 'max'})")
+    if not mask.any():
+        raise DataError(f"{table.path}: no rows left after --min / --max")
+    if last_per_group:
+        kept_before = int(mask.sum())
+        mask &= _last_of_each_group(data[roles["group"]], data[roles["tokens"]], mask)
+        notes.append(f"kept each run's last row (most tokens): {int(mask.sum())} of {kept_before} rows "
+                     f"(--last-per-group)")
+    n_filtered = int((~mask).sum())
+    data = {k: v[mask] for k, v in data.items()}
+    idx = idx[mask]
 
     response_col = data[roles.get(response, response)]
     n_excluded = 0
@@ -590,7 +669,47 @@ def load_runs(path: str | Path, *, require: Sequence[str] = ("width", "depth", "
             raise DataError(f"{table.path}: no rows left after --exclude-top-loss {exclude_top_loss}")
     data = {k: v[mask] for k, v in data.items()}
     return Runs(path=table.path, sha256=table.sha256, data=data, roles=roles, n_total=n_total,
-                n_excluded=n_excluded + n_missing, notes=tuple(notes), kept_rows=idx[mask])
+                n_excluded=n_excluded + n_missing + n_filtered, notes=tuple(notes), kept_rows=idx[mask],
+                scales=dict(scales))
+
+
+def parse_role_values(items: Sequence[str] | Mapping[str, float] | None, option: str,
+                      positive: bool = False) -> dict[str, float]:
+    """`ROLE=VALUE` items (`--scale tokens=1e9`, `--min tokens=5B`) as {role or column: value}."""
+    if not items:
+        return {}
+    pairs = list(items.items()) if isinstance(items, Mapping) else []
+    if not isinstance(items, Mapping):
+        for item in items:
+            if "=" not in item:
+                raise DataError(f"{option} '{item}': expected ROLE=VALUE, e.g. {option} tokens=1e9")
+            key, value = item.split("=", 1)
+            pairs.append((key.strip(), value.strip()))
+    out = {}
+    for key, value in pairs:
+        try:
+            number = parse_number(value)
+        except ValueError:
+            number = None
+        if number is None or not math.isfinite(number) or (positive and number <= 0):
+            kind = "a positive number" if positive else "a number"
+            raise DataError(f"{option} {key}={value}: the value must be {kind}")
+        if not key:
+            raise DataError(f"{option} '={value}': the role or column is empty")
+        out[key] = number
+    return out
+
+
+def _last_of_each_group(groups: np.ndarray, tokens: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """A mask of each group's row with the most tokens among the rows in `mask` (the first on a tie)."""
+    keep = np.zeros(len(groups), dtype=bool)
+    rows = np.flatnonzero(mask)
+    order = rows[np.lexsort((-tokens[rows], groups[rows].astype(str)))]
+    labels = groups[order].astype(str)
+    first = np.ones(len(order), dtype=bool)
+    first[1:] = labels[1:] != labels[:-1]
+    keep[order[first]] = True
+    return keep
 
 
 def _is_missing(cell: Any) -> bool:

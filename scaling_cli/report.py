@@ -107,9 +107,14 @@ def fit_to_dict(result: FitResult) -> dict:
         "objective": result.objective.to_dict(result.objective_value),
         "n_points": result.n_points,
         "n_excluded": result.n_excluded,
-        "params": {e.name: {"value": e.value, "stderr": e.stderr, "ci95": list(e.ci95)}
-                   for e in result.estimates},
-        "covariance": {"names": list(result.names), "matrix": result.covariance},
+        "params": {e.name: {"value": e.value, "stderr": e.stderr, "stderr_iid": iid, "ci95": list(e.ci95)}
+                   for e, iid in zip(result.estimates, result.stderr_iid, strict=True)},
+        "covariance": {"type": result.covariance_type, "ci_dof": result.ci_dof, "names": list(result.names),
+                       "matrix": result.covariance},
+        "groups": ({"column": result.group_column, "count": result.n_groups, "between": list(result.between)}
+                   if result.group_column is not None else None),
+        "columns": dict(result.columns),
+        "design": result.design.to_dict() if result.design is not None else None,
         "stats": {
             "rss": result.stats.rss,
             "rmse_log": result.stats.rmse_log,
@@ -183,17 +188,54 @@ def write_json(path: str | Path, doc: dict) -> None:
 # ---------------------------------------------------------------- words
 
 
-def depth_regime(result: FitResult) -> str | None:
-    """One sentence placing alpha_l and its interval against the paper's regimes, for `decomposed`."""
+POWER_LAW_CAVEAT = " (This assumes the depth term is a power law; compare forms to test that.)"
+REGIME_WITHHELD = ("{head}: these runs cannot place depth scaling in a regime ({why}); no claim is made "
+                   "about ensemble averaging (≈ 1) or smooth refinement (≥ 3).")
+
+
+def regime_withheld_because(result: FitResult) -> str | None:
+    """Why the design cannot place alpha_l in a regime, or None when it can."""
+    if getattr(result, "regime_allowed", True):
+        return None
+    reasons = []
+    design = result.design
+    for role in ("width", "depth"):
+        column = result.columns.get(role, role)
+        variable = design.variable(column) if design is not None else None
+        if variable is not None and variable.levels < 3:
+            reasons.append(f"{column} has only {variable.levels} distinct value"
+                           f"{'s' if variable.levels != 1 else ''}")
+    for name in ("alpha_m", "alpha_l"):
+        if name in result.names and (name in result.undetermined or name in result.at_bound):
+            reasons.append(f"{name} is {'at a bound' if name in result.at_bound else 'undetermined'}")
+    if result.n_groups is not None and not reasons:
+        reasons.append(f"only {result.n_groups} groups (runs) for {len(result.names)} parameters")
+    return "; ".join(reasons) or "the design is too thin"
+
+
+def depth_regime(result: FitResult, interval: tuple[float, float] | None = None,
+                 stderr: float | None = None, label: str = "95% interval") -> str | None:
+    """One sentence placing alpha_l and its interval against the paper's regimes, for `decomposed`.
+
+    It uses the interval the report shows (`interval`, e.g. a bootstrap's; default the fit's), and is
+    withheld when the design cannot tell (width or depth undetermined or with fewer than 3 values, or
+    too few runs for the parameters)."""
     if "alpha_l" not in result.names:
         return None
     est = result.estimate("alpha_l")
-    lo, hi = est.ci95
-    head = f"alpha_l = {format_value_error(est.value, est.stderr)}"
+    lo, hi = interval if interval is not None else est.ci95
+    head = f"alpha_l = {format_value_error(est.value, est.stderr if stderr is None else stderr)}"
+    why = regime_withheld_because(result)
+    if why is not None:
+        return REGIME_WITHHELD.format(head=head, why=why)
     if not (math.isfinite(lo) and math.isfinite(hi)):
         return (f"{head}: its interval is not available ({est.note or 'no standard error'}), so these "
                 f"runs cannot place depth scaling in a regime.")
-    span = f"95% interval [{lo:.2f}, {hi:.2f}]"
+    return _regime_sentence(head, lo, hi, label) + POWER_LAW_CAVEAT
+
+
+def _regime_sentence(head: str, lo: float, hi: float, label: str) -> str:
+    span = f"{label} [{lo:.2f}, {hi:.2f}]"
     if lo <= ENSEMBLE_ALPHA <= hi and hi < REFINEMENT_ALPHA:
         return (f"{head} ({span}): consistent with layers averaging like an ensemble (alpha_l ≈ 1, "
                 f"{PAPER_ALPHA_L}) and excludes smooth refinement (alpha_l ≥ 3).")
@@ -250,6 +292,9 @@ def stats_table(result: FitResult):
         ("R²" + (" (log space)" if obj.log_space else ""), _num(s.r2, ".5f")),
         ("AIC / BIC", f"{_num(s.aic, '.2f')} / {_num(s.bic, '.2f')}"),
         ("degrees of freedom", str(s.dof)),
+        *([("groups (runs)", f"{result.n_groups} in column '{result.group_column}'")]
+          if result.group_column is not None else []),
+        ("errors", _errors_label(result)),
         ("converged", "yes" if result.converged else "NO"),
         ("starts tried", f"{result.n_grid} grid points, {result.n_starts} polished"),
         ("time", f"{result.seconds:.2f} s"),
@@ -257,6 +302,44 @@ def stats_table(result: FitResult):
     for row in rows:
         table.add_row(*row)
     return table
+
+
+def _errors_label(result: FitResult) -> str:
+    if result.covariance_type.startswith("cluster"):
+        return f"{result.covariance_type}, t({result.ci_dof})"
+    return f"iid Jacobian, t({result.ci_dof})"
+
+
+def columns_line(result: FitResult) -> str:
+    """`columns: width=d_model, depth=n_layers, tokens=step, loss=val_loss, group=model`."""
+    return "columns: " + ", ".join(f"{role}={column}" for role, column in result.columns.items())
+
+
+def design_lines(result: FitResult) -> list[str]:
+    """The design in a few short lines: per variable its column, distinct values and decades, and
+    how log width and log depth move together."""
+    design = result.design
+    if design is None:
+        return []
+    parts = [f"{v.column} {v.levels} value{'s' if v.levels != 1 else ''} over {v.decades:.2f} decades"
+             for v in design.variables]
+    lines = ["design: " + "; ".join(parts)]
+    if design.width_depth_correlation is not None:
+        lines.append(f"design: log depth rises with log width at slope {design.width_depth_slope:.2f} "
+                     f"(r = {design.width_depth_correlation:.2f})")
+    return lines
+
+
+def errors_note(result: FitResult) -> str | None:
+    """What the reported errors are, on a table with groups."""
+    if result.group_column is None:
+        return None
+    if result.covariance_type.startswith("cluster"):
+        return (f"errors are cluster-robust ({result.covariance_type.split()[-1]}) over {result.n_groups} "
+                f"runs (column '{result.group_column}'), intervals from t with {result.ci_dof} degrees of "
+                f"freedom; the iid errors, which treat every row as an independent run, are in the JSON "
+                f"(stderr_iid) and with --errors iid")
+    return None
 
 
 def _num(x: float, fmt: str, suffix: str = "") -> str:
@@ -269,8 +352,9 @@ def render_fit(result: FitResult, console: Console) -> None:
     console.print(stats_table(result))
     sentence = depth_regime(result)
     if sentence:
-        console.print(sentence)
-    for note in result.notes:
-        console.print(f"note: {note}", style="dim", markup=False)
+        console.print(sentence, markup=False)
+    for note in [columns_line(result), *design_lines(result), errors_note(result), *result.notes]:
+        if note:
+            console.print(f"note: {note}", style="dim", markup=False)
     for warning in result.warnings:
         console.print(f"warning: {warning}", style="yellow", markup=False)

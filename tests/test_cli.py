@@ -20,7 +20,7 @@ HEADER = ("d_model", "n_layers", "tokens", "loss")
 N_ROWS = 30
 DECOMPOSED_PARAMS = ["c_m", "alpha_m", "c_l", "alpha_l", "c_D", "alpha_D", "L0"]
 TOP_KEYS = {"form", "objective", "n_points", "n_excluded", "params", "covariance", "stats", "converged",
-            "warnings", "versions", "input"}
+            "warnings", "versions", "input", "groups", "columns", "design"}
 STATS_KEYS = {"rss", "rmse_log", "mean_abs_rel_error", "r2", "aic", "bic", "dof"}
 
 
@@ -357,11 +357,15 @@ def check_fit_document(doc: dict, table: Path, n_points: int, n_excluded: int = 
     assert doc["n_excluded"] == n_excluded
     assert list(doc["params"]) == DECOMPOSED_PARAMS
     for entry in doc["params"].values():
-        assert set(entry) == {"value", "stderr", "ci95"}
+        assert set(entry) == {"value", "stderr", "stderr_iid", "ci95"}
+        assert entry["stderr"] == entry["stderr_iid"]  # no group column: the iid errors are reported
         assert isinstance(entry["value"], float)
         assert entry["stderr"] is None or isinstance(entry["stderr"], float)
         assert len(entry["ci95"]) == 2
-    assert set(doc["covariance"]) == {"names", "matrix"}
+    assert set(doc["covariance"]) == {"type", "ci_dof", "names", "matrix"}
+    assert doc["covariance"]["type"] == "iid" and doc["covariance"]["ci_dof"] == n_points - 7
+    assert doc["groups"] is None
+    assert set(doc["design"]["variables"]) == {"m", "l", "D"}
     assert doc["covariance"]["names"] == DECOMPOSED_PARAMS
     assert len(doc["covariance"]["matrix"]) == 7 and all(len(row) == 7 for row in doc["covariance"]["matrix"])
     assert set(doc["stats"]) == STATS_KEYS
