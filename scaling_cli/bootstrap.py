@@ -38,21 +38,26 @@ import sys
 import time
 import warnings
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from statistics import NormalDist
 from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
+from .design import Groups, groups_of
 from .errors import DataError, FitError, ScalefitWarning, SpecError
-from .fitting import FitResult, fit, t_quantile
+from .fitting import FitResult, cluster_residuals, fit, t_quantile
 from .forms import Form, get_form
 from .io import Runs
 from .objectives import Objective
 from .solve import BatchSolver, Centering, Problem, Solution, global_minimize, grid_search
 
-METHODS = ("case", "group", "residual")
+METHODS = ("case", "group", "wild", "residual")
+# Wild cluster bootstrap weights: Webb's six-point distribution below this many groups (Rademacher's two
+# points give only 2^G distinct resamples), Rademacher from there on.
+WEBB_BELOW_GROUPS = 12
+WEBB_POINTS = np.array([-math.sqrt(1.5), -1.0, -math.sqrt(0.5), math.sqrt(0.5), 1.0, math.sqrt(1.5)])
 INTERVALS = ("percentile", "bca", "basic")
 DEFAULT_N = 2000
 DEFAULT_LEVEL = 0.95
@@ -89,7 +94,10 @@ class Resampler:
     `case` draws n rows with replacement (as counts per row), `group` draws the groups with replacement
     (every row of a group gets its group's count), `residual` adds resampled residuals (centered, and
     scaled by sqrt(n / (n - p)) for the degrees of freedom the fit used) to the fitted values in the
-    objective's space: y* = f exp(r*) for log objectives, f + r* for `ls`."""
+    objective's space: y* = f exp(r*) for log objectives, f + r* for `ls`. `wild` (the wild cluster
+    bootstrap) keeps every row and multiplies each group's residuals by one random weight (Webb's
+    six points below WEBB_BELOW_GROUPS groups, else Rademacher's +-1): y* = f exp(w_g r) or f + w_g r;
+    the residuals are the fit's CR2-adjusted ones, which undo the shrinking by the fit's leverage."""
 
     method: str
     seed: int
@@ -116,6 +124,13 @@ class Resampler:
         if self.method == "group":
             counts = _counts(rng.integers(0, self.n_groups, size=(count, self.n_groups)), self.n_groups)
             return counts[:, self.groups], None
+        if self.method == "wild":
+            if self.n_groups < WEBB_BELOW_GROUPS:
+                w = WEBB_POINTS[rng.integers(0, len(WEBB_POINTS), size=(count, self.n_groups))]
+            else:
+                w = rng.choice(np.array([-1.0, 1.0]), size=(count, self.n_groups))
+            r = w[:, self.groups] * self.residuals
+            return None, (self.fitted * np.exp(r) if self.log_space else self.fitted + r)
         r = self.residuals[rng.integers(0, n, size=(count, n))]
         return None, (self.fitted * np.exp(r) if self.log_space else self.fitted + r)
 
@@ -153,7 +168,7 @@ class _Engine:
     def _leave_out(self, start: int, count: int) -> np.ndarray:
         n = self.resampler.n_rows
         units = np.arange(start, start + count)
-        if self.resampler.method == "group":
+        if self.resampler.method in ("group", "wild"):
             return (self.resampler.groups[None, :] != units[:, None]).astype(float)
         weights = np.ones((count, n))
         weights[np.arange(count), units] = 0.0
@@ -386,21 +401,31 @@ class BootstrapResult:
 
 
 def bootstrap(runs: Runs, form: Form | str = "decomposed", objective: Objective | str | None = None,
-              delta: float | None = None, *, n: int = DEFAULT_N, seed: int = 0, method: str = "case",
+              delta: float | None = None, *, n: int = DEFAULT_N, seed: int = 0, method: str | None = None,
               ci: str = "percentile", level: float = DEFAULT_LEVEL, group: str | None = None,
               jobs: int = 1, progress: Callable[[int, int], None] | None = None,
               fit_result: FitResult | None = None, chunk_size: int | None = None) -> BootstrapResult:
     """Fit `form` to `runs`, refit it on `n` resamples and return a `BootstrapResult`.
 
-    `method`: `case` (rows), `group` (whole groups: `group` names the column, else the table's group
-    role) or `residual` (residuals onto the fitted values). `ci`: `percentile`, `bca` (adds a
+    `method`: `group` (whole groups: `group` names the column, else the table's group role; the
+    default when the table has groups with several rows), `case` (rows; the default otherwise), `wild`
+    (the wild cluster bootstrap, for few groups) or `residual` (residuals onto the fitted values).
+    Parameters that the full-data fit cannot determine, or that sit on a bound, get no interval. `ci`: `percentile`, `bca` (adds a
     jackknife for the acceleration) or `basic`, at `level`. `jobs` worker processes solve chunks
     (0: one per CPU); the draws do not depend on it. `progress(done, total)` is called after every
     chunk. Pass `fit_result` to reuse a full-data fit of the same runs, form and objective.
     `chunk_size` (resamples solved together) defaults to what keeps a chunk's arrays near
     CHUNK_FLOATS; the draws depend on it (and on the seed), never on `jobs`."""
     t0 = time.perf_counter()
-    _check_options(n, method, ci, level, jobs, group)
+    if group is not None:
+        runs = replace(runs, roles={**runs.roles, "group": group}) if runs.has(group) else runs
+        if not runs.has(group):
+            names = ", ".join(repr(c) for c in runs.data)
+            raise DataError(f"{runs.path}: no column '{group}' for --group; the table has {names}")
+    if method is None:
+        found = groups_of(runs)
+        method = "group" if found is not None and not found.trivial else "case"
+    _check_options(n, method, ci, level, jobs)
     form = get_form(form) if isinstance(form, str) else form
     if not isinstance(objective, Objective):
         objective = Objective(objective or form.objective, delta if delta is not None else form.delta)
@@ -418,8 +443,11 @@ def bootstrap(runs: Runs, form: Form | str = "decomposed", objective: Objective 
         raise SpecError(f"chunk_size must be at least 1, not {chunk_size}")
     group_column = None
     groups, n_groups, fitted, residuals = None, 0, None, None
-    if method == "group":
-        group_column, groups, n_groups = _groups(runs, group)
+    if method in ("group", "wild"):
+        group_column, groups, n_groups = _groups(runs, method)
+        if method == "wild":
+            fitted = result.predicted
+            residuals = cluster_residuals(result, Groups(group_column, groups, n_groups))
     elif method == "residual":
         fitted = result.predicted
         with np.errstate(all="ignore"):
@@ -431,7 +459,7 @@ def bootstrap(runs: Runs, form: Form | str = "decomposed", objective: Objective 
     solver = BatchSolver(problem, theta_hat)
     starts = _starts(problem, result, solver)
     engine = _Engine(solver, starts, resampler,
-                     n_groups if method == "group" else n_rows)
+                     n_groups if method in ("group", "wild") else n_rows)
 
     tasks = [("boot", c, start, count) for c, start, count in resampler.chunks(n)]
     if ci == "bca":
@@ -490,7 +518,17 @@ def bootstrap(runs: Runs, form: Form | str = "decomposed", objective: Objective 
                          f"({int((~jack_ok).sum())} failed)")
         intervals, bias, accel = bca_interval(good, hat, _with_derived(form, jack[jack_ok]), level)
         bias, accel = bias[:P], accel[:P]
-    tq = t_quantile((1 + level) / 2, result.stats.dof)
+    # parameters the full-data fit cannot determine, or finds on a bound, get no interval: their
+    # resampled values are cut at the bound or wander along a flat direction, and any spread of them
+    # would claim a confidence the data do not give
+    withheld = [i for i, p in enumerate(form.params) if p in result.undetermined or p in result.at_bound]
+    if withheld:
+        se[withheld] = np.nan
+        intervals[withheld] = np.nan
+        notes.append(f"no bootstrap interval for {', '.join(form.params[i] for i in withheld)}: the "
+                     f"full-data fit finds {'it' if len(withheld) == 1 else 'them'} undetermined or on a "
+                     f"bound")
+    tq = t_quantile((1 + level) / 2, result.ci_dof or result.stats.dof)
     jacobian = (list(zip(form.params, result.stderr, strict=True))
                 + [(d.name, d.stderr) for d in result.derived])
     rows = tuple(BootstrapEstimate(
@@ -535,7 +573,7 @@ def _with_derived(form: Form, theta: np.ndarray) -> np.ndarray:
     return np.hstack([theta, extra])
 
 
-def _check_options(n: int, method: str, ci: str, level: float, jobs: int, group: str | None) -> None:
+def _check_options(n: int, method: str, ci: str, level: float, jobs: int) -> None:
     if method not in METHODS:
         raise SpecError(f"unknown bootstrap method '{method}': use one of {', '.join(METHODS)}")
     if ci not in INTERVALS:
@@ -546,28 +584,18 @@ def _check_options(n: int, method: str, ci: str, level: float, jobs: int, group:
         raise SpecError(f"--n must be at least 2 resamples, not {n}")
     if jobs < 0:
         raise SpecError(f"--jobs must be 0 (one per CPU) or more, not {jobs}")
-    if group is not None and method != "group":
-        raise SpecError(f"--group {group} goes with --method group (not '{method}')")
 
 
-def _groups(runs: Runs, group: str | None) -> tuple[str, np.ndarray, int]:
+def _groups(runs: Runs, method: str) -> tuple[str, np.ndarray, int]:
     """The group column's name, each row's group index and the number of groups."""
-    if group is None:
-        if "group" not in runs.roles:
-            raise DataError(f"{runs.path}: the group bootstrap needs --group COLUMN (no column is named "
-                            f"group, run, run_name or run_id)")
-        group = runs.roles["group"]
-    if not runs.has(group):
-        names = ", ".join(repr(c) for c in runs.data)
-        raise DataError(f"{runs.path}: no column '{group}' for --group; the table has {names}")
-    values = np.asarray(runs.column(group))
-    _, index = np.unique(values.astype(str), return_inverse=True)
-    n_groups = int(index.max()) + 1 if len(index) else 0
-    if n_groups < 2:
-        raise DataError(f"{runs.path}: column '{group}' has {n_groups} distinct value(s); the group "
-                        f"bootstrap needs at least 2 groups")
-    column = runs.roles.get(group, group)
-    return column, index.astype(int), n_groups
+    found = groups_of(runs)
+    if found is None:
+        raise DataError(f"{runs.path}: the {method} bootstrap needs --group COLUMN (no column is named "
+                        f"group, run, run_name, run_id, model or model_name)")
+    if found.count < 2:
+        raise DataError(f"{runs.path}: column '{found.column}' has {found.count} distinct value(s); the "
+                        f"{method} bootstrap needs at least 2 groups")
+    return found.column, found.index, found.count
 
 
 def _starts(problem: Problem, result: FitResult, solver: BatchSolver) -> np.ndarray:
@@ -647,6 +675,10 @@ def _notes(problem: Problem, good: np.ndarray, start_used: np.ndarray, starts: n
     notes = []
     if method == "group":
         notes.append(f"group bootstrap: {n_groups} groups of column '{group_column}' resampled whole")
+    elif method == "wild":
+        weights = "Webb's six-point" if n_groups < WEBB_BELOW_GROUPS else "Rademacher"
+        notes.append(f"wild cluster bootstrap: the CR2 residuals of each of {n_groups} groups of column "
+                     f"'{group_column}' multiplied by one {weights} weight per resample")
     elif method == "residual":
         notes.append("residual bootstrap: residuals (in the objective's space) resampled onto the fitted "
                      "values; assumes the errors are exchangeable across runs")
@@ -706,7 +738,8 @@ def bootstrap_table(result: BootstrapResult):
     table.add_column("parameter", style="bold")
     table.add_column("estimate ± s.e.", justify="right")
     table.add_column(f"bootstrap {pct}", justify="right")
-    table.add_column(f"Jacobian {pct}", justify="right")
+    clustered = result.fit.covariance_type.startswith("cluster")
+    table.add_column(f"{'cluster' if clustered else 'Jacobian'} {pct}", justify="right")
     table.add_column("width ratio", justify="right")
     for e in result.estimates + result.derived:
         boot_width = e.ci[1] - e.ci[0]
@@ -733,8 +766,14 @@ def render_bootstrap(result: BootstrapResult, console) -> None:
     """Print a bootstrap: the table, the summary line, then notes and warnings (the fit's too)."""
     from .fitting import HUBER_BOOTSTRAP_HINT
 
+    from .report import depth_regime
+
     console.print(bootstrap_table(result))
     console.print(summary_line(result), markup=False)
+    if "alpha_l" in result.names:
+        boot = result["alpha_l"]
+        sentence = depth_regime(result.fit, boot.ci, boot.se, f"{100 * result.level:g}% bootstrap interval")
+        console.print(sentence, markup=False)
     for note in result.fit.notes + result.notes:
         console.print(f"note: {note}", style="dim", markup=False)
     for warning in result.fit.warnings + result.warnings:

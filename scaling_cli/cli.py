@@ -114,6 +114,19 @@ JsonOpt = Annotated[str | None, typer.Option(
 PlotDirOpt = Annotated[Path | None, typer.Option("--plot-dir", help="Save figures into DIR.")]
 PlotFormatOpt = Annotated[str, typer.Option("--plot-format", help="png, pdf or svg.")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="Print no report (errors still).")]
+GroupOpt = Annotated[str | None, typer.Option(
+    "--group", help="Column whose rows belong to one run (checkpoints), or COL1,COL2 whose combination "
+                    "does (default: a column named group, run, run_name, run_id, model or model_name).")]
+ScaleOpt = Annotated[list[str] | None, typer.Option(
+    "--scale", help="ROLE=FACTOR: multiply a column, e.g. --scale tokens=1e9 when tokens are in "
+                    "billions. Repeatable.")]
+MinOpt = Annotated[list[str] | None, typer.Option(
+    "--min", help="ROLE=VALUE: keep rows with at least this value, e.g. --min tokens=5e9 (after "
+                  "--scale). Repeatable.")]
+MaxOpt = Annotated[list[str] | None, typer.Option(
+    "--max", help="ROLE=VALUE: keep rows with at most this value. Repeatable.")]
+LastOpt = Annotated[bool, typer.Option(
+    "--last-per-group", help="Keep each run's row with the most tokens (final losses only).")]
 
 
 @dataclass(frozen=True)
@@ -126,6 +139,11 @@ class TableOptions:
     on: str | None = None
     exclude_top_loss: int = 0
     drop_missing: bool = False
+    group: str | None = None
+    scale: tuple[str, ...] = ()
+    min_values: tuple[str, ...] = ()
+    max_values: tuple[str, ...] = ()
+    last_per_group: bool = False
 
     def load(self, path: Path, form):
         from .io import load_runs
@@ -133,7 +151,13 @@ class TableOptions:
         return load_runs(path, require=form.required_columns(), format=self.format,
                          columns=list(self.columns), configs=self.configs, on=self.on,
                          exclude_top_loss=self.exclude_top_loss, drop_missing=self.drop_missing,
-                         response=form.response_columns()[0], positive=form.positive_columns())
+                         response=form.response_columns()[0], positive=form.positive_columns(),
+                         **self.row_options())
+
+    def row_options(self) -> dict:
+        """The keywords of `load_runs` that pick rows and groups."""
+        return {"group": self.group, "scale": list(self.scale), "min_values": list(self.min_values),
+                "max_values": list(self.max_values), "last_per_group": self.last_per_group}
 
 
 def resolve_form(name: str, config: Path | None):
@@ -217,20 +241,30 @@ def fit(
     configs: ConfigsOpt = None,
     on: OnOpt = None,
     drop_missing: DropMissingOpt = False,
+    group: GroupOpt = None,
+    scale: ScaleOpt = None,
+    min_value: MinOpt = None,
+    max_value: MaxOpt = None,
+    last_per_group: LastOpt = False,
+    errors: Annotated[str, typer.Option(
+        "--errors", help="auto (cluster-robust over runs when the table has a group column, else iid), "
+                         "iid or cluster.")] = "auto",
     json_path: JsonOpt = None,
     plot_dir: PlotDirOpt = None,
     plot_format: PlotFormatOpt = "png",
     quiet: QuietOpt = False,
 ) -> None:
-    """Fit a scaling law to a table of runs: parameters with Jacobian errors, statistics, plots, JSON."""
+    """Fit a scaling law to a table of runs: parameters with Jacobian (or, on checkpoint tables,
+    cluster-robust) errors, statistics, plots, JSON."""
     from .fitting import fit as fit_runs
     from .plot import fit_figures
     from .report import render_fit
 
     check_outputs(plot_format, json_path)
-    table = TableOptions(format, tuple(column or ()), configs, on, exclude_top_loss, drop_missing)
+    table = TableOptions(format, tuple(column or ()), configs, on, exclude_top_loss, drop_missing, group,
+                         tuple(scale or ()), tuple(min_value or ()), tuple(max_value or ()), last_per_group)
     the_form, the_objective, runs = load_for(data, form, config, objective, delta, table)
-    result = fit_runs(runs, the_form, the_objective)
+    result = fit_runs(runs, the_form, the_objective, errors=errors)
     console = console_for(json_path, quiet)
     if console is not None:
         render_fit(result, console)
@@ -266,6 +300,11 @@ def compare(
     configs: ConfigsOpt = None,
     on: OnOpt = None,
     drop_missing: DropMissingOpt = False,
+    group: GroupOpt = None,
+    scale: ScaleOpt = None,
+    min_value: MinOpt = None,
+    max_value: MaxOpt = None,
+    last_per_group: LastOpt = False,
     json_path: JsonOpt = None,
     plot_dir: PlotDirOpt = None,
     plot_format: PlotFormatOpt = "png",
@@ -293,7 +332,8 @@ def compare(
         raise SpecError("compare needs DATA and at least one FORM (built-in name or YAML file), or a "
                         "--spec FILE that names them")
     table = TableOptions(pick("format", format), tuple(pick("column", column, "columns") or ()), configs, on,
-                         pick("exclude_top_loss", exclude_top_loss), drop_missing)
+                         pick("exclude_top_loss", exclude_top_loss), drop_missing, group,
+                         tuple(scale or ()), tuple(min_value or ()), tuple(max_value or ()), last_per_group)
     result = compare_forms(
         data, forms, objective=pick("objective", objective), delta=pick("delta", delta),
         folds=pick("folds", folds), holdout_top=pick("holdout_top", holdout_top), by=pick("by", by),
@@ -320,16 +360,20 @@ def bootstrap(
     n: Annotated[int, typer.Option("--n", min=2, help="Number of resamples.")] = 2000,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the resampling (same seed, same draws, "
                                                      "whatever --jobs is).")] = 0,
-    method: Annotated[str, typer.Option(
-        "--method", help="case (rows), group (whole groups: --group or the group column) or residual "
-                         "(residuals onto the fitted values).")] = "case",
+    method: Annotated[str | None, typer.Option(
+        "--method", help="group (whole runs; the default when the table has a group column), case (rows; "
+                         "the default otherwise), wild (wild cluster bootstrap: each run's residuals "
+                         "flipped by one random weight; for few runs) or residual (residuals onto the "
+                         "fitted values).", show_default=False)] = None,
     ci: Annotated[str, typer.Option("--ci", help="Interval: percentile, bca or basic.")] = "percentile",
     level: Annotated[float, typer.Option("--level", help="Confidence level of the intervals.")] = 0.95,
     jobs: Annotated[int, typer.Option(
         "--jobs", min=0, help="Worker processes solving chunks of resamples (0: one per CPU).")] = 1,
-    group: Annotated[str | None, typer.Option(
-        "--group", help="Column whose rows are resampled together (default: the group column: group, "
-                        "run, run_name or run_id).")] = None,
+    group: GroupOpt = None,
+    scale: ScaleOpt = None,
+    min_value: MinOpt = None,
+    max_value: MaxOpt = None,
+    last_per_group: LastOpt = False,
     draws: Annotated[Path | None, typer.Option(
         "--draws", help="Write every resample's parameters and status to PATH (.csv, or .parquet).")] = None,
     json_path: JsonOpt = None,
@@ -343,12 +387,13 @@ def bootstrap(
     from .bootstrap import bootstrap as run_bootstrap
 
     check_outputs(plot_format, json_path, draws)
-    table = TableOptions(format, tuple(column or ()), configs, on, exclude_top_loss, drop_missing)
+    table = TableOptions(format, tuple(column or ()), configs, on, exclude_top_loss, drop_missing, group,
+                         tuple(scale or ()), tuple(min_value or ()), tuple(max_value or ()), last_per_group)
     the_form, the_objective, runs = load_for(data, form, config, objective, delta, table)
     console = console_for(json_path, quiet)
     with progress_bar(console) as progress:
         result = run_bootstrap(runs, the_form, the_objective, n=n, seed=seed, method=method, ci=ci,
-                               level=level, group=group, jobs=jobs, progress=progress)
+                               level=level, jobs=jobs, progress=progress)
     if console is not None:
         render_bootstrap(result, console)
     if draws is not None:

@@ -326,35 +326,18 @@ def _cluster_covariance(problem: Problem, theta: np.ndarray, use: np.ndarray, gr
     idx = np.flatnonzero(use)
     if idx.size == 0:
         return cov, [], "CR2"
-    r, J = problem.residuals_and_jacobian(theta[None, :])
-    r, J = r[0], J[0][:, idx]
-    d = np.linalg.norm(J, axis=0)
-    d = np.where(d > 0, d, 1.0)
-    Js = J / d
+    r, Js, d = _scaled_jacobian(problem, theta, idx)
     G = groups.count
-    order = np.argsort(groups.index, kind="stable")
-    bounds = np.cumsum(groups.sizes())[:-1]
-    members = np.split(order, bounds)
+    scores = np.zeros((G, idx.size))
     if problem.objective.least_squares:
         kind, factor = "CR2", 1.0
         bread = np.linalg.pinv(Js.T @ Js)
-        w, Q = np.linalg.eigh(bread)
-        half = (Q * np.sqrt(np.clip(w, 0.0, None))) @ Q.T
-        scores = np.empty((G, idx.size))
-        for g, rows in enumerate(members):
-            # (I - H_gg)^-1/2 r_g through the thin SVD of J_g B^1/2 (H_gg = U S^2 U'): cost n_g k^2,
-            # so groups of thousands of rows are cheap; a leverage of 1 gets the pseudo-inverse
-            U, sv, _ = np.linalg.svd(Js[rows] @ half, full_matrices=False)
-            lev = sv**2
-            gain = np.where(lev < 1 - 1e-10, 1 / np.sqrt(np.clip(1 - lev, 1e-300, None)) - 1, -1.0)
-            adjusted = r[rows] + U @ (gain * (U.T @ r[rows]))
-            scores[g] = Js[rows].T @ adjusted
+        np.add.at(scores, groups.index, Js * _cr2_residuals(r, Js, bread, groups)[:, None])
     else:
         kind, factor = "CR1", G / max(1, G - 1)
         delta = problem.objective.delta
         inner = (np.abs(r) <= delta).astype(float)
         bread = np.linalg.pinv(Js.T @ (Js * inner[:, None]))
-        scores = np.zeros((G, idx.size))
         np.add.at(scores, groups.index, Js * np.clip(r, -delta, delta)[:, None])
     V = factor * bread @ (scores.T @ scores) @ bread
     sd = np.sqrt(np.clip(np.diag(V), 0.0, None))
@@ -370,6 +353,44 @@ def _cluster_covariance(problem: Problem, theta: np.ndarray, use: np.ndarray, gr
     ok = idx[~withheld]
     cov[np.ix_(ok, ok)] = (V / np.outer(d, d))[np.ix_(~withheld, ~withheld)]
     return cov, [problem.form.params[i] for i in idx[withheld]], kind
+
+
+def _scaled_jacobian(problem: Problem, theta: np.ndarray, idx: np.ndarray
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Residuals (n,), the Jacobian of the parameters `idx` with unit-norm columns (n, k), and the norms."""
+    r, J = problem.residuals_and_jacobian(theta[None, :])
+    r, J = r[0], J[0][:, idx]
+    d = np.linalg.norm(J, axis=0)
+    d = np.where(d > 0, d, 1.0)
+    return r, J / d, d
+
+
+def _cr2_residuals(r: np.ndarray, Js: np.ndarray, bread: np.ndarray, groups: Groups) -> np.ndarray:
+    """Bell & McCaffrey's residuals (I - H_gg)^-1/2 r_g of every group g, H = Js bread Js'."""
+    w, Q = np.linalg.eigh(bread)
+    half = (Q * np.sqrt(np.clip(w, 0.0, None))) @ Q.T
+    order = np.argsort(groups.index, kind="stable")
+    adjusted = np.empty_like(r)
+    for rows in np.split(order, np.cumsum(groups.sizes())[:-1]):
+        # through the thin SVD of J_g B^1/2 (H_gg = U S^2 U'): cost n_g k^2, so groups of thousands of
+        # rows are cheap; a leverage of 1 gets the pseudo-inverse
+        U, sv, _ = np.linalg.svd(Js[rows] @ half, full_matrices=False)
+        lev = sv**2
+        gain = np.where(lev < 1 - 1e-10, 1 / np.sqrt(np.clip(1 - lev, 1e-300, None)) - 1, -1.0)
+        adjusted[rows] = r[rows] + U @ (gain * (U.T @ r[rows]))
+    return adjusted
+
+
+def cluster_residuals(result: FitResult, groups: Groups) -> np.ndarray:
+    """The fit's residuals in the objective's space, CR2-adjusted per group for least-squares objectives
+    (raw for Huber): what the wild cluster bootstrap flips."""
+    problem = Problem.build(result.form, result.inputs, result.observed, result.objective)
+    use = np.array([np.isfinite(result.stderr_iid[i]) if len(result.stderr_iid) else True
+                    for i in range(len(result.names))]) & problem.free
+    r, Js, _ = _scaled_jacobian(problem, result.values, np.flatnonzero(use))
+    if not problem.objective.least_squares or not use.any():
+        return r
+    return _cr2_residuals(r, Js, np.linalg.pinv(Js.T @ Js), groups)
 
 
 def _result(runs: Runs, form: Form, problem: Problem, theta: np.ndarray, value: float,
@@ -420,7 +441,7 @@ def _result(runs: Runs, form: Form, problem: Problem, theta: np.ndarray, value: 
                 f"at least {GROUPS_PER_PARAMETER * k}): the intervals are unreliable. "
                 + (f"{', '.join(between)} vary only between groups and rest on {groups.count} group-level "
                    f"points" if between else "")
-                + (f"; {', '.join(within)} are also pinned within groups" if within else ""))
+                + (f"; {', '.join(within)} also vary within groups" if within else ""))
     tq = t_quantile(0.975, ci_dof)
     stderr = np.sqrt(np.clip(np.diag(cov), 0, None))
     stderr = np.where(np.isnan(np.diag(cov)), np.nan, stderr)
