@@ -548,8 +548,6 @@ def load_runs(path: str | Path, *, require: Sequence[str] = ("width", "depth", "
     elif on:
         raise DataError("--on is only used with --configs FILE")
     names = table.names
-    if len(group_parts) == 1 and "group" not in overrides:
-        overrides["group"] = group_parts[0]
     roles: dict[str, str] = {}
     for role in ROLES:
         try:
@@ -561,7 +559,7 @@ def load_runs(path: str | Path, *, require: Sequence[str] = ("width", "depth", "
         if found is not None:
             roles[role] = found
 
-    if len(group_parts) > 1:
+    if group_parts:  # a column may be the group and play another role too (--group d_model)
         parts = [roles.get(g, g) for g in group_parts]
         for part, given in zip(parts, group_parts, strict=True):
             if part not in names:
@@ -613,10 +611,11 @@ def load_runs(path: str | Path, *, require: Sequence[str] = ("width", "depth", "
         cells = [table.cells[name][i] for i in idx]
         data[name] = numeric_column(table.path, name, cells, row_numbers=row_numbers[idx],
                                     positive=name in must_be_positive)
-    if "group" in roles and roles["group"] not in data:
-        parts = roles["group"].split(",") if roles["group"] not in names else [roles["group"]]
-        data[roles["group"]] = np.array(["|".join(str(table.cells[p][i]) for p in parts) for i in idx],
-                                        dtype=object)
+    if "group" in roles and roles["group"] not in names:  # several columns: their combination
+        data[roles["group"]] = np.array(["|".join(str(table.cells[p][i]) for p in roles["group"].split(","))
+                                         for i in idx], dtype=object)
+    elif "group" in roles and roles["group"] not in data:
+        data[roles["group"]] = np.array([str(table.cells[roles["group"]][i]) for i in idx], dtype=object)
     for name in names:  # other numeric columns ride along for YAML forms and plots
         if name in data:
             continue

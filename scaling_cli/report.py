@@ -209,7 +209,7 @@ def regime_withheld_because(result: FitResult) -> str | None:
         if name in result.names and (name in result.undetermined or name in result.at_bound):
             reasons.append(f"{name} is {'at a bound' if name in result.at_bound else 'undetermined'}")
     if result.n_groups is not None and not reasons:
-        reasons.append(f"only {result.n_groups} groups (runs) for {len(result.names)} parameters")
+        reasons.append(f"only {result.n_groups} runs for {len(result.names)} parameters")
     return "; ".join(reasons) or "the design is too thin"
 
 
