@@ -1,0 +1,321 @@
+"""Checkpoint tables (issue 7): groups, cluster-robust errors, design diagnostics, curve-table helpers."""
+
+from __future__ import annotations
+
+import math
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from scaling_cli import fit, load_runs
+from scaling_cli.bootstrap import WEBB_POINTS, Resampler, bootstrap
+from scaling_cli.design import Groups, between_group, looks_like_curves
+from scaling_cli.errors import DataError, ScalefitWarning
+from scaling_cli.fitting import _cr2_residuals, _scaled_jacobian
+from scaling_cli.forms import get_form
+from scaling_cli.io import Runs
+from scaling_cli.report import depth_regime
+from scaling_cli.solve import Problem
+
+from conftest import shared_file
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+import coverage_checkpoints  # noqa: E402
+
+TRUTH = np.array([274.7, 0.9455, 6.721, 1.325, 529.3, 0.2991, 1.754])  # the paper's law
+
+
+def grouped_runs(n_runs: int = 12, per_run: int = 8, seed: int = 0, offset_sd: float = 0.01,
+                 noise_sd: float = 0.002, widths=None, depths=None) -> Runs:
+    """Runs of the decomposed law, each at `per_run` token counts, with a random offset per run."""
+    rng = np.random.default_rng(seed)
+    widths = np.exp(rng.uniform(np.log(256), np.log(4096), n_runs)).round() if widths is None else widths
+    depths = np.exp(rng.uniform(np.log(4), np.log(64), n_runs)).round() if depths is None else depths
+    tokens = np.geomspace(1e9, 1e11, per_run)
+    run = np.repeat(np.arange(n_runs), per_run)
+    X = {"m": np.asarray(widths, float)[run], "l": np.asarray(depths, float)[run], "D": np.tile(tokens, n_runs)}
+    log_f = np.log(get_form("decomposed").predict(TRUTH[None, :], X)[0])
+    loss = np.exp(log_f + rng.normal(0, offset_sd, n_runs)[run] + rng.normal(0, noise_sd, len(run)))
+    data = {"width": X["m"], "depth": X["l"], "tokens": X["D"], "loss": loss,
+            "run": np.array([f"r{g}" for g in run], dtype=object)}
+    roles = {"width": "width", "depth": "depth", "tokens": "tokens", "loss": "loss", "group": "run"}
+    return Runs(path="<grouped>", sha256=None, data=data, roles=roles, n_total=len(run))
+
+
+def quiet_fit(*args, **kwargs):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ScalefitWarning)
+        return fit(*args, **kwargs)
+
+
+# ---------------------------------------------------------------- the sandwich
+
+
+def test_cr2_matches_its_definition_with_the_full_hat_matrix():
+    """The low-rank CR2 residuals equal (I - H_gg)^-1/2 r_g computed densely from the hat matrix."""
+    runs = grouped_runs(n_runs=6, per_run=5)
+    result = quiet_fit(runs, "decomposed")
+    problem = Problem.build(result.form, result.inputs, result.observed, result.objective)
+    idx = np.arange(7)
+    r, Js, _ = _scaled_jacobian(problem, result.values, idx)
+    groups = Groups("run", runs.group_index()[0], 6)
+    bread = np.linalg.pinv(Js.T @ Js)
+    fast = _cr2_residuals(r, Js, bread, groups)
+    H = Js @ bread @ Js.T
+    for g in range(6):
+        rows = np.flatnonzero(groups.index == g)
+        w, Q = np.linalg.eigh(np.eye(rows.size) - H[np.ix_(rows, rows)])
+        inv_half = (Q / np.sqrt(w)) @ Q.T
+        # (both sides carry the rounding of an ill-conditioned J'J, about 1e-6 here)
+        np.testing.assert_allclose(fast[rows], inv_half @ r[rows], rtol=1e-4, atol=1e-12)
+    # and the reported covariance is the sandwich of those residuals' group scores
+    scores = np.array([Js[groups.index == g].T @ fast[groups.index == g] for g in range(6)])
+    d = np.linalg.norm(problem.residuals_and_jacobian(result.values[None, :])[1][0], axis=0)
+    V = bread @ scores.T @ scores @ bread / np.outer(d, d)
+    ok = np.isfinite(np.diag(result.covariance))
+    np.testing.assert_allclose(result.covariance[np.ix_(ok, ok)], V[np.ix_(ok, ok)], rtol=1e-4)
+
+
+def test_one_row_per_group_changes_nothing():
+    runs = grouped_runs(n_runs=60, per_run=1, offset_sd=0.0, noise_sd=0.005)
+    grouped = quiet_fit(runs, "decomposed")
+    plain = quiet_fit(Runs(runs.path, None, runs.data, {k: v for k, v in runs.roles.items() if k != "group"},
+                           runs.n_total), "decomposed")
+    assert grouped.covariance_type == plain.covariance_type == "iid"
+    np.testing.assert_array_equal(grouped.stderr, plain.stderr)
+
+
+def test_cluster_errors_are_reported_with_groups_and_iid_ones_kept():
+    runs = grouped_runs()
+    result = quiet_fit(runs, "decomposed")
+    assert result.covariance_type == "cluster-robust CR2"
+    assert result.group_column == "run" and result.n_groups == 12 and result.ci_dof == 11
+    # widths and depths are fixed per run: their terms and L0 only vary between runs
+    assert set(result.between) == {"c_m", "alpha_m", "c_l", "alpha_l", "L0"}
+    # with run offsets of 0.01 and row noise of 0.002 (8 rows a run), the iid errors are far too
+    # small for the width and depth terms; the data exponent is pinned within runs, and its iid error
+    # (inflated by the offsets it counts as row noise) is the larger one
+    for name in ("c_m", "alpha_m", "c_l", "alpha_l"):
+        i = result.names.index(name)
+        assert result.stderr[i] > 2.5 * result.stderr_iid[i], name
+    assert result.estimate("alpha_D").stderr < 0.5 * result.stderr_iid[result.names.index("alpha_D")]
+    i = result.names.index("L0")
+    doc = result.to_dict()
+    assert doc["covariance"]["type"] == "cluster-robust CR2" and doc["covariance"]["ci_dof"] == 11
+    assert doc["groups"] == {"column": "run", "count": 12, "between": list(result.between)}
+    assert doc["params"]["L0"]["stderr_iid"] == pytest.approx(result.stderr_iid[i])
+    iid = quiet_fit(runs, "decomposed", errors="iid")
+    np.testing.assert_allclose(iid.stderr, result.stderr_iid)
+    assert any("iid errors on a table of 12 groups" in w for w in iid.warnings)
+
+
+def test_cluster_errors_need_groups():
+    runs = grouped_runs()
+    plain = Runs(runs.path, None, runs.data, {k: v for k, v in runs.roles.items() if k != "group"}, runs.n_total)
+    with pytest.raises(DataError, match="cluster-robust errors need a group column"):
+        quiet_fit(plain, "decomposed", errors="cluster")
+
+
+def test_two_runs_cannot_pin_the_architecture_terms():
+    """With 2 runs no interval for what only differences between runs determine (issue 7, item 4)."""
+    runs = grouped_runs(n_runs=2, per_run=30, widths=[512, 2048], depths=[8, 32])
+    result = quiet_fit(runs, "decomposed")
+    for name in ("c_m", "alpha_m", "c_l", "alpha_l", "L0"):
+        est = result.estimate(name)
+        assert math.isnan(est.stderr) and est.note, name
+    assert not result.regime_allowed
+    boot = bootstrap(runs, "decomposed", n=40, method="group", fit_result=result)
+    for name in ("c_m", "alpha_m", "c_l", "alpha_l"):
+        assert all(math.isnan(v) for v in boot[name].ci), name
+    assert any("no bootstrap interval for" in note for note in boot.notes)
+
+
+def test_identical_rows_give_no_confident_bootstrap_interval():
+    runs = grouped_runs(n_runs=30, per_run=1, widths=np.full(30, 1024.0), depths=np.full(30, 16.0))
+    data = dict(runs.data, tokens=np.full(30, 1e10), loss=np.full(30, 2.5))
+    runs = Runs(runs.path, None, data, {k: v for k, v in runs.roles.items() if k != "group"}, 30)
+    result = quiet_fit(runs, "decomposed")
+    boot = bootstrap(runs, "decomposed", n=20, fit_result=result)
+    for e in boot.estimates:
+        if e.name in result.undetermined or e.name in result.at_bound:
+            assert math.isnan(e.ci[0]) and math.isnan(e.se), e.name
+    assert set(result.undetermined) | set(result.at_bound) == set(result.names)
+
+
+def test_checkpoint_coverage_small_simulation():
+    """A small version of benchmarks/coverage_checkpoints.py: with run-level correlated noise the
+    default (cluster-robust) intervals cover far more often than the iid ones, and near 95%."""
+    if not coverage_checkpoints.TABLE.exists():
+        pytest.skip(f"{coverage_checkpoints.TABLE} not found (../shared absent)")
+    design = coverage_checkpoints.gemstones_design()
+    coverage = coverage_checkpoints.simulate(40, 0, seed=1, noise="checkpoint", design=design,
+                                             columns=("fit", "fit iid"))
+    names = design.names
+    for name in ("alpha_m", "alpha_l", "alpha_D", "L0"):
+        i = names.index(name)
+        assert coverage["fit"][i] >= 0.8, (name, coverage["fit"][i])
+    architecture = [names.index(n) for n in ("c_m", "alpha_m", "c_l", "alpha_l")]
+    assert coverage["fit"][architecture].mean() > coverage["fit iid"][architecture].mean() + 0.1
+
+
+# ---------------------------------------------------------------- the wild cluster bootstrap
+
+
+@pytest.mark.parametrize(("n_groups", "points"), [(5, set(np.round(WEBB_POINTS, 12))), (20, {-1.0, 1.0})])
+def test_wild_weights_are_one_per_group(n_groups, points):
+    groups = np.repeat(np.arange(n_groups), 3)
+    fitted = np.full(groups.size, 2.0)
+    residuals = np.linspace(-0.01, 0.01, groups.size) + 0.003
+    sampler = Resampler("wild", 0, 64, groups.size, groups, n_groups, fitted, residuals, True)
+    weights, y = sampler.draw(0, 64)
+    assert weights is None
+    w = np.log(y / fitted) / residuals  # each row's weight
+    for g in range(n_groups):
+        assert np.ptp(w[:, groups == g], axis=1).max() < 1e-9
+    values = np.unique(w.round(9))
+    assert len(values) == len(points)
+    np.testing.assert_allclose(values, sorted(points), atol=1e-8)
+
+
+def test_wild_bootstrap_on_checkpoints_is_honest_about_few_runs():
+    runs = grouped_runs(n_runs=10, per_run=6, seed=3)
+    result = quiet_fit(runs, "decomposed")
+    boot = bootstrap(runs, "decomposed", n=200, method="wild", fit_result=result)
+    assert boot.method == "wild" and boot.n_failed == 0
+    assert any("Webb's six-point" in note for note in boot.notes)
+    # the run offsets dominate what only differences between runs pin: the wild intervals are far
+    # wider than the iid Jacobian ones, and near the cluster-robust ones of the fit
+    for name in ("c_m", "alpha_m", "c_l", "alpha_l", "L0"):
+        i = result.names.index(name)
+        lo, hi = boot[name].ci
+        assert hi - lo > 2.5 * 2 * 1.96 * result.stderr_iid[i], name
+        jlo, jhi = boot[name].jacobian_ci
+        assert 0.5 < (hi - lo) / (jhi - jlo) < 1.5, name
+
+
+def test_bootstrap_defaults_to_whole_runs_on_checkpoint_tables():
+    runs = grouped_runs(n_runs=25, per_run=4)
+    boot = bootstrap(runs, "decomposed", n=20, fit_result=quiet_fit(runs, "decomposed"))
+    assert boot.method == "group" and boot.group == "run"
+    runs = grouped_runs(n_runs=40, per_run=1)
+    assert bootstrap(runs, "decomposed", n=20, fit_result=quiet_fit(runs, "decomposed")).method == "case"
+
+
+# ---------------------------------------------------------------- design and the regime sentence
+
+
+def test_chinchilla_design_diagnostics():
+    runs = load_runs(shared_file("data", "chinchilla_width_depth.csv"), exclude_top_loss=40)
+    with pytest.warns(ScalefitWarning, match=r"nearly collinear \(r = 0.92\)"):
+        result = fit(runs, "decomposed")
+    design = result.design
+    assert design.width_depth_slope == pytest.approx(0.6, abs=0.05)
+    assert design.variable("d_model").levels == len(np.unique(runs.column("width")))
+    assert design.variable("num_tokens").decades == pytest.approx(
+        np.log10(runs.column("tokens").max() / runs.column("tokens").min()))
+    # independent runs: no group column, nothing changes
+    assert result.group_column is None and result.covariance_type == "iid"
+    np.testing.assert_array_equal(result.stderr, result.stderr_iid)
+
+
+def test_regime_sentence_is_withheld_with_two_depths_and_says_it_assumes_a_power_law():
+    runs = grouped_runs(n_runs=40, per_run=1, depths=np.where(np.arange(40) % 2, 8.0, 32.0))
+    result = quiet_fit(runs, "decomposed")
+    sentence = depth_regime(result)
+    assert "cannot place depth scaling in a regime (depth has only 2 distinct values" in sentence
+    assert "excludes" not in sentence and "consistent with" not in sentence
+    good = quiet_fit(grouped_runs(n_runs=60, per_run=1, noise_sd=0.003), "decomposed")
+    assert good.regime_allowed
+    assert "assumes the depth term is a power law" in depth_regime(good)
+
+
+def test_between_group_columns():
+    groups = Groups("g", np.array([0, 0, 1, 1]), 2)
+    J = np.array([[1.0, 2.0, 0.1], [1.0, 2.0, 0.2], [1.0, 3.0, 0.3], [1.0, 3.0, 0.5]])
+    assert between_group(J, groups).tolist() == [True, True, False]
+
+
+def test_gemstones_without_its_run_column_suggests_group():
+    runs = load_runs(shared_file("data", "gemstones", "hot.jsonl"), columns={"group": "run_name"})
+    plain = Runs(runs.path, None, runs.data, {k: v for k, v in runs.roles.items() if k != "group"},
+                 runs.n_total)
+    form = get_form("decomposed")
+    hint = looks_like_curves(form, plain, form.inputs(plain))
+    assert hint is not None and "--group width,depth" in hint
+    wd = load_runs(shared_file("data", "chinchilla_width_depth.csv"))
+    assert looks_like_curves(form, wd, form.inputs(wd)) is None
+
+
+# ---------------------------------------------------------------- curve-table helpers
+
+
+def test_gpt3_curves_name_their_groups_and_withhold_the_regime(cli):
+    curves, configs = shared_file("data", "gpt3_curves.csv"), shared_file("data", "gpt3_configs.csv")
+    out = cli("fit", curves, "--configs", configs, "--on", "model=model_name", "--drop-missing",
+              "--column", "tokens=step", "--scale", "tokens=1e9", "--json", "-")
+    assert out.exit_code == 0, out.stderr
+    import json
+
+    doc = json.loads(out.stdout)
+    assert doc["groups"]["column"] == "model" and doc["groups"]["count"] == 8
+    assert doc["covariance"]["type"] == "cluster-robust CR2" and doc["covariance"]["ci_dof"] == 7
+    assert doc["columns"]["loss"] == "val_loss" and doc["columns"]["tokens"] == "step"
+    assert any("only 8 groups (column 'model') for 7 free parameters" in w for w in doc["warnings"])
+    alpha_l = doc["params"]["alpha_l"]
+    assert alpha_l["stderr"] > 5 * alpha_l["stderr_iid"]
+    text = cli("fit", curves, "--configs", configs, "--on", "model=model_name", "--drop-missing",
+               "--column", "tokens=step", "--scale", "tokens=1e9").stdout
+    assert "cannot place depth scaling in a regime" in " ".join(text.split())
+    assert "excludes smooth refinement" not in text
+
+
+def test_scale_min_max_and_last_per_group(tmp_path):
+    table = tmp_path / "curves.csv"
+    rows = ["run,d_model,n_layers,step,loss"]
+    for run, (m, l) in enumerate([(256, 4), (512, 8), (1024, 16)]):
+        for step in (1, 2, 5, 10):
+            rows.append(f"r{run},{m},{l},{step},{3 - 0.1 * run - 0.01 * step}")
+    table.write_text("\n".join(rows) + "\n")
+    runs = load_runs(table, columns={"tokens": "step"}, scale={"tokens": 1e9}, min_values={"tokens": 2e9})
+    assert runs.group_column == "run"
+    np.testing.assert_array_equal(np.unique(runs.column("tokens")), [2e9, 5e9, 1e10])
+    assert runs.n_excluded == 3 and any("dropped 3 rows with tokens below 2e+09" in n for n in runs.notes)
+    last = load_runs(table, columns=["tokens=step"], max_values=["tokens=5"], last_per_group=True)
+    assert len(last) == 3 and np.all(last.column("tokens") == 5)
+    combined = load_runs(table, columns=["tokens=step"], group="d_model,n_layers")
+    assert combined.group_index()[1] == 3 and combined.group_column == "d_model,n_layers"
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [
+    ({"scale": ["tokens=0"]}, "--scale tokens=0: the value must be a positive number"),
+    ({"scale": ["tokens"]}, "--scale 'tokens': expected ROLE=VALUE, e.g. --scale tokens=1e9"),
+    ({"min_values": ["tokens=abc"]}, "--min tokens=abc: the value must be a number"),
+    ({"max_values": ["nope=3"]}, "{path}: no column or role 'nope' to scale or filter"),
+    ({"min_values": ["tokens=1e15"]}, "{path}: no rows left after --min / --max"),
+    ({"group": "runn"}, "{path}: --group: no column 'runn' (closest: 'run')"),
+])
+def test_row_option_errors(tmp_path, kwargs, message):
+    table = tmp_path / "t.csv"
+    table.write_text("run,d_model,n_layers,tokens,loss\nr1,256,4,1e9,3\nr1,256,4,2e9,2.9\n")
+    with pytest.raises(DataError) as info:
+        load_runs(table, **kwargs)
+    assert str(info.value).startswith(message.format(path=table))
+
+
+def test_last_per_group_needs_groups(tmp_path):
+    table = tmp_path / "t.csv"
+    table.write_text("d_model,n_layers,tokens,loss\n256,4,1e9,3\n256,4,2e9,2.9\n")
+    with pytest.raises(DataError, match="--last-per-group needs a group column"):
+        load_runs(table, last_per_group=True)
+
+
+def test_cli_row_option_error_is_one_line(cli, tmp_path):
+    table = tmp_path / "t.csv"
+    table.write_text("run,d_model,n_layers,tokens,loss\nr1,256,4,1e9,3\nr1,256,4,2e9,2.9\n")
+    out = cli("fit", table, "--scale", "tokens=-1", "--json", str(tmp_path / "out.json"))
+    assert out.exit_code == 2
+    assert out.stderr == "Error: --scale tokens=-1: the value must be a positive number\n"
+    assert not (tmp_path / "out.json").exists()
