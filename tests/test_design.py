@@ -252,22 +252,22 @@ def test_gemstones_without_its_run_column_suggests_group():
 # ---------------------------------------------------------------- curve-table helpers
 
 
-def test_gpt3_curves_name_their_groups_and_withhold_the_regime(cli):
+def test_gpt3_curves_name_their_groups_and_withhold_the_regime(cli, tmp_path):
     curves, configs = shared_file("data", "gpt3_curves.csv"), shared_file("data", "gpt3_configs.csv")
     out = cli("fit", curves, "--configs", configs, "--on", "model=model_name", "--drop-missing",
-              "--column", "tokens=step", "--scale", "tokens=1e9", "--json", "-")
+              "--column", "tokens=step", "--scale", "tokens=1e9", "--json", tmp_path / "fit.json")
     assert out.exit_code == 0, out.stderr
     import json
 
-    doc = json.loads(out.stdout)
+    doc = json.loads((tmp_path / "fit.json").read_text())
     assert doc["groups"]["column"] == "model" and doc["groups"]["count"] == 8
     assert doc["covariance"]["type"] == "cluster-robust CR2" and doc["covariance"]["ci_dof"] == 7
     assert doc["columns"]["loss"] == "val_loss" and doc["columns"]["tokens"] == "step"
     assert any("only 8 groups (column 'model') for 7 free parameters" in w for w in doc["warnings"])
     alpha_l = doc["params"]["alpha_l"]
     assert alpha_l["stderr"] > 5 * alpha_l["stderr_iid"]
-    text = cli("fit", curves, "--configs", configs, "--on", "model=model_name", "--drop-missing",
-               "--column", "tokens=step", "--scale", "tokens=1e9").stdout
+    text = out.stdout
+    assert "8 in column 'model'" in text and "cluster-robust CR2, t(7)" in text
     assert "cannot place depth scaling in a regime" in " ".join(text.split())
     assert "excludes smooth refinement" not in text
 
