@@ -103,11 +103,13 @@ def levenberg_marquardt(problem: Problem, theta0: np.ndarray, weights: np.ndarra
     """Minimize the objective from each row of `theta0` (K, P), rows in parallel.
 
     `weights` (K, n) multiply each point's loss (bootstrap counts); None means 1. A thin front to
-    `BatchSolver`, centered on the first start. Centering is what makes scaling-law fits fast (the
-    Epoch Huber fit: 0.1 s centered, 10 s not); from a poor start on a hard problem it can lead the
-    plain Newton-LM astray (NIST Hahn1, Thurber), which is what `robust_minimize` is for."""
+    `BatchSolver`, each row centered on its own start, so that a start ends where it would alone,
+    whatever else is in its batch. Centering is what makes scaling-law fits fast (the Epoch Huber
+    fit: 0.1 s centered, 10 s not); from a poor start on a hard problem it can lead the plain
+    Newton-LM astray (NIST Hahn1, Thurber), which is what `robust_minimize` is for."""
     theta0 = np.atleast_2d(np.asarray(theta0, dtype=float))
-    solver = BatchSolver(problem, problem.with_fixed(theta0[:1])[0], center=center)
+    centres = np.clip(problem.with_fixed(theta0), problem.lower, problem.upper)
+    solver = BatchSolver(problem, centres, center=center)
     return solver.solve(theta0, None, weights, max_iter=max_iter, ftol=ftol, xtol=xtol)
 
 
@@ -116,91 +118,113 @@ class Centering:
     design column depends on nonlinear parameters a (see the module docstring).
 
     G is the derivative of the mean log |design column| with respect to a, by central differences at
-    the full-data optimum (exact for power laws, whose log column is linear in the exponent). Only
-    coefficients whose bounds the change leaves alone (lower 0 or none, no upper) are centered."""
+    a_hat (exact for power laws, whose log column is linear in the exponent). Only coefficients whose
+    bounds the change leaves alone (lower 0 or none, no upper) are centered.
+
+    `theta_hat` is one vector (every row of a batch is centered on it: bootstrap resamples around the
+    full-data optimum) or one per row (each start centered on itself, so that a start's path does not
+    depend on the other starts of its batch). Per row, a coefficient whose column has a zero or a
+    non-finite derivative there is left uncentered (its row of G is 0). Methods take `rows`, the rows
+    of the batch their arguments hold (None: all of them)."""
 
     def __init__(self, problem: Problem, theta_hat: np.ndarray) -> None:
         form = problem.form
         self.nonlinear = np.array([form.index(p) for p in form.nonlinear], dtype=int)
-        self.a_hat = np.asarray(theta_hat, dtype=float)[self.nonlinear]
+        theta = np.atleast_2d(np.asarray(theta_hat, dtype=float))
+        K = theta.shape[0]
+        # a row whose centre is not finite gets G = 0 there (below): a_hat 0 keeps its factor at 1
+        self.a_hat_rows = np.where(np.isfinite(theta[:, self.nonlinear]), theta[:, self.nonlinear], 0.0)
         linear, rows = [], []
         if len(self.nonlinear) and form.linear:
-            theta = np.atleast_2d(np.asarray(theta_hat, dtype=float))
             with np.errstate(all="ignore"):
-                column = self._log_columns(problem, theta)
-                grads = np.zeros((column.shape[0], len(self.nonlinear)))
+                column = self._log_columns(problem, theta)  # (K, L)
+                grads = np.zeros(column.shape + (len(self.nonlinear),))
                 for k, q in enumerate(self.nonlinear):
-                    h = CENTERING_STEP * max(1.0, abs(theta[0, q]))
+                    h = CENTERING_STEP * np.maximum(1.0, np.abs(theta[:, q]))
                     up, down = theta.copy(), theta.copy()
-                    up[0, q] += h
-                    down[0, q] -= h
-                    grads[:, k] = (self._log_columns(problem, up)
-                                   - self._log_columns(problem, down)) / (2 * h)
+                    up[:, q] += h
+                    down[:, q] -= h
+                    grads[:, :, k] = (self._log_columns(problem, up)
+                                      - self._log_columns(problem, down)) / (2 * h[:, None])
             for j, name in enumerate(form.linear):
                 p = form.index(name)
                 bounds_kept = problem.lower[p] in (0.0, -np.inf) and problem.upper[p] == np.inf
-                if (problem.free[p] and bounds_kept and np.all(np.isfinite(grads[j]))
-                        and np.any(grads[j] != 0)):
+                valid = np.all(np.isfinite(grads[:, j]), axis=1) & np.any(grads[:, j] != 0, axis=1)
+                if problem.free[p] and bounds_kept and valid.any():
                     linear.append(p)
-                    rows.append(grads[j])
+                    rows.append(np.where(valid[:, None], grads[:, j], 0.0))
         self.linear = np.array(linear, dtype=int)
-        self.G = np.array(rows, dtype=float).reshape(len(linear), len(self.nonlinear))
+        self.G_rows = (np.stack(rows, axis=1) if rows
+                       else np.zeros((K, 0, len(self.nonlinear))))  # (K, C, N)
+
+    @property
+    def G(self) -> np.ndarray:
+        """G of the first (or only) row, (C, N)."""
+        return self.G_rows[0]
+
+    def _select(self, rows: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        """a_hat (k, N) and G (k, C, N) for the given rows (one shared centre broadcasts)."""
+        if rows is None or len(self.a_hat_rows) == 1:
+            return self.a_hat_rows, self.G_rows
+        return self.a_hat_rows[rows], self.G_rows[rows]
 
     @staticmethod
     def _log_columns(problem: Problem, theta: np.ndarray) -> np.ndarray:
-        """Mean log |design column| per linear parameter (L,); NaN where a column has a zero."""
+        """Mean log |design column| per row and linear parameter (K, L); NaN where a column has a zero."""
         B, _ = problem.form.design(theta, problem.X)
-        B = np.abs(B[0])
-        return np.where(np.all((B > 0) & np.isfinite(B), axis=0),
-                        np.mean(np.log(np.where(B > 0, B, 1.0)), axis=0), np.nan)
+        B = np.abs(B)
+        return np.where(np.all((B > 0) & np.isfinite(B), axis=1),
+                        np.mean(np.log(np.where(B > 0, B, 1.0)), axis=1), np.nan)
 
     @property
     def active(self) -> bool:
         return len(self.linear) > 0
 
-    def factor(self, theta: np.ndarray) -> np.ndarray:
+    def factor(self, theta: np.ndarray, rows: np.ndarray | None = None) -> np.ndarray:
         """exp(-G (a - a_hat)) per centered coefficient, (K, C); inf or 0 far from a_hat, which the
         solver treats as a non-finite step (rejected)."""
+        a_hat, G = self._select(rows)
         with np.errstate(over="ignore", under="ignore", invalid="ignore"):
-            return np.exp(-(theta[:, self.nonlinear] - self.a_hat) @ self.G.T)
+            return np.exp(-np.einsum("kn,kcn->kc", theta[:, self.nonlinear] - a_hat,
+                                     np.broadcast_to(G, (len(theta),) + G.shape[1:])))
 
-
-
-    def to_original(self, centered: np.ndarray) -> np.ndarray:
+    def to_original(self, centered: np.ndarray, rows: np.ndarray | None = None) -> np.ndarray:
         theta = centered.copy()
         if self.active:
             with np.errstate(over="ignore", invalid="ignore"):
-                theta[:, self.linear] = centered[:, self.linear] * self.factor(centered)
+                theta[:, self.linear] = centered[:, self.linear] * self.factor(centered, rows)
         return theta
 
-    def to_centered(self, theta: np.ndarray) -> np.ndarray:
+    def to_centered(self, theta: np.ndarray, rows: np.ndarray | None = None) -> np.ndarray:
         centered = theta.copy()
         if self.active:
-            centered[:, self.linear] = theta[:, self.linear] / self.factor(theta)
+            centered[:, self.linear] = theta[:, self.linear] / self.factor(theta, rows)
         return centered
 
     def transform(self, centered: np.ndarray, theta: np.ndarray, g: np.ndarray,
-                  matrices: Sequence[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:
+                  matrices: Sequence[np.ndarray], rows: np.ndarray | None = None
+                  ) -> tuple[np.ndarray, list[np.ndarray]]:
         """Gradient and Hessians of the objective in the original parameters -> in the centered ones.
         The first matrix gets the second-order term of the change of variables (it is the Hessian);
         the others (the Gauss-Newton matrix, used for scaling only) just the chain rule."""
         K, P = theta.shape
-        E = self.factor(centered)
+        E = self.factor(centered, rows)
+        G = np.broadcast_to(self._select(rows)[1], (K,) + self.G_rows.shape[1:])
         D = np.broadcast_to(np.eye(P), (K, P, P)).copy()
+        nl = self.nonlinear
         for r, j in enumerate(self.linear):
             D[:, j, j] = E[:, r]
-            D[:, j, self.nonlinear] = -theta[:, j, None] * self.G[r]
+            D[:, j, nl] = -theta[:, j, None] * G[:, r]
         Dt = np.swapaxes(D, 1, 2)
         g_new = np.einsum("kip,ki->kp", D, g)
         out = [Dt @ M @ D for M in matrices]
         H = out[0]
-        nl = self.nonlinear
         for r, j in enumerate(self.linear):
-            cross = -(g[:, j] * E[:, r])[:, None] * self.G[r]
+            cross = -(g[:, j] * E[:, r])[:, None] * G[:, r]
             H[:, j, nl] += cross
             H[:, nl, j] += cross
-            H[:, nl[:, None], nl[None, :]] += (g[:, j] * theta[:, j])[:, None, None] * np.outer(
-                self.G[r], self.G[r])
+            H[:, nl[:, None], nl[None, :]] += (g[:, j] * theta[:, j])[:, None, None] * (
+                G[:, r, :, None] * G[:, r, None, :])
         return g_new, out
 
 
@@ -214,16 +238,19 @@ class BatchSolver:
     is judged relative to the objective's own value."""
 
     def __init__(self, problem: Problem, theta_hat: np.ndarray, center: bool = True) -> None:
+        """`theta_hat`: the centre of the change of variables, one vector for every row of a solve, or
+        one per row (K, P) for solves of exactly K rows (see `Centering`)."""
         self.problem = problem
         self.centering = Centering(problem, theta_hat) if center else None
 
-    def _to_original(self, centered: np.ndarray) -> np.ndarray:
-        return centered if self.centering is None else self.centering.to_original(centered)
+    def _to_original(self, centered: np.ndarray, rows: np.ndarray | None = None) -> np.ndarray:
+        return centered if self.centering is None else self.centering.to_original(centered, rows)
 
-    def _objective(self, centered: np.ndarray, y: np.ndarray, w: np.ndarray | None):
+    def _objective(self, centered: np.ndarray, y: np.ndarray, w: np.ndarray | None,
+                   rows: np.ndarray | None = None):
         pr = self.problem
         with np.errstate(all="ignore"):
-            f = pr.form.predict(self._to_original(centered), pr.X)
+            f = pr.form.predict(self._to_original(centered, rows), pr.X)
             r = pr.objective.residuals(y, f)
             S = pr.objective.value(r, w)
         return f, r, S
@@ -263,7 +290,7 @@ class BatchSolver:
                     break
                 xi = x[idx]
                 wi = None if w_all is None else w_all[idx]
-                g, H, A_diag = self._derivatives(xi, f[idx], r[idx], wi)
+                g, H, A_diag = self._derivatives(xi, f[idx], r[idx], wi, idx)
                 # A parameter pushed against a bound is held there. "Against" includes so close that
                 # reaching the bound would change the objective by less than ftol of it: otherwise an
                 # optimum on a bound in a flat valley (L0 = 0 with alpha_l -> 0) is approached forever.
@@ -297,7 +324,7 @@ class BatchSolver:
                 quadratic = (shift == 0) & ~bad & (decrement >= 0) & (decrement <= S_tol[:, 0])
                 step_s = np.where(quadratic[:, None], newton, damped)
                 new = np.where(blocked, xi, np.clip(xi + step_s / d, lo, hi))
-                f_new, r_new, S_new = self._objective(new, y[idx], wi)
+                f_new, r_new, S_new = self._objective(new, y[idx], wi, idx)
                 S_old = S[idx]
                 denom = np.maximum(np.abs(S_old), 1e-300)
                 actual = S_old - S_new
@@ -330,7 +357,8 @@ class BatchSolver:
                 done[idx[ended]] = True
         return Solution(self._to_original(x), S, converged, iterations)
 
-    def _derivatives(self, x: np.ndarray, f: np.ndarray, r: np.ndarray, w: np.ndarray | None):
+    def _derivatives(self, x: np.ndarray, f: np.ndarray, r: np.ndarray, w: np.ndarray | None,
+                     rows: np.ndarray | None = None):
         """Gradient g and Hessian H of half the objective (of the objective for Huber), and the diagonal
         of the Gauss-Newton matrix for scaling, all in the solver's (centered) parameters.
 
@@ -338,7 +366,7 @@ class BatchSolver:
         J_f' (C / f^2) J_f, one weighted product of the form's Jacobian."""
         pr = self.problem
         obj, form, X = pr.objective, pr.form, pr.X
-        theta = self._to_original(x)
+        theta = self._to_original(x, rows)
         with np.errstate(all="ignore"):
             Jf = form.jacobian(theta, X)
             if obj.least_squares:
@@ -366,7 +394,7 @@ class BatchSolver:
                 scaling = _weighted_gram(Jf, curv)
                 H = scaling + form.second_order(theta, X, -v)
             if self.centering is not None and self.centering.active:
-                g, (H, scaling) = self.centering.transform(x, theta, g, [H, scaling])
+                g, (H, scaling) = self.centering.transform(x, theta, g, [H, scaling], rows)
         return g, H, np.einsum("kii->ki", scaling)
 
 
