@@ -20,7 +20,7 @@ from .errors import DataError, FitError, ScalefitWarning
 from .forms import Form, get_form
 from .io import Runs
 from .objectives import Objective
-from .solve import Problem, global_minimize, levenberg_marquardt, robust_minimize
+from .solve import Problem, global_minimize, levenberg_marquardt, robust_minimize, solve_linear
 
 CONDITION_LIMIT = 1e10  # of the column-scaled Jacobian; beyond it a direction counts as undetermined
 NULL_LOADING = 0.05  # a parameter loading a near-null direction by more than this is undetermined
@@ -236,17 +236,40 @@ def _covariance(problem: Problem, theta: np.ndarray, free: np.ndarray
     return cov_full, [names[i] for i in np.flatnonzero(bad)], reason
 
 
+STRATEGIES = ("auto", "newton", "robust")
+
+
+def _init_start(problem: Problem) -> np.ndarray | None:
+    """The form's `init` as a start when it gives every free nonlinear parameter (linear ones it
+    lacks are solved exactly for those values); None otherwise."""
+    form = problem.form
+    init = form.init
+    if not init:
+        return None
+    free = [p for i, p in enumerate(form.params) if problem.free[i]]
+    if any(p not in init for p in free if p not in form.linear):
+        return None
+    vec = problem.with_fixed(np.array([[init.get(p, np.nan) for p in form.params]], dtype=float))
+    if any(p not in init for p in free):
+        vec = solve_linear(problem, vec)
+    vec = np.clip(vec, problem.lower, problem.upper)[0]
+    return vec if np.all(np.isfinite(vec)) else None
+
+
 def fit(runs: Runs, form: Form | str = "decomposed", objective: Objective | str | None = None,
         delta: float | None = None, fixed: Mapping[str, float] | None = None,
         starts: Sequence[Mapping[str, float]] | None = None, global_search: bool = True,
-        strategy: str = "newton") -> FitResult:
+        strategy: str = "auto", bounds: Mapping[str, tuple[float, float]] | None = None) -> FitResult:
     """Fit `form` to `runs` and return a `FitResult`.
 
     The global search tries a grid of the nonlinear parameters (solving the linear ones exactly) and
     polishes the best points; `starts` adds starting points of your own (and with
-    `global_search=False` they are the only ones). `strategy="robust"` minimizes from each point by
-    trust-region Gauss-Newton searches (full and variable projection) before the Newton-LM polish,
-    for starts far from the optimum (`solve.robust_minimize`)."""
+    `global_search=False` they are the only ones), and so does the form's `init` when it gives every
+    free nonlinear parameter (linear ones it lacks are solved for). Every start is polished on its
+    own. `strategy="auto"` (the default) solves a start that stops short under the Newton-LM (not
+    converged, not finite, at a saddle) again by `solve.robust_minimize`; `"robust"` does that for
+    every start; `"newton"` never. `fixed` holds parameters at values and `bounds` ({name: (lo, hi)})
+    narrows a parameter's range; both are reported."""
     t0 = time.perf_counter()
     form = get_form(form) if isinstance(form, str) else form
     if not isinstance(objective, Objective):
@@ -259,7 +282,7 @@ def fit(runs: Runs, form: Form | str = "decomposed", objective: Objective | str 
                         f"'{form.response}', but it is not positive in rows "
                         f"{', '.join(map(str, rows[:5]))}{', ...' if rows.size > 5 else ''}; "
                         f"use --objective ls")
-    problem = Problem.build(form, X, y, objective, fixed)
+    problem = Problem.build(form, X, y, objective, fixed, bounds)
     n, k = len(y), int(problem.free.sum())
     if n <= k:
         raise FitError(f"{n} rows are not enough to fit {k} free parameters of form '{form.name}'")
@@ -271,13 +294,16 @@ def fit(runs: Runs, form: Form | str = "decomposed", objective: Objective | str 
                        if f and np.isnan(v)]
             raise FitError(f"a start lacks values for {', '.join(missing)}")
         start_vectors.append(vec)
+    init_start = _init_start(problem)
+    if init_start is not None and not any(np.array_equal(init_start, v) for v in start_vectors):
+        start_vectors.append(init_start)
     if not global_search and not start_vectors:
         raise FitError("global_search=False needs starts")
-    if strategy not in ("newton", "robust"):
-        raise FitError(f"unknown strategy '{strategy}': use newton or robust")
+    if strategy not in STRATEGIES:
+        raise FitError(f"unknown strategy '{strategy}': use {', '.join(STRATEGIES)}")
     minimizer = robust_minimize if strategy == "robust" else levenberg_marquardt
     solution, n_grid, n_starts = global_minimize(problem, starts=start_vectors, use_grid=global_search,
-                                                 minimizer=minimizer)
+                                                 minimizer=minimizer, escalate=strategy == "auto")
     theta, value = solution.theta[0], float(solution.value[0])
     if not np.isfinite(value):
         raise FitError(f"no start gave a finite objective for form '{form.name}' (predictions must be "
