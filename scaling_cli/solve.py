@@ -457,14 +457,25 @@ def _indefinite_shift(Hs: np.ndarray) -> np.ndarray:
         return np.zeros(len(Hs))
     except np.linalg.LinAlgError:
         lowest = np.linalg.eigvalsh(Hs)[:, 0]
-        return np.where(lowest < 1e-10, 1e-10 - 1.5 * lowest, 0.0)
+        shift = np.where(lowest < 1e-10, 1e-10 - 1.5 * lowest, 0.0)
+        # a row that Cholesky accepts takes no shift, as in a batch of its own (batch independence)
+        for k in np.flatnonzero((shift > 0) & (lowest > 0)):
+            try:
+                np.linalg.cholesky(Hs[k])
+                shift[k] = 0.0
+            except np.linalg.LinAlgError:
+                pass
+        return shift
 
 
 def _solve(M: np.ndarray, rhs: np.ndarray) -> np.ndarray:
     try:
         return np.linalg.solve(M, rhs[..., None])[..., 0]
     except np.linalg.LinAlgError:
-        return np.einsum("kij,kj->ki", np.linalg.pinv(M), rhs)
+        if M.ndim < 3:
+            return np.linalg.pinv(M) @ rhs
+        # row by row, so that a singular row does not change how the others are solved
+        return np.stack([_solve(M[k], rhs[k]) for k in range(len(M))]) if len(M) else rhs.copy()
 
 
 # ---------------------------------------------------------------- bounded linear least squares
@@ -529,10 +540,11 @@ def solve_linear(problem: Problem, theta: np.ndarray, weights: np.ndarray | None
     row_w = np.ones(problem.n) if not problem.objective.log_space else 1.0 / problem.y
     if weights is not None:
         row_w = row_w * np.sqrt(weights)
-    Bw = B * np.broadcast_to(row_w, target.shape)[:, :, None]
-    tw = target * row_w
-    A = np.swapaxes(Bw, 1, 2) @ Bw
-    b = np.einsum("gnl,gn->gl", Bw, tw)
+    with np.errstate(all="ignore"):  # columns that overflow (exp(1000 x)) are caught just below
+        Bw = B * np.broadcast_to(row_w, target.shape)[:, :, None]
+        tw = target * row_w
+        A = np.swapaxes(Bw, 1, 2) @ Bw
+        b = np.einsum("gnl,gn->gl", Bw, tw)
     ok = np.all(np.isfinite(A), axis=(1, 2)) & np.all(np.isfinite(b), axis=1)
     A = np.where(ok[:, None, None], A, np.eye(len(solve_cols)))
     b = np.where(ok[:, None], b, 0.0)
@@ -634,7 +646,8 @@ def global_minimize(problem: Problem, weights: np.ndarray | None = None,
                                theta0[rows])
             began = theta0[rows]
             rescued = robust_minimize(problem, np.concatenate([began, stopped]), w, polish_start=False)
-            sol = _keep_better(sol, rows, rescued, len(rows))
+            sol = _keep_better(sol, rows, rescued, len(rows), tie_tolerance(problem, np.nanmin(
+                np.where(np.isfinite(sol.value), sol.value, np.nan)) if np.isfinite(sol.value).any() else 0.0))
     values = np.where(np.isfinite(sol.value), sol.value, np.inf)
     best = np.min(values)
     tied = (values <= best + tie_tolerance(problem, best) if np.isfinite(best)
@@ -690,9 +703,11 @@ def saddle(problem: Problem, theta: np.ndarray, weights: np.ndarray | None = Non
     return lowest < FLAT_CURVATURE
 
 
-def _keep_better(sol: Solution, rows: np.ndarray, rescued: Solution, k: int) -> Solution:
+def _keep_better(sol: Solution, rows: np.ndarray, rescued: Solution, k: int, tol: float) -> Solution:
     """`sol` with each of `rows` replaced by the best of its `rescued` rows (row i and k + i) where
-    that is lower, or where the original did not converge and the rescue did not do worse."""
+    that is lower by more than `tol` (rounding), or where the original did not converge and the
+    rescue did converge without doing worse: a converged point is kept on a tie (a flat direction,
+    such as a depth term when every run has the same depth, stays where the Newton-LM left it)."""
     theta, value = sol.theta.copy(), sol.value.copy()
     converged, iterations = sol.converged.copy(), sol.iterations.copy()
     escalated = np.zeros(len(value), dtype=bool) if sol.escalated is None else sol.escalated.copy()
@@ -700,8 +715,10 @@ def _keep_better(sol: Solution, rows: np.ndarray, rescued: Solution, k: int) -> 
     pick = np.argmin(rv, axis=0) * k + np.arange(k)
     new_value = rescued.value[pick]
     old = np.where(np.isfinite(value[rows]), value[rows], np.inf)
-    tie = np.isfinite(new_value) & (new_value <= old + TIE * np.abs(np.where(np.isfinite(old), old, 0)))
-    take = (np.isfinite(new_value) & (new_value < old)) | (tie & (rescued.converged[pick] | ~converged[rows]))
+    finite = np.isfinite(new_value)
+    lower = finite & (new_value < old - tol)
+    rescue = finite & ~converged[rows] & rescued.converged[pick] & (new_value <= old + tol)
+    take = lower | rescue | (finite & ~np.isfinite(old))
     theta[rows[take]] = rescued.theta[pick][take]
     value[rows[take]] = new_value[take]
     converged[rows[take]] = rescued.converged[pick][take]
