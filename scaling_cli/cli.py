@@ -20,7 +20,7 @@ try:  # typer >= 0.2x vendors click; older typer uses the click package
 except ImportError:  # pragma: no cover
     from click import exceptions as click_exceptions
 
-from .errors import EXIT_BAD_INPUT, EXIT_FIT_FAILED, ScalefitError, ScalefitWarning
+from .errors import EXIT_BAD_INPUT, EXIT_FIT_FAILED, EXIT_NOT_CONVERGED, ScalefitError, ScalefitWarning
 
 DEBUG_ENV = "SCALEFIT_DEBUG"
 
@@ -33,6 +33,9 @@ class ScalefitGroup(TyperGroup):
             with warnings.catch_warnings():
                 # soft problems are shown in the report; Python's warning lines would repeat them
                 warnings.simplefilter("ignore", ScalefitWarning)
+                # numpy's overflow and invalid-value warnings are handled where they matter (rows
+                # marked bad, steps rejected); the user never sees them
+                warnings.simplefilter("ignore", RuntimeWarning)
                 code = super().main(args=args, prog_name=prog_name, complete_var=complete_var,
                                     standalone_mode=False, **extra)
         except ScalefitError as exc:
@@ -159,9 +162,10 @@ def console_for(json_path: str | None, quiet: bool):
 PLOT_FORMATS = ("png", "pdf", "svg")
 
 
-def check_outputs(plot_format: str, *paths: str | Path | None) -> None:
-    """Check the plot format and that every output path can be written, before any work is done."""
-    from .report import check_writable
+def check_outputs(plot_format: str, *paths: str | Path | None, plot_dir: Path | None = None) -> None:
+    """Check the plot format, that every output path can be written and that --plot-dir is (or can
+    be made) a directory, before any work is done."""
+    from .report import check_plot_dir, check_writable
 
     if plot_format not in PLOT_FORMATS:
         raise typer.BadParameter(f"--plot-format must be one of {', '.join(PLOT_FORMATS)}, not "
@@ -169,6 +173,8 @@ def check_outputs(plot_format: str, *paths: str | Path | None) -> None:
     for path in paths:
         if path is not None and str(path) != "-":
             check_writable(path)
+    if plot_dir is not None:
+        check_plot_dir(plot_dir)
 
 
 def load_for(data: Path, form: str, config: Path | None, objective: str | None, delta: float | None,
@@ -183,13 +189,21 @@ def load_for(data: Path, form: str, config: Path | None, objective: str | None, 
 
 def write_outputs(result, console, json_path: str | None, plot_dir: Path | None, plot_format: str,
                   figures) -> None:
-    """After the report: the JSON document, then the figures (`figures(result)`, made only when asked)."""
-    from .report import write_json
+    """After the report: the figures (`figures(result)`, made only when asked), then the JSON document
+    with this run's id and time, last, so that a run that fails leaves no JSON of its own; a JSON
+    file from an earlier run that was not replaced is named on stderr."""
+    from .report import run_record, write_json
 
+    doc = result.to_dict() if json_path else None
+    try:
+        if plot_dir is not None:
+            save_plots(plot_dir, plot_format, figures(result), console)
+    except BaseException:
+        if json_path and json_path != "-" and Path(json_path).exists():
+            sys.stderr.write(f"note: {json_path} was not replaced: it holds an earlier run's result\n")
+        raise
     if json_path:
-        write_json(json_path, result.to_dict())
-    if plot_dir is not None:
-        save_plots(plot_dir, plot_format, figures(result), console)
+        write_json(json_path, {**doc, "run": run_record()})
 
 
 def save_plots(plot_dir: Path, plot_format: str, figures, console) -> None:
@@ -227,7 +241,7 @@ def fit(
     from .plot import fit_figures
     from .report import render_fit
 
-    check_outputs(plot_format, json_path)
+    check_outputs(plot_format, json_path, plot_dir=plot_dir)
     table = TableOptions(format, tuple(column or ()), configs, on, exclude_top_loss, drop_missing)
     the_form, the_objective, runs = load_for(data, form, config, objective, delta, table)
     result = fit_runs(runs, the_form, the_objective)
@@ -235,6 +249,8 @@ def fit(
     if console is not None:
         render_fit(result, console)
     write_outputs(result, console, json_path, plot_dir, plot_format, fit_figures)
+    if not result.converged:
+        raise typer.Exit(EXIT_NOT_CONVERGED)
 
 
 @app.command()
@@ -277,7 +293,7 @@ def compare(
     from .errors import SpecError
     from .plot import compare_figures
 
-    check_outputs(plot_format, json_path)
+    check_outputs(plot_format, json_path, plot_dir=plot_dir)
     the_spec = load_compare_spec(spec) if spec is not None else None
     given = the_spec.settings if the_spec is not None else {}
 
@@ -342,7 +358,7 @@ def bootstrap(
     from .bootstrap import BootstrapResult, progress_bar, render_bootstrap
     from .bootstrap import bootstrap as run_bootstrap
 
-    check_outputs(plot_format, json_path, draws)
+    check_outputs(plot_format, json_path, draws, plot_dir=plot_dir)
     table = TableOptions(format, tuple(column or ()), configs, on, exclude_top_loss, drop_missing)
     the_form, the_objective, runs = load_for(data, form, config, objective, delta, table)
     console = console_for(json_path, quiet)

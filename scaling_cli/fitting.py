@@ -8,6 +8,7 @@ ill-conditioned Jacobian) and parameters sitting on a bound get no standard erro
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 import warnings
@@ -156,6 +157,10 @@ class FitResult:
     observed: np.ndarray = field(default_factory=lambda: np.zeros(0))
     inputs: Mapping[str, np.ndarray] = field(default_factory=dict)
     derived: tuple[Estimate, ...] = ()
+    convergence: str = ""  # why the fit did not converge ("" when it did)
+    n_escalated: int = 0  # starts solved again by the robust strategy after stopping short
+    fixed_by_user: tuple[str, ...] = ()  # parameters held by `fixed=` (--fix)
+    bounds_by_user: tuple[str, ...] = ()  # parameters whose range `bounds=` (--bound) narrowed
 
     def __getitem__(self, name: str) -> float:
         return float(self.values[self.names.index(name)])
@@ -308,8 +313,25 @@ def fit(runs: Runs, form: Form | str = "decomposed", objective: Objective | str 
     if not np.isfinite(value):
         raise FitError(f"no start gave a finite objective for form '{form.name}' (predictions must be "
                        f"positive for a log objective)", partial=theta)
-    return _result(runs, form, problem, theta, value, bool(solution.converged[0]), n_grid, n_starts,
-                   time.perf_counter() - t0)
+    result = _result(runs, form, problem, theta, value, bool(solution.converged[0]), n_grid, n_starts,
+                     time.perf_counter() - t0)
+    escalated = 0 if solution.escalated is None else int(solution.escalated.sum())
+    return dataclasses.replace(
+        result, convergence="" if result.converged else _why_not_converged(problem, solution),
+        n_escalated=escalated, fixed_by_user=tuple(fixed or ()), bounds_by_user=tuple(bounds or ()))
+
+
+def _why_not_converged(problem: Problem, solution) -> str:
+    """One sentence on how the best start stopped short."""
+    from .solve import saddle
+
+    if saddle(problem, solution.theta[:1])[0]:
+        return ("the best point is not a strict minimum (a flat or negative curvature direction): "
+                "the objective may fall further along it")
+    escalated = solution.escalated is not None and bool(solution.escalated[0])
+    return (f"the optimizer stopped after {int(solution.iterations[0])} steps without the gradient "
+            f"vanishing{' (also under the robust strategy)' if escalated else ''}: a parameter may "
+            f"be running off to infinity, or the law may not fit these runs")
 
 
 def _result(runs: Runs, form: Form, problem: Problem, theta: np.ndarray, value: float,

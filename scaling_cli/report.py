@@ -120,6 +120,7 @@ def fit_to_dict(result: FitResult) -> dict:
             "dof": result.stats.dof,
         },
         "converged": result.converged,
+        "convergence": result.convergence or ("converged" if result.converged else "did not converge"),
         "warnings": list(result.warnings),
         "versions": versions(),
         "input": {"path": result.input_path, "sha256": result.input_sha256},
@@ -144,6 +145,34 @@ def check_writable(path: str | Path) -> None:
         raise DataError(f"cannot write {path}: directory {parent} does not exist")
     if path.is_dir():
         raise DataError(f"cannot write {path}: it is a directory")
+
+
+def check_plot_dir(directory: str | Path) -> None:
+    """Raise a DataError now if `directory` is a file, or does not exist and cannot be made (its
+    nearest existing ancestor is not a writable directory)."""
+    directory = Path(directory)
+    if directory.exists():
+        if not directory.is_dir():
+            raise DataError(f"cannot save plots into {directory}: it is not a directory")
+        if not os.access(directory, os.W_OK):
+            raise DataError(f"cannot save plots into {directory}: it is not writable")
+        return
+    parent = directory.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise DataError(f"cannot create plot directory {directory}: {parent} is not a directory")
+    if not os.access(parent, os.W_OK):
+        raise DataError(f"cannot create plot directory {directory}: {parent} is not writable")
+
+
+def run_record() -> dict:
+    """What identifies this run in its JSON: a random id and the UTC time it finished."""
+    import datetime
+    import uuid
+
+    return {"id": uuid.uuid4().hex,
+            "time": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
 
 
 def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
@@ -251,7 +280,8 @@ def stats_table(result: FitResult):
         ("AIC / BIC", f"{_num(s.aic, '.2f')} / {_num(s.bic, '.2f')}"),
         ("degrees of freedom", str(s.dof)),
         ("converged", "yes" if result.converged else "NO"),
-        ("starts tried", f"{result.n_grid} grid points, {result.n_starts} polished"),
+        ("starts tried", f"{result.n_grid} grid points, {result.n_starts} polished"
+         + (f", {result.n_escalated} escalated to robust" if result.n_escalated else "")),
         ("time", f"{result.seconds:.2f} s"),
     ]
     for row in rows:
