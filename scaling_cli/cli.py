@@ -5,6 +5,7 @@ Every error is turned into one `Error: ...` line on stderr in one place, `Scalef
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 import warnings
@@ -116,6 +117,11 @@ JsonOpt = Annotated[str | None, typer.Option(
     "--json", help="Write the result as JSON to PATH ('-' for stdout, and nothing else there).")]
 PlotDirOpt = Annotated[Path | None, typer.Option("--plot-dir", help="Save figures into DIR.")]
 PlotFormatOpt = Annotated[str, typer.Option("--plot-format", help="png, pdf or svg.")]
+FixOpt = Annotated[list[str] | None, typer.Option(
+    "--fix", help="NAME=VALUE: hold a parameter at a value (e.g. --fix L0=1.69). Repeatable.")]
+BoundOpt = Annotated[list[str] | None, typer.Option(
+    "--bound", help="NAME=LO:HI: the range a parameter may take; leave a side empty to keep the form's "
+                    "(e.g. --bound alpha_l=0:3). Repeatable.")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="Print no report (errors still).")]
 
 
@@ -177,6 +183,34 @@ def check_outputs(plot_format: str, *paths: str | Path | None, plot_dir: Path | 
         check_plot_dir(plot_dir)
 
 
+def parameter_options(fix: list[str] | None, bound: list[str] | None
+                      ) -> tuple[dict[str, float], dict[str, tuple[float, float]]]:
+    """--fix NAME=VALUE and --bound NAME=LO:HI as {name: value} and {name: (lo, hi)} (NaN: keep the
+    form's side); the library checks the names against the form."""
+    from .errors import SpecError
+
+    def number(text: str, option: str, item: str) -> float:
+        try:
+            return float(text)
+        except ValueError:
+            raise SpecError(f"{option} {item}: '{text}' is not a number") from None
+
+    fixed, bounds = {}, {}
+    for item in fix or ():
+        name, sep, value = item.partition("=")
+        if not sep or not name.strip():
+            raise SpecError(f"--fix takes NAME=VALUE, not '{item}'")
+        fixed[name.strip()] = number(value.strip(), "--fix", item)
+    for item in bound or ():
+        name, sep, rng = item.partition("=")
+        lo, colon, hi = rng.partition(":")
+        if not sep or not colon or not name.strip():
+            raise SpecError(f"--bound takes NAME=LO:HI (a side may be empty), not '{item}'")
+        bounds[name.strip()] = tuple(math.nan if not s.strip() else number(s.strip(), "--bound", item)
+                                     for s in (lo, hi))
+    return fixed, bounds
+
+
 def load_for(data: Path, form: str, config: Path | None, objective: str | None, delta: float | None,
              table: TableOptions):
     """The form, the objective and the runs a command works on; the cheap checks come first."""
@@ -235,6 +269,8 @@ def fit(
     plot_dir: PlotDirOpt = None,
     plot_format: PlotFormatOpt = "png",
     quiet: QuietOpt = False,
+    fix: FixOpt = None,
+    bound: BoundOpt = None,
 ) -> None:
     """Fit a scaling law to a table of runs: parameters with Jacobian errors, statistics, plots, JSON."""
     from .fitting import fit as fit_runs
@@ -243,8 +279,9 @@ def fit(
 
     check_outputs(plot_format, json_path, plot_dir=plot_dir)
     table = TableOptions(format, tuple(column or ()), configs, on, exclude_top_loss, drop_missing)
+    fixed, bounds = parameter_options(fix, bound)
     the_form, the_objective, runs = load_for(data, form, config, objective, delta, table)
-    result = fit_runs(runs, the_form, the_objective)
+    result = fit_runs(runs, the_form, the_objective, fixed=fixed, bounds=bounds)
     console = console_for(json_path, quiet)
     if console is not None:
         render_fit(result, console)

@@ -159,8 +159,8 @@ class FitResult:
     derived: tuple[Estimate, ...] = ()
     convergence: str = ""  # why the fit did not converge ("" when it did)
     n_escalated: int = 0  # starts solved again by the robust strategy after stopping short
-    fixed_by_user: tuple[str, ...] = ()  # parameters held by `fixed=` (--fix)
-    bounds_by_user: tuple[str, ...] = ()  # parameters whose range `bounds=` (--bound) narrowed
+    fixed_by_user: tuple[tuple[str, float], ...] = ()  # (name, value) held by `fixed=` (--fix)
+    bounds_by_user: tuple[tuple[str, float, float], ...] = ()  # (name, lo, hi) set by `bounds=` (--bound)
 
     def __getitem__(self, name: str) -> float:
         return float(self.values[self.names.index(name)])
@@ -244,6 +244,30 @@ def _covariance(problem: Problem, theta: np.ndarray, free: np.ndarray
 STRATEGIES = ("auto", "newton", "robust")
 
 
+def _check_fixed_and_bounds(form: Form, fixed: Mapping[str, float] | None,
+                            bounds: Mapping[str, tuple[float, float]] | None) -> None:
+    """Names must be the form's parameters, values finite, bounds ordered and a fixed value inside the
+    parameter's bounds; a SpecError says which."""
+    from .errors import SpecError
+    from .forms import check_params
+
+    check_params(form, list(fixed or ()) + list(bounds or ()))
+    lo_all, hi_all = form.bounds()
+    for name, (lo, hi) in (bounds or {}).items():
+        i = form.index(name)
+        lo = lo_all[i] if math.isnan(lo) else lo
+        hi = hi_all[i] if math.isnan(hi) else hi
+        if not lo < hi:
+            raise SpecError(f"bounds of {name} must have LO < HI, not {lo:g}:{hi:g}")
+        lo_all[i], hi_all[i] = lo, hi
+    for name, value in (fixed or {}).items():
+        i = form.index(name)
+        if not math.isfinite(value):
+            raise SpecError(f"{name} cannot be fixed at {value}: give a finite number")
+        if not lo_all[i] <= value <= hi_all[i]:
+            raise SpecError(f"{name} = {value:g} is outside its bounds [{lo_all[i]:g}, {hi_all[i]:g}]")
+
+
 def _init_start(problem: Problem) -> np.ndarray | None:
     """The form's `init` as a start when it gives every free nonlinear parameter (linear ones it
     lacks are solved exactly for those values); None otherwise."""
@@ -287,6 +311,7 @@ def fit(runs: Runs, form: Form | str = "decomposed", objective: Objective | str 
                         f"'{form.response}', but it is not positive in rows "
                         f"{', '.join(map(str, rows[:5]))}{', ...' if rows.size > 5 else ''}; "
                         f"use --objective ls")
+    _check_fixed_and_bounds(form, fixed, bounds)
     problem = Problem.build(form, X, y, objective, fixed, bounds)
     n, k = len(y), int(problem.free.sum())
     if n <= k:
@@ -318,7 +343,9 @@ def fit(runs: Runs, form: Form | str = "decomposed", objective: Objective | str 
     escalated = 0 if solution.escalated is None else int(solution.escalated.sum())
     return dataclasses.replace(
         result, convergence="" if result.converged else _why_not_converged(problem, solution),
-        n_escalated=escalated, fixed_by_user=tuple(fixed or ()), bounds_by_user=tuple(bounds or ()))
+        n_escalated=escalated, fixed_by_user=tuple((p, float(v)) for p, v in (fixed or {}).items()),
+        bounds_by_user=tuple((p, float(problem.lower[form.index(p)]), float(problem.upper[form.index(p)]))
+                             for p in (bounds or {})))
 
 
 def _why_not_converged(problem: Problem, solution) -> str:

@@ -125,6 +125,10 @@ def fit_to_dict(result: FitResult) -> dict:
         "versions": versions(),
         "input": {"path": result.input_path, "sha256": result.input_sha256},
     }
+    if result.fixed_by_user:
+        doc["fixed"] = dict(result.fixed_by_user)
+    if result.bounds_by_user:
+        doc["bounds"] = {name: [lo, hi] for name, lo, hi in result.bounds_by_user}
     if result.derived:
         doc["derived"] = {e.name: {"value": e.value, "stderr": e.stderr, "ci95": list(e.ci95)}
                           for e in result.derived}
@@ -302,5 +306,9 @@ def render_fit(result: FitResult, console: Console) -> None:
         console.print(sentence)
     for note in result.notes:
         console.print(f"note: {note}", style="dim", markup=False)
+    for name, value in result.fixed_by_user:
+        console.print(f"note: {name} held at {value:g} (--fix)", style="dim", markup=False)
+    for name, lo, hi in result.bounds_by_user:
+        console.print(f"note: {name} bounded to [{lo:g}, {hi:g}] (--bound)", style="dim", markup=False)
     for warning in result.warnings:
         console.print(f"warning: {warning}", style="yellow", markup=False)

@@ -80,3 +80,47 @@ def test_each_run_has_its_own_id(cli, tmp_path):
         assert result.exit_code == 0
         ids.add(json.loads((tmp_path / "fit.json").read_text())["run"]["id"])
     assert len(ids) == 2
+
+
+def test_fix_and_bound_from_the_command_line(cli, tmp_path):
+    table = write_table(tmp_path / "runs.csv")
+    target = tmp_path / "fit.json"
+    result = cli("fit", table, "--fix", "L0=1.7", "--bound", "alpha_l=0.5:", "--json", target)
+    assert result.exit_code == 0, result.stderr
+    doc = json.loads(target.read_text())
+    assert doc["params"]["L0"]["value"] == 1.7 and doc["params"]["L0"]["stderr"] is None
+    assert doc["fixed"] == {"L0": 1.7} and doc["bounds"] == {"alpha_l": [0.5, 10.0]}
+    assert doc["params"]["alpha_l"]["value"] >= 0.5
+    assert "L0 held at 1.7 (--fix)" in result.stdout
+    assert "alpha_l bounded to [0.5, 10] (--bound)" in result.stdout
+
+
+def test_fix_on_a_yaml_form_lowers_nothing_it_should_not(cli, tmp_path):
+    """Fixing a parameter at its free optimum gives back the same objective."""
+    from test_cli import ROOT
+
+    table = write_table(tmp_path / "runs.csv")
+    free = tmp_path / "free.json"
+    assert cli("fit", table, "--config", ROOT / "configs" / "decomposed.yaml", "--json", free, "-q").exit_code == 0
+    alpha_d = json.loads(free.read_text())["params"]["alpha_D"]["value"]
+    held = tmp_path / "held.json"
+    result = cli("fit", table, "--config", ROOT / "configs" / "decomposed.yaml", "--fix", f"alpha_D={alpha_d!r}",
+                 "--json", held, "-q")
+    assert result.exit_code == 0, result.stderr
+    objective = [json.loads(p.read_text())["objective"]["value"] for p in (free, held)]
+    assert objective[1] == pytest.approx(objective[0], rel=1e-9)
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (("--fix", "L1=2"), "form 'decomposed' has no parameter 'L1'"),
+    (("--fix", "L0"), "--fix takes NAME=VALUE, not 'L0'"),
+    (("--fix", "L0=abc"), "--fix L0=abc: 'abc' is not a number"),
+    (("--bound", "alpha_l=3:1"), "bounds of alpha_l must have LO < HI, not 3:1"),
+    (("--bound", "alpha_l=3"), "--bound takes NAME=LO:HI"),
+    (("--fix", "L0=-1"), "L0 = -1 is outside its bounds [0, inf]"),
+])
+def test_bad_fix_and_bound_are_one_error_line(args, message, cli, tmp_path):
+    table = write_table(tmp_path / "runs.csv")
+    result = cli("fit", table, *args)
+    assert result.exit_code == 2
+    assert result.stderr.startswith("Error: ") and message in result.stderr
