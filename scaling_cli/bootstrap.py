@@ -410,8 +410,8 @@ def bootstrap(runs: Runs, form: Form | str = "decomposed", objective: Objective 
     `method`: `group` (whole groups: `group` names the column, else the table's group role; the
     default when the table has groups with several rows), `case` (rows; the default otherwise), `wild`
     (the wild cluster bootstrap, for few groups) or `residual` (residuals onto the fitted values).
-    Parameters that the full-data fit cannot determine, or that sit on a bound, get no interval. `ci`: `percentile`, `bca` (adds a
-    jackknife for the acceleration) or `basic`, at `level`. `jobs` worker processes solve chunks
+    Parameters that the full-data fit cannot determine, or that sit on a bound, get no interval.
+    `ci`: `percentile`, `bca` (adds a jackknife for the acceleration) or `basic`, at `level`. `jobs` worker processes solve chunks
     (0: one per CPU); the draws do not depend on it. `progress(done, total)` is called after every
     chunk. Pass `fit_result` to reuse a full-data fit of the same runs, form and objective.
     `chunk_size` (resamples solved together) defaults to what keeps a chunk's arrays near
@@ -765,7 +765,6 @@ def summary_line(result: BootstrapResult) -> str:
 def render_bootstrap(result: BootstrapResult, console) -> None:
     """Print a bootstrap: the table, the summary line, then notes and warnings (the fit's too)."""
     from .fitting import HUBER_BOOTSTRAP_HINT
-
     from .report import depth_regime
 
     console.print(bootstrap_table(result))

@@ -5,6 +5,7 @@ Every error is turned into one `Error: ...` line on stderr in one place, `Scalef
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 import warnings
@@ -20,7 +21,7 @@ try:  # typer >= 0.2x vendors click; older typer uses the click package
 except ImportError:  # pragma: no cover
     from click import exceptions as click_exceptions
 
-from .errors import EXIT_BAD_INPUT, EXIT_FIT_FAILED, ScalefitError, ScalefitWarning
+from .errors import EXIT_BAD_INPUT, EXIT_FIT_FAILED, EXIT_NOT_CONVERGED, ScalefitError, ScalefitWarning
 
 DEBUG_ENV = "SCALEFIT_DEBUG"
 
@@ -33,6 +34,9 @@ class ScalefitGroup(TyperGroup):
             with warnings.catch_warnings():
                 # soft problems are shown in the report; Python's warning lines would repeat them
                 warnings.simplefilter("ignore", ScalefitWarning)
+                # numpy's overflow and invalid-value warnings are handled where they matter (rows
+                # marked bad, steps rejected); the user never sees them
+                warnings.simplefilter("ignore", RuntimeWarning)
                 code = super().main(args=args, prog_name=prog_name, complete_var=complete_var,
                                     standalone_mode=False, **extra)
         except ScalefitError as exc:
@@ -113,6 +117,11 @@ JsonOpt = Annotated[str | None, typer.Option(
     "--json", help="Write the result as JSON to PATH ('-' for stdout, and nothing else there).")]
 PlotDirOpt = Annotated[Path | None, typer.Option("--plot-dir", help="Save figures into DIR.")]
 PlotFormatOpt = Annotated[str, typer.Option("--plot-format", help="png, pdf or svg.")]
+FixOpt = Annotated[list[str] | None, typer.Option(
+    "--fix", help="NAME=VALUE: hold a parameter at a value (e.g. --fix L0=1.69). Repeatable.")]
+BoundOpt = Annotated[list[str] | None, typer.Option(
+    "--bound", help="NAME=LO:HI: the range a parameter may take; leave a side empty to keep the form's "
+                    "(e.g. --bound alpha_l=0:3). Repeatable.")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="Print no report (errors still).")]
 GroupOpt = Annotated[str | None, typer.Option(
     "--group", help="Column whose rows belong to one run (checkpoints), or COL1,COL2 whose combination "
@@ -183,9 +192,10 @@ def console_for(json_path: str | None, quiet: bool):
 PLOT_FORMATS = ("png", "pdf", "svg")
 
 
-def check_outputs(plot_format: str, *paths: str | Path | None) -> None:
-    """Check the plot format and that every output path can be written, before any work is done."""
-    from .report import check_writable
+def check_outputs(plot_format: str, *paths: str | Path | None, plot_dir: Path | None = None) -> None:
+    """Check the plot format, that every output path can be written and that --plot-dir is (or can
+    be made) a directory, before any work is done."""
+    from .report import check_plot_dir, check_writable
 
     if plot_format not in PLOT_FORMATS:
         raise typer.BadParameter(f"--plot-format must be one of {', '.join(PLOT_FORMATS)}, not "
@@ -193,6 +203,36 @@ def check_outputs(plot_format: str, *paths: str | Path | None) -> None:
     for path in paths:
         if path is not None and str(path) != "-":
             check_writable(path)
+    if plot_dir is not None:
+        check_plot_dir(plot_dir)
+
+
+def parameter_options(fix: list[str] | None, bound: list[str] | None
+                      ) -> tuple[dict[str, float], dict[str, tuple[float, float]]]:
+    """--fix NAME=VALUE and --bound NAME=LO:HI as {name: value} and {name: (lo, hi)} (NaN: keep the
+    form's side); the library checks the names against the form."""
+    from .errors import SpecError
+
+    def number(text: str, option: str, item: str) -> float:
+        try:
+            return float(text)
+        except ValueError:
+            raise SpecError(f"{option} {item}: '{text}' is not a number") from None
+
+    fixed, bounds = {}, {}
+    for item in fix or ():
+        name, sep, value = item.partition("=")
+        if not sep or not name.strip():
+            raise SpecError(f"--fix takes NAME=VALUE, not '{item}'")
+        fixed[name.strip()] = number(value.strip(), "--fix", item)
+    for item in bound or ():
+        name, sep, rng = item.partition("=")
+        lo, colon, hi = rng.partition(":")
+        if not sep or not colon or not name.strip():
+            raise SpecError(f"--bound takes NAME=LO:HI (a side may be empty), not '{item}'")
+        bounds[name.strip()] = tuple(math.nan if not s.strip() else number(s.strip(), "--bound", item)
+                                     for s in (lo, hi))
+    return fixed, bounds
 
 
 def load_for(data: Path, form: str, config: Path | None, objective: str | None, delta: float | None,
@@ -207,13 +247,21 @@ def load_for(data: Path, form: str, config: Path | None, objective: str | None, 
 
 def write_outputs(result, console, json_path: str | None, plot_dir: Path | None, plot_format: str,
                   figures) -> None:
-    """After the report: the JSON document, then the figures (`figures(result)`, made only when asked)."""
-    from .report import write_json
+    """After the report: the figures (`figures(result)`, made only when asked), then the JSON document
+    with this run's id and time, last, so that a run that fails leaves no JSON of its own; a JSON
+    file from an earlier run that was not replaced is named on stderr."""
+    from .report import run_record, write_json
 
+    doc = result.to_dict() if json_path else None
+    try:
+        if plot_dir is not None:
+            save_plots(plot_dir, plot_format, figures(result), console)
+    except BaseException:
+        if json_path and json_path != "-" and Path(json_path).exists():
+            sys.stderr.write(f"note: {json_path} was not replaced: it holds an earlier run's result\n")
+        raise
     if json_path:
-        write_json(json_path, result.to_dict())
-    if plot_dir is not None:
-        save_plots(plot_dir, plot_format, figures(result), console)
+        write_json(json_path, {**doc, "run": run_record()})
 
 
 def save_plots(plot_dir: Path, plot_format: str, figures, console) -> None:
@@ -253,6 +301,8 @@ def fit(
     plot_dir: PlotDirOpt = None,
     plot_format: PlotFormatOpt = "png",
     quiet: QuietOpt = False,
+    fix: FixOpt = None,
+    bound: BoundOpt = None,
 ) -> None:
     """Fit a scaling law to a table of runs: parameters with Jacobian (or, on checkpoint tables,
     cluster-robust) errors, statistics, plots, JSON."""
@@ -260,15 +310,18 @@ def fit(
     from .plot import fit_figures
     from .report import render_fit
 
-    check_outputs(plot_format, json_path)
+    check_outputs(plot_format, json_path, plot_dir=plot_dir)
     table = TableOptions(format, tuple(column or ()), configs, on, exclude_top_loss, drop_missing, group,
                          tuple(scale or ()), tuple(min_value or ()), tuple(max_value or ()), last_per_group)
+    fixed, bounds = parameter_options(fix, bound)
     the_form, the_objective, runs = load_for(data, form, config, objective, delta, table)
-    result = fit_runs(runs, the_form, the_objective, errors=errors)
+    result = fit_runs(runs, the_form, the_objective, fixed=fixed, bounds=bounds, errors=errors)
     console = console_for(json_path, quiet)
     if console is not None:
         render_fit(result, console)
     write_outputs(result, console, json_path, plot_dir, plot_format, fit_figures)
+    if not result.converged:
+        raise typer.Exit(EXIT_NOT_CONVERGED)
 
 
 @app.command()
@@ -316,7 +369,7 @@ def compare(
     from .errors import SpecError
     from .plot import compare_figures
 
-    check_outputs(plot_format, json_path)
+    check_outputs(plot_format, json_path, plot_dir=plot_dir)
     the_spec = load_compare_spec(spec) if spec is not None else None
     given = the_spec.settings if the_spec is not None else {}
 
@@ -386,7 +439,7 @@ def bootstrap(
     from .bootstrap import BootstrapResult, progress_bar, render_bootstrap
     from .bootstrap import bootstrap as run_bootstrap
 
-    check_outputs(plot_format, json_path, draws)
+    check_outputs(plot_format, json_path, draws, plot_dir=plot_dir)
     table = TableOptions(format, tuple(column or ()), configs, on, exclude_top_loss, drop_missing, group,
                          tuple(scale or ()), tuple(min_value or ()), tuple(max_value or ()), last_per_group)
     the_form, the_objective, runs = load_for(data, form, config, objective, delta, table)

@@ -7,6 +7,9 @@ from __future__ import annotations
 
 EXIT_BAD_INPUT = 2
 EXIT_FIT_FAILED = 1
+# The fit ran and its report and JSON were written, but the optimizer did not converge (the JSON says
+# `converged: false` and why): scripts must not take its numbers as an optimum.
+EXIT_NOT_CONVERGED = 3
 
 
 class ScalefitError(Exception):

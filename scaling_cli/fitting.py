@@ -15,6 +15,7 @@ then use Student's t with G - 1 degrees of freedom. The iid errors stay in `stde
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 import warnings
@@ -23,13 +24,20 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from .design import (GROUPS_PER_PARAMETER, Design, Groups, between_group, describe_design, groups_of,
-                     looks_like_curves)
+from .design import (
+    GROUPS_PER_PARAMETER,
+    Design,
+    Groups,
+    between_group,
+    describe_design,
+    groups_of,
+    looks_like_curves,
+)
 from .errors import DataError, FitError, ScalefitWarning
 from .forms import Form, get_form
 from .io import Runs
 from .objectives import Objective
-from .solve import Problem, global_minimize, levenberg_marquardt, robust_minimize
+from .solve import Problem, global_minimize, levenberg_marquardt, robust_minimize, solve_linear
 
 CONDITION_LIMIT = 1e10  # of the column-scaled Jacobian; beyond it a direction counts as undetermined
 NULL_LOADING = 0.05  # a parameter loading a near-null direction by more than this is undetermined
@@ -177,6 +185,10 @@ class FitResult:
     design: Design | None = None
     columns: Mapping[str, str] = field(default_factory=dict)  # role or symbol -> column used
     regime_allowed: bool = True  # whether the design can place alpha_l in a regime (report.depth_regime)
+    convergence: str = ""  # why the fit did not converge ("" when it did)
+    n_escalated: int = 0  # starts solved again by the robust strategy after stopping short
+    fixed_by_user: tuple[tuple[str, float], ...] = ()  # (name, value) held by `fixed=` (--fix)
+    bounds_by_user: tuple[tuple[str, float, float], ...] = ()  # (name, lo, hi) set by `bounds=` (--bound)
 
     def __getitem__(self, name: str) -> float:
         return float(self.values[self.names.index(name)])
@@ -257,17 +269,65 @@ def _covariance(problem: Problem, theta: np.ndarray, free: np.ndarray
     return cov_full, [names[i] for i in np.flatnonzero(bad)], reason
 
 
+STRATEGIES = ("auto", "newton", "robust")
+
+
+def _check_fixed_and_bounds(form: Form, fixed: Mapping[str, float] | None,
+                            bounds: Mapping[str, tuple[float, float]] | None) -> None:
+    """Names must be the form's parameters, values finite, bounds ordered and a fixed value inside the
+    parameter's bounds; a SpecError says which."""
+    from .errors import SpecError
+    from .forms import check_params
+
+    check_params(form, list(fixed or ()) + list(bounds or ()))
+    lo_all, hi_all = form.bounds()
+    for name, (lo, hi) in (bounds or {}).items():
+        i = form.index(name)
+        lo = lo_all[i] if math.isnan(lo) else lo
+        hi = hi_all[i] if math.isnan(hi) else hi
+        if not lo < hi:
+            raise SpecError(f"bounds of {name} must have LO < HI, not {lo:g}:{hi:g}")
+        lo_all[i], hi_all[i] = lo, hi
+    for name, value in (fixed or {}).items():
+        i = form.index(name)
+        if not math.isfinite(value):
+            raise SpecError(f"{name} cannot be fixed at {value}: give a finite number")
+        if not lo_all[i] <= value <= hi_all[i]:
+            raise SpecError(f"{name} = {value:g} is outside its bounds [{lo_all[i]:g}, {hi_all[i]:g}]")
+
+
+def _init_start(problem: Problem) -> np.ndarray | None:
+    """The form's `init` as a start when it gives every free nonlinear parameter (linear ones it
+    lacks are solved exactly for those values); None otherwise."""
+    form = problem.form
+    init = form.init
+    if not init:
+        return None
+    free = [p for i, p in enumerate(form.params) if problem.free[i]]
+    if any(p not in init for p in free if p not in form.linear):
+        return None
+    vec = problem.with_fixed(np.array([[init.get(p, np.nan) for p in form.params]], dtype=float))
+    if any(p not in init for p in free):
+        vec = solve_linear(problem, vec)
+    vec = np.clip(vec, problem.lower, problem.upper)[0]
+    return vec if np.all(np.isfinite(vec)) else None
+
+
 def fit(runs: Runs, form: Form | str = "decomposed", objective: Objective | str | None = None,
         delta: float | None = None, fixed: Mapping[str, float] | None = None,
         starts: Sequence[Mapping[str, float]] | None = None, global_search: bool = True,
-        strategy: str = "newton", errors: str = "auto") -> FitResult:
+        strategy: str = "auto", bounds: Mapping[str, tuple[float, float]] | None = None,
+        errors: str = "auto") -> FitResult:
     """Fit `form` to `runs` and return a `FitResult`.
 
     The global search tries a grid of the nonlinear parameters (solving the linear ones exactly) and
     polishes the best points; `starts` adds starting points of your own (and with
-    `global_search=False` they are the only ones). `strategy="robust"` minimizes from each point by
-    trust-region Gauss-Newton searches (full and variable projection) before the Newton-LM polish,
-    for starts far from the optimum (`solve.robust_minimize`).
+    `global_search=False` they are the only ones), and so does the form's `init` when it gives every
+    free nonlinear parameter (linear ones it lacks are solved for). Every start is polished on its
+    own. `strategy="auto"` (the default) solves a start that stops short under the Newton-LM (not
+    converged, not finite, at a saddle) again by `solve.robust_minimize`; `"robust"` does that for
+    every start; `"newton"` never. `fixed` holds parameters at values and `bounds` ({name: (lo, hi)})
+    narrows a parameter's range; both are reported.
 
     `errors`: "auto" reports cluster-robust errors when the table has a group column with several
     rows in some group (checkpoints of runs), else iid Jacobian errors; "iid" and "cluster" force
@@ -286,7 +346,8 @@ def fit(runs: Runs, form: Form | str = "decomposed", objective: Objective | str 
                         f"'{form.response}', but it is not positive in rows "
                         f"{', '.join(map(str, rows[:5]))}{', ...' if rows.size > 5 else ''}; "
                         f"use --objective ls")
-    problem = Problem.build(form, X, y, objective, fixed)
+    _check_fixed_and_bounds(form, fixed, bounds)
+    problem = Problem.build(form, X, y, objective, fixed, bounds)
     n, k = len(y), int(problem.free.sum())
     if n <= k:
         raise FitError(f"{n} rows are not enough to fit {k} free parameters of form '{form.name}'")
@@ -298,13 +359,16 @@ def fit(runs: Runs, form: Form | str = "decomposed", objective: Objective | str 
                        if f and np.isnan(v)]
             raise FitError(f"a start lacks values for {', '.join(missing)}")
         start_vectors.append(vec)
+    init_start = _init_start(problem)
+    if init_start is not None and not any(np.array_equal(init_start, v) for v in start_vectors):
+        start_vectors.append(init_start)
     if not global_search and not start_vectors:
         raise FitError("global_search=False needs starts")
-    if strategy not in ("newton", "robust"):
-        raise FitError(f"unknown strategy '{strategy}': use newton or robust")
+    if strategy not in STRATEGIES:
+        raise FitError(f"unknown strategy '{strategy}': use {', '.join(STRATEGIES)}")
     minimizer = robust_minimize if strategy == "robust" else levenberg_marquardt
     solution, n_grid, n_starts = global_minimize(problem, starts=start_vectors, use_grid=global_search,
-                                                 minimizer=minimizer)
+                                                 minimizer=minimizer, escalate=strategy == "auto")
     theta, value = solution.theta[0], float(solution.value[0])
     if not np.isfinite(value):
         raise FitError(f"no start gave a finite objective for form '{form.name}' (predictions must be "
@@ -313,8 +377,14 @@ def fit(runs: Runs, form: Form | str = "decomposed", objective: Objective | str 
     if errors == "cluster" and groups is None:
         raise DataError(f"{runs.path}: cluster-robust errors need a group column (group, run, run_name, "
                         f"run_id, model, model_name) or group=COLUMN")
-    return _result(runs, form, problem, theta, value, bool(solution.converged[0]), n_grid, n_starts,
-                   time.perf_counter() - t0, groups, errors)
+    result = _result(runs, form, problem, theta, value, bool(solution.converged[0]), n_grid, n_starts,
+                     time.perf_counter() - t0, groups, errors)
+    escalated = 0 if solution.escalated is None else int(solution.escalated.sum())
+    return dataclasses.replace(
+        result, convergence="" if result.converged else _why_not_converged(problem, solution),
+        n_escalated=escalated, fixed_by_user=tuple((p, float(v)) for p, v in (fixed or {}).items()),
+        bounds_by_user=tuple((p, float(problem.lower[form.index(p)]), float(problem.upper[form.index(p)]))
+                             for p in (bounds or {})))
 
 
 def _cluster_covariance(problem: Problem, theta: np.ndarray, use: np.ndarray, groups: Groups
@@ -391,6 +461,19 @@ def cluster_residuals(result: FitResult, groups: Groups) -> np.ndarray:
     if not problem.objective.least_squares or not use.any():
         return r
     return _cr2_residuals(r, Js, np.linalg.pinv(Js.T @ Js), groups)
+
+
+def _why_not_converged(problem: Problem, solution) -> str:
+    """One sentence on how the best start stopped short."""
+    from .solve import saddle
+
+    if saddle(problem, solution.theta[:1])[0]:
+        return ("the best point is not a strict minimum (a flat or negative curvature direction): "
+                "the objective may fall further along it")
+    escalated = solution.escalated is not None and bool(solution.escalated[0])
+    return (f"the optimizer stopped after {int(solution.iterations[0])} steps without the gradient "
+            f"vanishing{' (also under the robust strategy)' if escalated else ''}: a parameter may "
+            f"be running off to infinity, or the law may not fit these runs")
 
 
 def _result(runs: Runs, form: Form, problem: Problem, theta: np.ndarray, value: float,

@@ -125,10 +125,15 @@ def fit_to_dict(result: FitResult) -> dict:
             "dof": result.stats.dof,
         },
         "converged": result.converged,
+        "convergence": result.convergence or ("converged" if result.converged else "did not converge"),
         "warnings": list(result.warnings),
         "versions": versions(),
         "input": {"path": result.input_path, "sha256": result.input_sha256},
     }
+    if result.fixed_by_user:
+        doc["fixed"] = dict(result.fixed_by_user)
+    if result.bounds_by_user:
+        doc["bounds"] = {name: [lo, hi] for name, lo, hi in result.bounds_by_user}
     if result.derived:
         doc["derived"] = {e.name: {"value": e.value, "stderr": e.stderr, "ci95": list(e.ci95)}
                           for e in result.derived}
@@ -149,6 +154,34 @@ def check_writable(path: str | Path) -> None:
         raise DataError(f"cannot write {path}: directory {parent} does not exist")
     if path.is_dir():
         raise DataError(f"cannot write {path}: it is a directory")
+
+
+def check_plot_dir(directory: str | Path) -> None:
+    """Raise a DataError now if `directory` is a file, or does not exist and cannot be made (its
+    nearest existing ancestor is not a writable directory)."""
+    directory = Path(directory)
+    if directory.exists():
+        if not directory.is_dir():
+            raise DataError(f"cannot save plots into {directory}: it is not a directory")
+        if not os.access(directory, os.W_OK):
+            raise DataError(f"cannot save plots into {directory}: it is not writable")
+        return
+    parent = directory.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise DataError(f"cannot create plot directory {directory}: {parent} is not a directory")
+    if not os.access(parent, os.W_OK):
+        raise DataError(f"cannot create plot directory {directory}: {parent} is not writable")
+
+
+def run_record() -> dict:
+    """What identifies this run in its JSON: a random id and the UTC time it finished."""
+    import datetime
+    import uuid
+
+    return {"id": uuid.uuid4().hex,
+            "time": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
 
 
 def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
@@ -296,7 +329,8 @@ def stats_table(result: FitResult):
           if result.group_column is not None else []),
         ("errors", _errors_label(result)),
         ("converged", "yes" if result.converged else "NO"),
-        ("starts tried", f"{result.n_grid} grid points, {result.n_starts} polished"),
+        ("starts tried", f"{result.n_grid} grid points, {result.n_starts} polished"
+         + (f", {result.n_escalated} escalated to robust" if result.n_escalated else "")),
         ("time", f"{result.seconds:.2f} s"),
     ]
     for row in rows:
@@ -356,5 +390,9 @@ def render_fit(result: FitResult, console: Console) -> None:
     for note in [columns_line(result), *design_lines(result), errors_note(result), *result.notes]:
         if note:
             console.print(f"note: {note}", style="dim", markup=False)
+    for name, value in result.fixed_by_user:
+        console.print(f"note: {name} held at {value:g} (--fix)", style="dim", markup=False)
+    for name, lo, hi in result.bounds_by_user:
+        console.print(f"note: {name} bounded to [{lo:g}, {hi:g}] (--bound)", style="dim", markup=False)
     for warning in result.warnings:
         console.print(f"warning: {warning}", style="yellow", markup=False)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import shared_file
 
 from scaling_cli import fit, load_runs
 from scaling_cli.bootstrap import WEBB_POINTS, Resampler, bootstrap
@@ -19,8 +20,6 @@ from scaling_cli.forms import get_form
 from scaling_cli.io import Runs
 from scaling_cli.report import depth_regime
 from scaling_cli.solve import Problem
-
-from conftest import shared_file
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import coverage_checkpoints  # noqa: E402
@@ -36,7 +35,8 @@ def grouped_runs(n_runs: int = 12, per_run: int = 8, seed: int = 0, offset_sd: f
     depths = np.exp(rng.uniform(np.log(4), np.log(64), n_runs)).round() if depths is None else depths
     tokens = np.geomspace(1e9, 1e11, per_run)
     run = np.repeat(np.arange(n_runs), per_run)
-    X = {"m": np.asarray(widths, float)[run], "l": np.asarray(depths, float)[run], "D": np.tile(tokens, n_runs)}
+    X = {"m": np.asarray(widths, float)[run], "l": np.asarray(depths, float)[run],
+         "D": np.tile(tokens, n_runs)}
     log_f = np.log(get_form("decomposed").predict(TRUTH[None, :], X)[0])
     loss = np.exp(log_f + rng.normal(0, offset_sd, n_runs)[run] + rng.normal(0, noise_sd, len(run)))
     data = {"width": X["m"], "depth": X["l"], "tokens": X["D"], "loss": loss,
@@ -114,7 +114,8 @@ def test_cluster_errors_are_reported_with_groups_and_iid_ones_kept():
 
 def test_cluster_errors_need_groups():
     runs = grouped_runs()
-    plain = Runs(runs.path, None, runs.data, {k: v for k, v in runs.roles.items() if k != "group"}, runs.n_total)
+    plain = Runs(runs.path, None, runs.data, {k: v for k, v in runs.roles.items() if k != "group"},
+                 runs.n_total)
     with pytest.raises(DataError, match="cluster-robust errors need a group column"):
         quiet_fit(plain, "decomposed", errors="cluster")
 
@@ -275,9 +276,9 @@ def test_gpt3_curves_name_their_groups_and_withhold_the_regime(cli, tmp_path):
 def test_scale_min_max_and_last_per_group(tmp_path):
     table = tmp_path / "curves.csv"
     rows = ["run,d_model,n_layers,step,loss"]
-    for run, (m, l) in enumerate([(256, 4), (512, 8), (1024, 16)]):
+    for run, (width, depth) in enumerate([(256, 4), (512, 8), (1024, 16)]):
         for step in (1, 2, 5, 10):
-            rows.append(f"r{run},{m},{l},{step},{3 - 0.1 * run - 0.01 * step}")
+            rows.append(f"r{run},{width},{depth},{step},{3 - 0.1 * run - 0.01 * step}")
     table.write_text("\n".join(rows) + "\n")
     runs = load_runs(table, columns={"tokens": "step"}, scale={"tokens": 1e9}, min_values={"tokens": 2e9})
     assert runs.group_column == "run"

@@ -171,9 +171,10 @@ def test_coefficient_errors_are_in_natural_units():
 
 def test_same_depth_everywhere_names_the_undetermined_parameters():
     runs = synthetic_runs("decomposed", TRUTH_DECOMPOSED, seed=5, depth=np.full(250, 24.0))
-    with pytest.warns(ScalefitWarning, match="cannot determine"), \
-            pytest.warns(ScalefitWarning, match="has only 1 distinct value"):
+    with pytest.warns(ScalefitWarning) as record:  # alpha_l may also end on a bound of the flat valley
         result = fit(runs, "decomposed")
+    assert any("cannot determine" in str(w.message) for w in record)
+    assert any("has only 1 distinct value" in str(w.message) for w in record)
     assert {"c_l", "alpha_l"} <= set(result.undetermined) | set(result.at_bound)
     for name in ("c_l", "alpha_l"):
         est = result.estimate(name)

@@ -155,3 +155,79 @@ def test_linear_parameters_are_found():
     for name, linear in expected.items():
         _, form, _ = problem(name)
         assert form.linear == linear, name
+
+
+# ---------------------------------------------------------------- the CLI's default path
+#
+# What a new user runs: the model as a form file whose `init` is NIST's start, `scalefit fit DATA
+# --config FORM.yaml`, no options. The default strategy polishes that start, and escalates whatever
+# stops short to the robust strategy. All 54 (27 problems x 2 starts) are run by
+# `benchmarks/nist_cli.py`; here the cases the Newton-LM alone got wrong (issue 9), through the CLI.
+CLI_CASES = [("ENSO", "start1"), ("Lanczos1", "start1"), ("MGH10", "start1"), ("Rat43", "start1"),
+             ("Bennett5", "start2"), ("Eckerle4", "start2")]
+# Without any init, these miss the certified optimum (a local minimum 20x higher): their five
+# unbounded nonlinear parameters get 5 grid values each, spanning 1e-3..1e3 of both signs, too
+# coarse to find two narrow peaks; an init or bounds on the peak positions fix it.
+NO_INIT_MISSES = {"Gauss2", "Gauss3"}
+
+
+def write_problem(name: str, start: str | None, folder) -> tuple:
+    """The problem as a CSV table and a form file with `init` = the start (none when start is None)."""
+    import csv
+
+    import yaml
+
+    nist, _, _ = problem(name)
+    columns = list(nist["data"])
+    data = folder / f"{name}.csv"
+    with data.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(columns)
+        writer.writerows(zip(*(nist["data"][c].tolist() for c in columns), strict=True))
+    spec = {"name": name, "expression": MODELS[name],
+            "variables": {c: c for c in columns if c != "y"},
+            "response": "log(y)" if name == "Nelson" else "y",
+            "parameters": {b: ({"init": nist[start][b]} if start else None) for b in nist["certified"]},
+            "objective": "ls"}
+    form = folder / f"{name}.yaml"
+    form.write_text(yaml.safe_dump(spec))
+    return nist, data, form
+
+
+def same_optimum(doc: dict, nist: dict) -> bool:
+    """The certified optimum, up to the model's symmetries: the RSS to 6 digits and the parameters'
+    magnitudes as a set (ENSO's two periods, Gauss1's two peaks, Lanczos's three decays may come in
+    another order; Eckerle4's b1, b2 with both signs flipped)."""
+    ours = sorted(abs(v["value"]) for v in doc["params"].values())
+    theirs = sorted(abs(v) for v in nist["certified"].values())
+    return digits(doc["stats"]["rss"], nist["rss"]) >= RSS_DIGITS and all(
+        digits(a, b) >= PARAMETER_DIGITS for a, b in zip(ours, theirs, strict=True))
+
+
+@pytest.mark.parametrize(("name", "start"), CLI_CASES, ids=[f"{n}-{s}" for n, s in CLI_CASES])
+def test_cli_default_from_the_nist_start(name, start, cli, tmp_path):
+    import json
+
+    nist, data, form = write_problem(name, start, tmp_path)
+    out = tmp_path / "fit.json"
+    result = cli("fit", data, "--config", form, "--json", out, "--quiet")
+    assert result.exit_code == 0, result.output
+    doc = json.loads(out.read_text())
+    assert doc["converged"] is True
+    for b, certified in nist["certified"].items():
+        assert digits(doc["params"][b]["value"], certified) >= PARAMETER_DIGITS, (b, certified)
+    if name not in PARAMETERS_ONLY:
+        for b, certified in nist["stderr"].items():
+            assert digits(doc["params"][b]["stderr"], certified) >= STDERR_DIGITS, (b, certified)
+
+
+@pytest.mark.parametrize("name", ["Lanczos3", "MGH10", "Eckerle4"])
+def test_cli_default_without_any_init(name, cli, tmp_path):
+    import json
+
+    nist, data, form = write_problem(name, None, tmp_path)
+    out = tmp_path / "fit.json"
+    result = cli("fit", data, "--config", form, "--json", out, "--quiet")
+    assert result.exit_code == 0, result.output
+    doc = json.loads(out.read_text())
+    assert doc["converged"] is True and same_optimum(doc, nist)
