@@ -411,8 +411,8 @@ def bootstrap(runs: Runs, form: Form | str = "decomposed", objective: Objective 
     default when the table has groups with several rows), `case` (rows; the default otherwise), `wild`
     (the wild cluster bootstrap, for few groups) or `residual` (residuals onto the fitted values).
     Parameters that the full-data fit cannot determine, or that sit on a bound, get no interval.
-    `ci`: `percentile`, `bca` (adds a jackknife for the acceleration) or `basic`, at `level`. `jobs` worker processes solve chunks
-    (0: one per CPU); the draws do not depend on it. `progress(done, total)` is called after every
+    `ci`: `percentile`, `bca` (adds a jackknife for the acceleration) or `basic`, at `level`. `jobs`
+    worker processes solve chunks (0: one per CPU); the draws do not depend on it. `progress(done, total)` is called after every
     chunk. Pass `fit_result` to reuse a full-data fit of the same runs, form and objective.
     `chunk_size` (resamples solved together) defaults to what keeps a chunk's arrays near
     CHUNK_FLOATS; the draws depend on it (and on the seed), never on `jobs`."""
