@@ -284,6 +284,7 @@ class BootstrapResult:
     jackknife: np.ndarray | None = None  # (J, P) leave-one-out estimates, for BCa
     bias: np.ndarray | None = None  # BCa z0 per parameter
     acceleration: np.ndarray | None = None  # BCa a per parameter
+    draws_file: str | None = None  # the --draws file the JSON document names instead of inlining draws
 
     def __getitem__(self, name: str) -> BootstrapEstimate:
         return self.estimates[self.names.index(name)]
@@ -306,24 +307,18 @@ class BootstrapResult:
         return self.resampler.resample(k)
 
     def to_dict(self) -> dict:
-        """The fit's JSON document with a `bootstrap` section; the bootstrap's warnings join the fit's."""
-        from .report import jsonable
+        """The fit's JSON document with a `bootstrap` section (`results.bootstrap_to_dict`); the
+        bootstrap's warnings join the fit's."""
+        from .results import bootstrap_to_dict
 
-        doc = self.fit.to_dict()
-        doc["warnings"] = list(doc.get("warnings", [])) + list(self.warnings)
-        doc["bootstrap"] = {
-            "n": self.n,
-            "n_failed": self.n_failed,
-            "seed": self.seed,
-            "method": self.method,
-            "ci": self.ci,
-            "level": self.level,
-            "params": {e.name: {"se": e.se, "ci": list(e.ci)} for e in self.estimates},
-            **({"derived": {e.name: {"se": e.se, "ci": list(e.ci)} for e in self.derived}}
-               if self.derived else {}),
-            "seconds": self.seconds,
-        }
-        return jsonable(doc)
+        return bootstrap_to_dict(self)
+
+    def predict(self, points, level: float | None = None):
+        """Predicted response at new `points` with percentile intervals of the draws' predictions and
+        a prediction interval for a new run (`predict.predict`); `level` defaults to the bootstrap's."""
+        from .predict import predict
+
+        return predict(self, points, level=self.level if level is None else level)
 
     def to_frame(self):
         """Per parameter: value, se, ci_lo, ci_hi, jacobian_se, jacobian_lo, jacobian_hi."""

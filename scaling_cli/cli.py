@@ -355,6 +355,13 @@ def bootstrap(
         path = result.write_draws(draws)
         if console is not None:
             console.print(f"wrote {path}", style="dim", markup=False)
+        if json_path:  # the JSON names the draws file (relative to itself) instead of inlining the draws
+            from dataclasses import replace
+
+            from .results import relative_to
+
+            where = Path(json_path).parent if json_path != "-" else None
+            result = replace(result, draws_file=relative_to(path, where) if where else str(path.resolve()))
     write_outputs(result, console, json_path, plot_dir, plot_format, BootstrapResult.figures)
 
 

@@ -156,6 +156,9 @@ class FitResult:
     observed: np.ndarray = field(default_factory=lambda: np.zeros(0))
     inputs: Mapping[str, np.ndarray] = field(default_factory=dict)
     derived: tuple[Estimate, ...] = ()
+    roles: Mapping[str, str] = field(default_factory=dict)  # role -> column of the table fitted
+    load_options: Mapping[str, object] = field(default_factory=dict)  # how the table was read
+    ranges: Mapping[str, tuple[float, float]] = field(default_factory=dict)  # variable -> (min, max) fitted
 
     def __getitem__(self, name: str) -> float:
         return float(self.values[self.names.index(name)])
@@ -171,9 +174,17 @@ class FitResult:
 
     def to_dict(self) -> dict:
         """The JSON document `scalefit fit --json` writes: plain floats, None for unknown."""
-        from .report import fit_to_dict
+        from .results import fit_to_dict
 
         return fit_to_dict(self)
+
+    def predict(self, points, level: float = 0.95):
+        """Predicted response at new `points` (a mapping of variable, role or column name to values,
+        or a `Runs` table) with a delta-method confidence interval for the law, a prediction interval
+        for a new run and the distance beyond the fitted data: a `predict.Prediction`."""
+        from .predict import predict
+
+        return predict(self, points, level=level)
 
     def to_frame(self):
         """Parameters as a pandas DataFrame (value, stderr, ci95_lo, ci95_hi, note)."""
@@ -362,4 +373,6 @@ def _result(runs: Runs, form: Form, problem: Problem, theta: np.ndarray, value: 
         at_bound=tuple(form.params[i] for i in np.flatnonzero(at_bound_mask)),
         undetermined=tuple(undetermined), warnings=tuple(messages), n_grid=n_grid, n_starts=n_starts,
         seconds=seconds, notes=runs.notes, input_path=runs.path, input_sha256=runs.sha256,
-        predicted=pred, observed=y, inputs=dict(problem.X), derived=tuple(derived))
+        predicted=pred, observed=y, inputs=dict(problem.X), derived=tuple(derived),
+        roles=dict(runs.roles), load_options=dict(runs.options),
+        ranges={s: (float(np.min(x)), float(np.max(x))) for s, x in problem.X.items() if np.size(x)})

@@ -108,6 +108,7 @@ class Runs:
     n_excluded: int = 0
     notes: tuple[str, ...] = ()
     kept_rows: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=int))
+    options: Mapping[str, Any] = field(default_factory=dict)  # how load_runs read it, to read it again
 
     def __len__(self) -> int:
         return len(next(iter(self.data.values()))) if self.data else 0
@@ -589,8 +590,10 @@ def load_runs(path: str | Path, *, require: Sequence[str] = ("width", "depth", "
         if not mask.any():
             raise DataError(f"{table.path}: no rows left after --exclude-top-loss {exclude_top_loss}")
     data = {k: v[mask] for k, v in data.items()}
+    options = {"format": format, "columns": overrides, "configs": None if configs is None else str(configs),
+               "on": on, "exclude_top_loss": exclude_top_loss, "drop_missing": drop_missing}
     return Runs(path=table.path, sha256=table.sha256, data=data, roles=roles, n_total=n_total,
-                n_excluded=n_excluded + n_missing, notes=tuple(notes), kept_rows=idx[mask])
+                n_excluded=n_excluded + n_missing, notes=tuple(notes), kept_rows=idx[mask], options=options)
 
 
 def _is_missing(cell: Any) -> bool:

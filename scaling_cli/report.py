@@ -5,15 +5,16 @@ from __future__ import annotations
 import json
 import math
 import os
-import platform
 import sys
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterable
-
-import numpy as np
+from typing import TYPE_CHECKING, Callable
 
 from .errors import DataError
+
+# jsonable, versions and fit_to_dict live in `results` (the serialization that fitting, bootstrap and
+# report share); imported here so that `report.jsonable` and friends keep working
+from .results import fit_to_dict, jsonable, versions  # noqa: F401
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -69,65 +70,6 @@ def format_interval(lo: float, hi: float, err: float | None, sig: int = 2) -> st
         return f"[{lo:.3e}, {hi:.3e}]"
     d = max(0, _decimals_for(err, sig))
     return f"[{lo:.{d}f}, {hi:.{d}f}]"
-
-
-def jsonable(value: Any) -> Any:
-    """Plain Python values for JSON: numpy scalars to floats/ints, NaN and inf to None."""
-    if isinstance(value, dict):
-        return {str(k): jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [jsonable(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return jsonable(value.tolist())
-    if isinstance(value, (bool, np.bool_)):
-        return bool(value)
-    if isinstance(value, (int, np.integer)):
-        return int(value)
-    if isinstance(value, (float, np.floating)):
-        return float(value) if math.isfinite(value) else None
-    return value
-
-
-def versions(extra: Iterable[str] = ()) -> dict[str, str]:
-    """Versions of scalefit, Python and the numerical libraries that were imported."""
-    from . import __version__
-
-    out = {"scalefit": __version__, "python": platform.python_version(), "numpy": np.__version__}
-    for name in ("scipy", "lmfit", "pandas", "matplotlib", "sympy", *extra):
-        module = sys.modules.get(name)
-        if module is not None and hasattr(module, "__version__"):
-            out[name] = module.__version__
-    return out
-
-
-def fit_to_dict(result: FitResult) -> dict:
-    """The JSON document of a fit, with exactly the documented keys."""
-    doc = {
-        "form": result.form.name,
-        "objective": result.objective.to_dict(result.objective_value),
-        "n_points": result.n_points,
-        "n_excluded": result.n_excluded,
-        "params": {e.name: {"value": e.value, "stderr": e.stderr, "ci95": list(e.ci95)}
-                   for e in result.estimates},
-        "covariance": {"names": list(result.names), "matrix": result.covariance},
-        "stats": {
-            "rss": result.stats.rss,
-            "rmse_log": result.stats.rmse_log,
-            "mean_abs_rel_error": result.stats.mean_abs_rel_error,
-            "r2": result.stats.r2,
-            "aic": result.stats.aic,
-            "bic": result.stats.bic,
-            "dof": result.stats.dof,
-        },
-        "converged": result.converged,
-        "warnings": list(result.warnings),
-        "versions": versions(),
-        "input": {"path": result.input_path, "sha256": result.input_sha256},
-    }
-    if result.derived:
-        doc["derived"] = {e.name: {"value": e.value, "stderr": e.stderr, "ci95": list(e.ci95)}
-                          for e in result.derived}
-    return jsonable(doc)
 
 
 # ---------------------------------------------------------------- files
