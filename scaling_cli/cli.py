@@ -367,3 +367,53 @@ def bootstrap(
 
 def main() -> None:
     app()
+
+
+# ---------------------------------------------------------------- predict and optimize (saved fits)
+
+FitJsonArg = Annotated[Path, typer.Argument(
+    metavar="FIT.json", help="A saved fit: the JSON of `scalefit fit --json` or `scalefit bootstrap --json`.",
+    show_default=False)]
+LevelOpt = Annotated[float, typer.Option("--level", help="Level of the intervals.")]
+OutputCsvOpt = Annotated[Path | None, typer.Option("--output", help="Also write the rows as CSV to PATH.")]
+
+
+@app.command()
+def predict(
+    fit_json: FitJsonArg,
+    at: Annotated[list[str] | None, typer.Option(
+        "--at", help="One point: NAME=VALUE pairs, e.g. width=8192,depth=80,tokens=1.4T (a role, the "
+                     "form's symbol or the fitted table's column). Repeatable.")] = None,
+    table: Annotated[Path | None, typer.Option(
+        "--table", help="A table of points, read like a table of runs; other columns are carried "
+                        "through.")] = None,
+    level: LevelOpt = 0.95,
+    column: ColumnOpt = None,
+    format: FormatOpt = None,
+    output: OutputCsvOpt = None,
+    json_path: JsonOpt = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """Predict the loss of new runs from a saved fit: confidence and prediction intervals, and how far
+    each point lies outside the fitted data."""
+    from .errors import DataError
+    from .predict import load_points, parse_at
+    from .report import render_prediction, write_frame_csv, write_json
+    from .results import load_result
+
+    check_outputs("png", json_path, output)
+    if (at is None) == (table is None):
+        raise DataError("give the points with --at NAME=VALUE,... (repeatable) or with --table FILE, "
+                        "not both" if at and table else "no points: give --at NAME=VALUE,... or --table FILE")
+    result = load_result(fit_json)
+    points = parse_at(at) if at else load_points(result, table, format=format, columns=column)
+    prediction = result.predict(points, level=level)
+    console = console_for(json_path, quiet)
+    if console is not None:
+        render_prediction(prediction, console)
+    if json_path:
+        write_json(json_path, prediction.to_dict())
+    if output is not None:
+        path = write_frame_csv(output, prediction.to_frame())
+        if console is not None:
+            console.print(f"wrote {path}", style="dim", markup=False)

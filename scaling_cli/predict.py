@@ -71,14 +71,14 @@ class Prediction:
         return out
 
     def interval_description(self) -> str:
-        pct = f"{100 * self.level:g}%"
+        """What the intervals are, in two sentences."""
         if self.method == "bootstrap":
-            law = f"{pct} confidence: percentiles of {self.n_draws} bootstrap draws"
+            law = f"percentiles of the predictions of {self.n_draws} bootstrap draws"
         else:
-            law = f"{pct} confidence: delta method, t with {self.dof:g} dof"
-        space = "multiplicative (log space)" if self.log_space else "additive"
-        return (f"{law}; prediction interval for a new run adds the residual scale "
-                f"{self.residual_scale:.3g} ({space})")
+            law = f"delta method on the fit's covariance, t with {self.dof:g} dof"
+        space = "in log space (multiplicative)" if self.log_space else "(additive)"
+        return (f"CI: confidence interval of the law, {law}. PI: prediction interval for a new run, "
+                f"adding the residual scale {self.residual_scale:.3g} {space}.")
 
     def to_dict(self) -> dict:
         """JSON-safe: the settings, and one record per point."""
@@ -334,3 +334,48 @@ def _draw_percentiles(form, draws: np.ndarray, X: Mapping[str, np.ndarray], leve
             F = form.predict(draws, part)
         lo[start:start + block], hi[start:start + block] = np.quantile(F, q, axis=0)
     return lo, hi
+
+
+# ---------------------------------------------------------------- points from the command line
+
+
+def parse_at(items: list[str] | tuple[str, ...]) -> dict[str, list[str]]:
+    """`--at width=8192,depth=80,tokens=1.4T` items (one point each) as {name: [value per point]};
+    every item names the same variables. Values stay text: `resolve_points` parses them."""
+    points: dict[str, list[str]] = {}
+    for n, item in enumerate(items):
+        pairs = {}
+        for part in (p for p in item.split(",") if p.strip()):
+            if "=" not in part:
+                raise DataError(f"--at '{item}': expected NAME=VALUE pairs separated by commas, e.g. "
+                                f"--at width=8192,depth=80,tokens=1.4T")
+            key, value = (x.strip() for x in part.split("=", 1))
+            if key in pairs:
+                raise DataError(f"--at '{item}': {key} is given twice")
+            pairs[key] = value
+        if n and set(pairs) != set(points):
+            raise DataError(f"--at '{item}' names {', '.join(pairs) or 'nothing'}, but the first --at names "
+                            f"{', '.join(points)}: every point needs the same variables")
+        for key, value in pairs.items():
+            points.setdefault(key, []).append(value)
+    if not points:
+        raise DataError("no points: give --at NAME=VALUE,... (repeatable) or --table FILE")
+    return points
+
+
+def load_points(result: FitResult | BootstrapResult, path, *, format: str | None = None,
+                columns: list[str] | None = None) -> Runs:
+    """A table of new points, read by the same loaders as a table of runs: the form's variables are
+    found by the column mapping the fit used (and `columns`, ROLE=NAME, which win); a loss column is
+    not needed, and every other column is carried through."""
+    from .io import load_runs, parse_column_overrides
+
+    fit = getattr(result, "fit", result)
+    form = fit.form
+    saved = dict(fit.load_options.get("columns") or {})
+    overrides = {**saved, **parse_column_overrides(columns)}
+    variables = list(dict.fromkeys(form.variables.values()))
+    positive = [c for c in form.positive_columns() if c in variables]
+    # the response of load_runs only matters for --exclude-top-loss; a variable stands in for it
+    return load_runs(path, require=variables, format=format, columns=overrides, response=variables[0],
+                     positive=positive)

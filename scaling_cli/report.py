@@ -216,3 +216,99 @@ def render_fit(result: FitResult, console: Console) -> None:
         console.print(f"note: {note}", style="dim", markup=False)
     for warning in result.warnings:
         console.print(f"warning: {warning}", style="yellow", markup=False)
+
+
+# ---------------------------------------------------------------- predict and optimize
+
+
+def _g(x: float, digits: int = 4) -> str:
+    """A number in `digits` significant digits, plain for 1e-3 <= |x| < 1e6 and scientific otherwise."""
+    if x is None or not math.isfinite(x):
+        return "n/a"
+    return f"{x:.{digits}g}" if x == 0 or 1e-3 <= abs(x) < 1e6 else f"{x:.{max(1, digits - 2)}e}"
+
+
+def _decimals(values, digits: int = 4) -> int:
+    """Decimal places that show the smallest of `values` to `digits` significant digits (at most 6)."""
+    finite = [abs(v) for v in values if v is not None and math.isfinite(v) and v != 0]
+    if not finite:
+        return 3
+    return max(0, min(6, digits - 1 - math.floor(math.log10(min(finite)))))
+
+
+def _short(x: float) -> str:
+    """A variable's value in at most ~7 characters: 8192, 80, 1.4e12, 2.5e-3."""
+    if x is None or not math.isfinite(x):
+        return "n/a"
+    if x == int(x) and abs(x) < 1e6:
+        return str(int(x))
+    if 1e-2 <= abs(x) < 1e6:
+        return f"{x:.4g}"
+    mantissa, exponent = f"{x:.2e}".split("e")
+    return f"{mantissa.rstrip('0').rstrip('.')}e{int(exponent)}"
+
+
+def prediction_table(prediction):
+    """Per point: the variables, the predicted response, its confidence and prediction intervals,
+    and per variable the decades beyond the fitted range (fits 80 columns for three variables)."""
+    from rich import box
+    from rich.table import Table
+
+    p = prediction
+    pct = f"{100 * p.level:g}%"
+    table = Table(box=box.SIMPLE_HEAD, title_justify="left", pad_edge=False, padding=(0, 1, 0, 0),
+                  title=f"{p.form}: predicted {p.response} at {len(p)} point{'s' * (len(p) != 1)}")
+    for s in p.variables:
+        table.add_column(p.labels[s], justify="right", no_wrap=True)
+    d = min(4, _decimals([x for row in (p.predicted, p.ci.ravel(), p.pi.ravel()) for x in row], 4))
+    table.add_column(p.response, justify="right", no_wrap=True)
+    table.add_column(f"{pct} CI", justify="center", no_wrap=True)
+    table.add_column(f"{pct} PI", justify="center", no_wrap=True)
+    for s in p.variables:
+        table.add_column(f"±{s}" if len(p.variables) > 1 else "beyond", justify="right", no_wrap=True)
+    for i in range(len(p)):
+        table.add_row(*[_short(float(p.points[s][i])) for s in p.variables],
+                      _fixed(p.predicted[i], d), _pair(p.ci[i], d), _pair(p.pi[i], d),
+                      *[_beyond(p.beyond[s][i]) for s in p.variables])
+    return table
+
+
+def _beyond(x: float) -> str:
+    if not math.isfinite(x):
+        return "?"
+    return "·" if x == 0 else f"{x:+.2f}"
+
+
+def _fixed(x: float, d: int) -> str:
+    return f"{x:.{d}f}" if math.isfinite(x) else "n/a"
+
+
+def _pair(pair, d: int) -> str:
+    lo, hi = pair
+    return f"{lo:.{d}f}–{hi:.{d}f}" if math.isfinite(lo) and math.isfinite(hi) else "n/a"
+
+
+def render_prediction(prediction, console: Console) -> None:
+    """Print predictions: the table, what the intervals are, and how far the points extrapolate."""
+    console.print(prediction_table(prediction))
+    console.print(prediction.interval_description(), markup=False)
+    n_out = int(prediction.extrapolation.sum())
+    ranges = ", ".join(f"{prediction.labels[s]} {_g(lo)}..{_g(hi)}"
+                       for s, (lo, hi) in prediction.ranges.items() if s in prediction.labels)
+    symbols = ", ".join(f"±{s}" for s in prediction.variables)
+    console.print(f"{symbols}: decades beyond the fitted range ({ranges}); + above the largest, - below "
+                  f"the smallest, · inside. {n_out} of {len(prediction)} points extrapolate"
+                  + (": their intervals assume the law holds there." if n_out else "."), markup=False)
+    for warning in prediction.warnings:
+        console.print(f"warning: {warning}", style="yellow", markup=False)
+
+
+def write_frame_csv(path: str | Path, frame) -> Path:
+    """Write a pandas DataFrame as CSV (full float precision), whole or not at all; `-` is stdout."""
+    if str(path) == "-":
+        frame.to_csv(sys.stdout, index=False, float_format="%.17g")
+        return Path("-")
+    try:
+        return atomic_write(path, lambda p: frame.to_csv(p, index=False, float_format="%.17g"))
+    except OSError as exc:
+        raise DataError(f"cannot write {path}: {exc.strerror or exc}") from None
