@@ -59,7 +59,8 @@ def test_the_saved_fit_records_how_the_table_was_read(tmp_path, example_fit):
     doc = json.loads(saved(tmp_path, example_fit).read_text())
     assert doc["schema_version"] == SCHEMA_VERSION
     assert doc["form_spec"] == {"builtin": "decomposed"}
-    assert doc["data"]["roles"]["width"] == "d_model" and doc["data"]["load_options"]["exclude_top_loss"] == 10
+    assert doc["data"]["roles"]["width"] == "d_model"
+    assert doc["data"]["load_options"]["exclude_top_loss"] == 10
     runs = load_runs(EXAMPLE, exclude_top_loss=10)
     for symbol, role in (("m", "width"), ("l", "depth"), ("D", "tokens")):
         assert doc["data"]["ranges"][symbol] == [runs.column(role).min(), runs.column(role).max()]
@@ -108,7 +109,8 @@ def test_a_newer_schema_is_refused(tmp_path, example_fit):
     doc["schema_version"] = SCHEMA_VERSION + 1
     path = tmp_path / "new.json"
     path.write_text(json.dumps(doc))
-    with pytest.raises(ResultError, match=f"newer scalefit \\(schema_version {SCHEMA_VERSION + 1}\\).*upgrade"):
+    newer = f"newer scalefit \\(schema_version {SCHEMA_VERSION + 1}\\).*upgrade"
+    with pytest.raises(ResultError, match=newer):
         load_result(path)
     assert issubclass(ResultError, ScalefitError) and ResultError.exit_code == 2
 
@@ -136,7 +138,8 @@ def test_the_cli_refuses_a_newer_schema_in_one_line(tmp_path, cli, example_fit):
     path.write_text(json.dumps(doc))
     out = cli("predict", path, "--at", "width=1024,depth=24,tokens=1e11")
     assert out.exit_code == 2
-    assert out.stderr.startswith("Error: ") and out.stderr.count("\n") == 1 and "schema_version 99" in out.stderr
+    assert out.stderr.startswith("Error: ") and out.stderr.count("\n") == 1
+    assert "schema_version 99" in out.stderr
 
 
 def test_fit_and_bootstrap_cli_write_loadable_documents(tmp_path, cli):
