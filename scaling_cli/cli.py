@@ -417,3 +417,51 @@ def predict(
         path = write_frame_csv(output, prediction.to_frame())
         if console is not None:
             console.print(f"wrote {path}", style="dim", markup=False)
+
+
+@app.command()
+def optimize(
+    fit_json: FitJsonArg,
+    flops: Annotated[list[str], typer.Option(
+        "--flops", help="Compute budget in FLOP (e.g. 5.76e23), or a log-spaced range START:STOP:COUNT "
+                        "(e.g. 1e20:1e25:11). Repeatable.", show_default=False)],
+    vocab: Annotated[float, typer.Option(
+        "--vocab", help="Vocabulary size V: adds V*m embedding parameters to N = 12*l*m^2.")] = 0.0,
+    width_multiple: Annotated[int, typer.Option(
+        "--width-multiple", help="Trainable widths are multiples of this.")] = 1,
+    min_width: Annotated[float | None, typer.Option("--min-width", help="Smallest trainable width.")] = None,
+    max_width: Annotated[float | None, typer.Option("--max-width", help="Largest trainable width.")] = None,
+    min_depth: Annotated[float | None, typer.Option("--min-depth", help="Smallest trainable depth.")] = None,
+    max_depth: Annotated[float | None, typer.Option("--max-depth", help="Largest trainable depth.")] = None,
+    max_aspect: Annotated[float | None, typer.Option(
+        "--max-aspect", help="Largest width/depth of a trainable shape.")] = None,
+    level: Annotated[float | None, typer.Option(
+        "--level", help="Level of the intervals (a bootstrap result; default: its own).")] = None,
+    output: OutputCsvOpt = None,
+    json_path: JsonOpt = None,
+    plot_dir: PlotDirOpt = None,
+    plot_format: PlotFormatOpt = "png",
+    quiet: QuietOpt = False,
+) -> None:
+    """Compute-optimal width, depth and tokens for a FLOP budget from a saved fit, with the best
+    trainable shape and (from a bootstrap) intervals."""
+    from .optimize import Constraints, parse_flops
+    from .optimize import optimize as run_optimize
+    from .plot import optimize_figures
+    from .report import render_optimum, write_frame_csv
+    from .results import load_result
+
+    check_outputs(plot_format, json_path, output)
+    budgets = parse_flops(flops)
+    constraints = Constraints(width_multiple, min_width, max_width, min_depth, max_depth, max_aspect)
+    result = load_result(fit_json)
+    optimum = run_optimize(result, budgets, vocab=vocab, constraints=constraints, level=level)
+    console = console_for(json_path, quiet)
+    if console is not None:
+        render_optimum(optimum, console)
+    if output is not None:
+        path = write_frame_csv(output, optimum.to_frame())
+        if console is not None:
+            console.print(f"wrote {path}", style="dim", markup=False)
+    write_outputs(optimum, console, json_path, plot_dir, plot_format,
+                  lambda o: optimize_figures(o, result))

@@ -702,3 +702,8 @@ def compare_figures(result: CompareResult) -> dict[str, Figure]:
         ax.set_aspect("equal", adjustable="box")
     fig.suptitle(f"held-out predictions: {result.n_points} rows, ranked by {result.rank_by}")
     return {COMPARE_FIGURE: fig}
+
+
+def optimize_figures(result, fit_result) -> dict:
+    """Figures of `scalefit optimize` (see `frontier_figure` and `isoflop_figure`)."""
+    return {}

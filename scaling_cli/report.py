@@ -10,6 +10,8 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
+import numpy as np
+
 from .errors import DataError
 
 # jsonable, versions and fit_to_dict live in `results` (the serialization that fitting, bootstrap and
@@ -312,3 +314,125 @@ def write_frame_csv(path: str | Path, frame) -> Path:
         return atomic_write(path, lambda p: frame.to_csv(p, index=False, float_format="%.17g"))
     except OSError as exc:
         raise DataError(f"cannot write {path}: {exc.strerror or exc}") from None
+
+
+_OPT_ROWS = (("width", "width m"), ("depth", "depth l"), ("tokens", "tokens D"), ("params", "params N"),
+             ("loss", "loss L"), ("tokens_per_param", "tokens / param"), ("aspect", "width / depth"))
+
+
+def _sig(x: float, digits: int = 3) -> str:
+    """`digits` significant digits: fixed below 1e4 (1540, 71.40, 0.0123), else 3.90e10."""
+    if x is None or not math.isfinite(x):
+        return "n/a"
+    if x != 0 and (abs(x) >= 1e4 or abs(x) < 1e-3):
+        mantissa, exponent = f"{x:.{digits - 1}e}".split("e")
+        return f"{mantissa}e{int(exponent)}"
+    decimals = max(0, digits - 1 - math.floor(math.log10(abs(x)))) if x != 0 else digits - 1
+    return f"{x:.{decimals}f}"
+
+
+def _span(pair, digits: int = 3) -> str:
+    lo, hi = pair
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        return "n/a"
+    return f"{_sig(lo, digits)}–{_sig(hi, digits)}"
+
+
+def optimum_table(result):
+    """One budget: the continuous optimum, its interval (bootstrap) and the best trainable shape."""
+    from rich import box
+    from rich.table import Table
+
+    r = result
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 1, 0, 0))
+    table.add_column("quantity")
+    table.add_column("optimum", justify="right")
+    if r.intervals is not None:
+        table.add_column(f"{100 * r.level:g}% interval", justify="right")
+    if r.shape is not None:
+        table.add_column("best shape", justify="right")
+    for key, label in _OPT_ROWS:
+        value = r.optimum[key][0]
+        if not math.isfinite(value) and (r.shape is None or not math.isfinite(r.shape[key][0])):
+            continue
+        digits = 5 if key == "loss" else 4
+        row = [label, _sig(value, digits)]
+        if r.intervals is not None:
+            row.append(_span(r.intervals[key][0], 3 if key != "loss" else 4))
+        if r.shape is not None:
+            shape = r.shape[key][0]
+            row.append(f"{shape:.0f}" if key in ("width", "depth") and math.isfinite(shape)
+                       else _sig(shape, digits))
+        table.add_row(*row)
+    return table
+
+
+def frontier_table(result):
+    """Several budgets: the optimum per budget, and the best shape with its loss penalty."""
+    from rich import box
+    from rich.table import Table
+
+    r = result
+    table = Table(box=box.SIMPLE_HEAD, title_justify="left", pad_edge=False, padding=(0, 1, 0, 0),
+                  title=f"{r.form}: compute-optimal frontier, {len(r)} budgets")
+    has_shape = "width" if np.isfinite(r.optimum["width"]).any() else None
+    columns = [("FLOP", None)] + [(label, key) for key, label in (
+        ("width", "m*"), ("depth", "l*"), ("tokens", "D*"), ("params", "N*"), ("tokens_per_param", "D/N"),
+        ("loss", "L*")) if np.isfinite(r.optimum[key]).any()]
+    for label, _ in columns:
+        table.add_column(label, justify="right", no_wrap=True)
+    if r.shape is not None and has_shape:
+        table.add_column("shape m×l", justify="right", no_wrap=True)
+        table.add_column("ΔL", justify="right", no_wrap=True)
+    for i in range(len(r)):
+        row = [_sig(r.flops[i], 2)]
+        for _, key in columns[1:]:
+            row.append(_sig(r.optimum[key][i], 4 if key == "loss" else 3))
+        if r.shape is not None and has_shape:
+            w, d = r.shape["width"][i], r.shape["depth"][i]
+            row.append(f"{w:.0f}×{d:.0f}" if math.isfinite(w) and math.isfinite(d) else "none")
+            row.append(_sig(r.shape["penalty"][i], 2))
+        table.add_row(*row)
+    return table
+
+
+def frontier_intervals_table(result):
+    """Several budgets from a bootstrap: percentile intervals of the optimum."""
+    from rich import box
+    from rich.table import Table
+
+    r = result
+    table = Table(box=box.SIMPLE_HEAD, title_justify="left", pad_edge=False, padding=(0, 1, 0, 0),
+                  title=f"{100 * r.level:g}% intervals over {r.n_draws} bootstrap draws")
+    keys = [(key, label) for key, label in (("width", "m*"), ("depth", "l*"), ("params", "N*"),
+                                            ("tokens", "D*"), ("loss", "L*"))
+            if np.isfinite(r.optimum[key]).any()]
+    table.add_column("FLOP", justify="right", no_wrap=True)
+    for _, label in keys:
+        table.add_column(label, justify="right", no_wrap=True)
+    for i in range(len(r)):
+        table.add_row(_sig(r.flops[i], 2), *[_span(r.intervals[key][i], 4 if key == "loss" else 2)
+                                             for key, _ in keys])
+    return table
+
+
+def render_optimum(result, console: Console) -> None:
+    """Print `scalefit optimize`: the optimum (one budget) or the frontier, and how it was found."""
+    if len(result) == 1:
+        console.print(f"{result.form}: compute-optimal run for C = {_sig(result.flops[0])} FLOP",
+                      markup=False)
+        console.print(optimum_table(result))
+    else:
+        console.print(frontier_table(result))
+        if result.intervals is not None:
+            console.print(frontier_intervals_table(result))
+    console.print(f"cost model: {result.cost_model}; solved by {result.method}.", markup=False)
+    if result.shape is not None and np.isfinite(result.optimum["width"]).any():
+        penalty = "ΔL" if len(result) > 1 else "its loss minus the optimum's"
+        console.print(f"best shape: {result.constraints.describe()}, tokens spending the budget; "
+                      f"{penalty}: the loss it gives up.", markup=False)
+    if result.intervals is not None:
+        console.print(f"intervals: percentiles over {result.n_draws} bootstrap draws; "
+                      f"{int(result.n_no_interior.max())} without an interior optimum.", markup=False)
+    for warning in result.warnings:
+        console.print(f"warning: {warning}", style="yellow", markup=False)
