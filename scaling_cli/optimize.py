@@ -470,9 +470,52 @@ class _NumericalProblem:
                 best = (value, z)
         if best is None:
             return None
-        z = best[1]
+        z = self._polish(theta, best[1], logC)
         return {s: math.exp(x) for s, x in zip(self.symbols, z, strict=True)}, best[0] * scale, \
             self.cost(theta, z)[2]
+
+    def _kkt(self, theta, z, logC):
+        """Gradient of the Lagrangian and the constraint, with the least-squares multiplier."""
+        _, gL = self.loss(theta, z)
+        c, gc, _ = self.cost(theta, z)
+        gh = gc / c
+        lam = -float(gh @ gL) / float(gh @ gh)
+        return gL + lam * gh, math.log(c) - logC, lam
+
+    def _polish(self, theta, z, logC, steps: int = 6):
+        """Newton steps on the KKT conditions (exact gradients, Hessian of the Lagrangian by central
+        differences of them): SLSQP stops with the loss converged but the point only to ~1e-7."""
+        z = np.array(z, dtype=float)
+        n = len(z)
+        for _ in range(steps):
+            r, h, lam = self._kkt(theta, z, logC)
+            if np.max(np.abs(r)) < 1e-15 and abs(h) < 1e-15:
+                break
+            H = np.empty((n, n))
+            for i in range(n):
+                e = np.zeros(n)
+                e[i] = 1e-5
+                gp = self.loss(theta, z + e)[1] + lam * self._log_cost_grad(theta, z + e)
+                gm = self.loss(theta, z - e)[1] + lam * self._log_cost_grad(theta, z - e)
+                H[:, i] = (gp - gm) / 2e-5
+            H = (H + H.T) / 2
+            gh = self._log_cost_grad(theta, z)
+            K = np.block([[H, gh[:, None]], [gh[None, :], np.zeros((1, 1))]])
+            try:
+                step = np.linalg.solve(K, -np.concatenate([r, [h]]))[:n]
+            except np.linalg.LinAlgError:
+                break
+            trial = z + step
+            r2, h2, _ = self._kkt(theta, trial, logC)
+            if not (np.all(np.isfinite(r2))
+                    and np.linalg.norm(np.append(r2, h2)) < np.linalg.norm(np.append(r, h))):
+                break
+            z = trial
+        return z
+
+    def _log_cost_grad(self, theta, z):
+        c, gc, _ = self.cost(theta, z)
+        return gc / c
 
     def _to_budget(self, theta, z, C):
         """Scale the tokens (or every variable) of a start so that it spends C."""
@@ -489,9 +532,8 @@ class _NumericalProblem:
         return z
 
 
-def _numerical(fit: FitResult, thetas: np.ndarray, flops: np.ndarray, vocab: float
-               ) -> tuple[dict[str, np.ndarray], _NumericalProblem]:
-    problem = _NumericalProblem(fit, vocab)
+def _numerical(fit: FitResult, problem: _NumericalProblem, thetas: np.ndarray, flops: np.ndarray
+               ) -> dict[str, np.ndarray]:
     K, B = len(thetas), len(flops)
     out = {q: np.full((K, B), np.nan) for q in ("width", "depth", "tokens", "params", "loss")}
     center = np.array([np.log(np.sqrt(fit.ranges[s][0] * fit.ranges[s][1])) if s in fit.ranges else 0.0
@@ -501,8 +543,9 @@ def _numerical(fit: FitResult, thetas: np.ndarray, flops: np.ndarray, vocab: flo
     for k, theta in enumerate(thetas):
         previous = None
         for b, C in enumerate(flops):
-            starts = [center + s for s in shifts[:SLSQP_STARTS]]
-            starts = ([previous] if previous is not None else []) + starts
+            # along a frontier the previous budget's optimum is an excellent start
+            starts = ([previous, center] if previous is not None
+                      else [center + s for s in shifts[:SLSQP_STARTS]])
             solved = problem.solve(theta, float(C), starts)
             if solved is None:
                 continue
@@ -513,7 +556,7 @@ def _numerical(fit: FitResult, thetas: np.ndarray, flops: np.ndarray, vocab: flo
             out["loss"][k, b] = L
             if not math.isnan(N):
                 out["params"][k, b] = N
-    return out, problem
+    return out
 
 
 # ---------------------------------------------------------------- entry point
@@ -565,7 +608,7 @@ def optimize(result: FitResult | BootstrapResult, flops: Sequence[float] | np.nd
         cost_model = f"C = {problem.cost_text}, N = {problem.params_text}"
 
         def solve(thetas):
-            return _numerical(fit, thetas, flops, vocab)[0]
+            return _numerical(fit, problem, thetas, flops)
     point = solve(fit.values[None, :])
     optimum = {q: _quantity(point, q)[0] for q in QUANTITIES}
     interior = bool(np.isfinite(optimum["loss"]).all())
