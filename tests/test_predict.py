@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +16,7 @@ from scaling_cli.errors import DataError
 from scaling_cli.fitting import fit, t_quantile
 from scaling_cli.forms import get_form
 from scaling_cli.io import Runs
-from scaling_cli.predict import beyond_range, parse_at, predict
+from scaling_cli.predict import beyond_range, parse_at
 from scaling_cli.report import write_json
 from scaling_cli.spec import parse_form
 
@@ -168,7 +169,4 @@ def test_predict_bad_input_is_one_line_and_exit_2(tmp_path, cli, args, message):
     out = cli("predict", doc, *args)
     assert out.exit_code == 2, out.output
     assert out.stderr.startswith("Error: ") and out.stderr.count("\n") == 1
-    import re
-
     assert re.search(message, out.stderr), out.stderr
-    assert predict  # the library entry point the command wraps
