@@ -10,8 +10,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import shared_file
+
 from scaling_cli import load_runs
 from scaling_cli.bootstrap import bootstrap
 from scaling_cli.errors import SpecError
@@ -50,7 +50,8 @@ def check_lagrange_structure(theta: np.ndarray, opt: dict, flops: np.ndarray) ->
     np.testing.assert_allclose(72 * layers * m**2 * D, flops, rtol=1e-12)
 
 
-@pytest.mark.parametrize("theta", [PAPER_FIT, *random_sets(6)], ids=["paper"] + [f"random{i}" for i in range(6)])
+@pytest.mark.parametrize("theta", [PAPER_FIT, *random_sets(6)],
+                         ids=["paper"] + [f"random{i}" for i in range(6)])
 def test_the_decomposed_optimum_has_the_lagrange_structure(theta):
     opt = decomposed_optimum(theta[None, :], BUDGETS)
     check_lagrange_structure(theta, {q: v[0] for q, v in opt.items()}, BUDGETS)
@@ -160,7 +161,8 @@ def test_bootstrap_intervals_count_draws_without_an_interior_optimum():
     assert any("7 of" in w and "no interior optimum" in w for w in opt.warnings)
     cloud = decomposed_optimum(draws[boot.ok][7:], flops)
     for q in ("width", "params", "loss"):
-        np.testing.assert_allclose(opt.intervals[q], np.quantile(cloud[q], [0.05, 0.95], axis=0).T, rtol=1e-12)
+        expected = np.quantile(cloud[q], [0.05, 0.95], axis=0).T
+        np.testing.assert_allclose(opt.intervals[q], expected, rtol=1e-12)
         assert np.all((opt.intervals[q][:, 0] < opt.optimum[q]) & (opt.optimum[q] < opt.intervals[q][:, 1]))
 
 
