@@ -111,6 +111,7 @@ class OptimizeResult:
     terms: np.ndarray | None = None  # (B, 3) T_m, T_l, T_D at the optimum (decomposed law)
     seconds: float = 0.0
     warnings: tuple[str, ...] = ()
+    vocab: float = 0.0  # embedding parameters per unit width in the cost model
 
     def __len__(self) -> int:
         return len(self.flops)
@@ -651,7 +652,7 @@ def optimize(result: FitResult | BootstrapResult, flops: Sequence[float] | np.nd
                           constraints=constraints, shape=shape, intervals=intervals,
                           level=level if boot is not None else None, n_draws=len(draws),
                           n_no_interior=n_no_interior, interior=interior, terms=terms,
-                          seconds=time.perf_counter() - t0, warnings=tuple(warnings))
+                          seconds=time.perf_counter() - t0, warnings=tuple(warnings), vocab=vocab)
 
 
 def _quantity(values: Mapping[str, np.ndarray], name: str) -> np.ndarray:

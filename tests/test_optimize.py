@@ -203,3 +203,25 @@ def test_optimize_bad_input_is_one_line_and_exit_2(tmp_path, cli, args, message)
     out = cli("optimize", tmp_path / "fit.json", *args)
     assert out.exit_code == 2, out.output
     assert out.stderr.startswith("Error: ") and out.stderr.count("\n") == 1 and message in out.stderr
+
+
+def test_optimize_figures_show_the_frontier_and_the_iso_flop_minimum(tmp_path):
+    from scaling_cli.plot import optimize_figures, save_figures
+
+    runs = load_runs(EXAMPLE)
+    boot = bootstrap(runs, "decomposed", n=60, seed=1)
+    opt = optimize(boot, np.geomspace(1e20, 1e24, 5), constraints=Constraints(width_multiple=64))
+    figures = optimize_figures(opt, boot)
+    assert set(figures) == {"frontier", "isoflop"}
+    panels = figures["frontier"].axes
+    assert [ax.get_title() for ax in panels] == ["width $m^*$", "depth $\\ell^*$", "tokens $D^*$",
+                                                 "parameters $N^*$", "loss $L^*$"]
+    assert all(ax.collections for ax in panels)  # the bootstrap bands
+    line = panels[0].lines[0]
+    np.testing.assert_allclose(line.get_ydata(), opt.optimum["width"])
+    # the iso-FLOP curve of width bottoms out at the optimum width (on its 200-point grid)
+    curve = figures["isoflop"].axes[0].lines[0]
+    x, y = curve.get_xdata(), curve.get_ydata()
+    assert abs(np.log(x[np.argmin(y)] / opt.optimum["width"][2])) < np.log(400) / 199
+    written = save_figures(figures, tmp_path, "png")
+    assert sorted(p.name for p in written) == ["frontier.png", "isoflop.png"]

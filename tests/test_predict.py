@@ -86,7 +86,7 @@ def test_delta_method_and_bootstrap_intervals_agree_inside_the_design():
 
 def test_prediction_intervals_cover_new_runs_95_percent_of_the_time():
     """Simulated coverage of the 95% prediction interval for new runs inside the design
-    (benchmarks/bench_predict_coverage.py runs a larger version)."""
+    (benchmarks/predict_coverage.py runs a larger version)."""
     rng = np.random.default_rng(2024)
     hits = total = 0
     form = get_form("decomposed")
