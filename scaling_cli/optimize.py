@@ -590,7 +590,8 @@ def optimize(result: FitResult | BootstrapResult, flops: Sequence[float] | np.nd
     shape_given = constraints != Constraints()
     terms = None
     if type(form) is Decomposed:
-        method = "closed form (Lagrange conditions)" if vocab == 0 else "Newton on (log m, log l)"
+        method = ("closed form (Lagrange conditions)" if vocab == 0
+                  else "damped Newton in (log m, log l), a convex problem")
         solve = lambda thetas: decomposed_optimum(thetas, flops, vocab)  # noqa: E731
         cost_model = f"C = 6 N D, N = 12 l m^2{f' + {vocab:g} m' if vocab else ''}"
     elif type(form) is Chinchilla:

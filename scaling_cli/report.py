@@ -364,6 +364,9 @@ def optimum_table(result):
             row.append(f"{shape:.0f}" if key in ("width", "depth") and math.isfinite(shape)
                        else _sig(shape, digits))
         table.add_row(*row)
+    if r.shape is not None and math.isfinite(r.shape["penalty"][0]):
+        table.add_row("loss given up", "", *([""] if r.intervals is not None else []),
+                      f"+{_sig(r.shape['penalty'][0], 2)}")
     return table
 
 
@@ -428,9 +431,9 @@ def render_optimum(result, console: Console) -> None:
             console.print(frontier_intervals_table(result))
     console.print(f"cost model: {result.cost_model}; solved by {result.method}.", markup=False)
     if result.shape is not None and np.isfinite(result.optimum["width"]).any():
-        penalty = "ΔL" if len(result) > 1 else "its loss minus the optimum's"
-        console.print(f"best shape: {result.constraints.describe()}, tokens spending the budget; "
-                      f"{penalty}: the loss it gives up.", markup=False)
+        penalty = "; ΔL: the loss it gives up" if len(result) > 1 else ""
+        console.print(f"best shape: {result.constraints.describe()}, tokens spending the budget"
+                      f"{penalty}.", markup=False)
     if result.intervals is not None:
         console.print(f"intervals: percentiles over {result.n_draws} bootstrap draws; "
                       f"{int(result.n_no_interior.max())} without an interior optimum.", markup=False)
