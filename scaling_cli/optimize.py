@@ -397,7 +397,7 @@ class _NumericalProblem:
             N = None
         if form.cost:
             f = parse_formula(form.cost, f"{where}: cost")
-            self._check_names(f, self.symbols + (["N"] if N is not None else []), "cost")
+            self._check_names(f, list(dict.fromkeys(self.symbols + (["N"] if N is not None else []))), "cost")
             cost = to_sympy(f, {**sym, "N": sympy.Symbol("N_", positive=True)}, f"{where}: cost")
             if N is not None:
                 cost = cost.subs(sympy.Symbol("N_", positive=True), N)

@@ -225,3 +225,32 @@ def test_optimize_figures_show_the_frontier_and_the_iso_flop_minimum(tmp_path):
     assert abs(np.log(x[np.argmin(y)] / opt.optimum["width"][2])) < np.log(400) / 199
     written = save_figures(figures, tmp_path, "png")
     assert sorted(p.name for p in written) == ["frontier.png", "isoflop.png"]
+
+
+def test_a_yaml_cost_expression_is_the_budget(epoch_fit):
+    """With `cost: 8 * N * D` (activation recomputation, say) the optimum is Chinchilla's closed form
+    with C / 8 in place of C / 6."""
+    text = (ROOT / "configs" / "chinchilla.yaml").read_text() + "cost: 8 * N * D\n"
+    from scaling_cli.spec import parse_form_text
+
+    result = replace(epoch_fit, form=parse_form_text(text, "chinchilla_8ND.yaml"))
+    C = 1e23
+    opt = optimize(result, C)
+    E, A, a, B, b = epoch_fit.values
+    N = (a * A / (b * B)) ** (1 / (a + b)) * (C / 8) ** (b / (a + b))
+    assert opt.optimum["params"][0] == pytest.approx(N, rel=1e-6)
+    assert opt.optimum["tokens"][0] == pytest.approx(C / (8 * N), rel=1e-6)
+    assert opt.cost_model.startswith("C = 8 * N * D")
+
+
+@pytest.mark.parametrize("extra, message", [
+    ("cost: 6 * N * tokens_seen\n", "cost: unknown name tokens_seen; it may use N, D$"),
+    ("cost: __import__('os')\n", "cost"),
+    ("params: 12 * l * m**2\n", "params: unknown name l"),
+])
+def test_bad_cost_expressions_are_spec_errors(epoch_fit, extra, message):
+    from scaling_cli.spec import parse_form_text
+
+    text = (ROOT / "configs" / "chinchilla.yaml").read_text() + extra
+    with pytest.raises(SpecError, match=message):
+        optimize(replace(epoch_fit, form=parse_form_text(text, "bad.yaml")), 1e22)
