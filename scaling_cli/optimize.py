@@ -592,8 +592,10 @@ def optimize(result: FitResult | BootstrapResult, flops: Sequence[float] | np.nd
     if type(form) is Decomposed:
         method = ("closed form (Lagrange conditions)" if vocab == 0
                   else "damped Newton in (log m, log l), a convex problem")
-        solve = lambda thetas: decomposed_optimum(thetas, flops, vocab)  # noqa: E731
         cost_model = f"C = 6 N D, N = 12 l m^2{f' + {vocab:g} m' if vocab else ''}"
+
+        def solve(thetas):
+            return decomposed_optimum(thetas, flops, vocab)
     elif type(form) is Chinchilla:
         method = "closed form (Hoffmann et al. 2022)"
         if vocab:
@@ -602,8 +604,11 @@ def optimize(result: FitResult | BootstrapResult, flops: Sequence[float] | np.nd
         if shape_given:
             raise SpecError("shape constraints (--width-multiple, --min/--max-width/depth, --max-aspect) "
                             "need a form with width and depth; chinchilla has N only")
-        solve = lambda thetas: chinchilla_optimum(thetas, flops)  # noqa: E731
+
         cost_model = "C = 6 N D"
+
+        def solve(thetas):
+            return chinchilla_optimum(thetas, flops)
     else:
         method = "numerical (SLSQP on the logs of the variables)"
         problem = _NumericalProblem(fit, vocab)
