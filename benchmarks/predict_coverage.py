@@ -2,6 +2,7 @@
 test in tests/test_predict.py).
 
     .venv/bin/python benchmarks/predict_coverage.py [--tables 200] [--points 50] [--rows 150]
+    .venv/bin/python benchmarks/predict_coverage.py --tables 100 --bootstrap 500   # and the bootstrap's
 
 Each table: `--rows` runs drawn from a known decomposed law (exponents near the paper's) on a
 log-uniform design (width 256-4096, depth 4-48, tokens 1e9-3e11) with 0.5% log-normal noise, fitted
@@ -30,7 +31,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tables", type=int, default=200)
     parser.add_argument("--points", type=int, default=50)
     parser.add_argument("--rows", type=int, default=150)
+    parser.add_argument("--bootstrap", type=int, default=0,
+                        help="also check the bootstrap's intervals, with this many case resamples per table")
     args = parser.parse_args(argv)
+    from scaling_cli.bootstrap import bootstrap
     from scaling_cli.fitting import fit
     from scaling_cli.forms import get_form
     from scaling_cli.io import Runs
@@ -39,6 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     form = get_form("decomposed")
     rng = np.random.default_rng(0)
     ci_hits = pi_hits = total = 0
+    boot_ci = boot_pi = 0
     for _ in range(args.tables):
         n = args.rows
         X = {"m": np.exp(rng.uniform(np.log(256), np.log(4096), n)).round(),
@@ -57,10 +62,20 @@ def main(argv: list[str] | None = None) -> int:
         ci_hits += int(np.sum((p.ci[:, 0] <= truth) & (truth <= p.ci[:, 1])))
         pi_hits += int(np.sum((p.pi[:, 0] <= observed) & (observed <= p.pi[:, 1])))
         total += args.points
+        if args.bootstrap:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                b = bootstrap(Runs("<sim>", None, data, {k: k for k in data}, n), form, n=args.bootstrap,
+                              seed=total, fit_result=result).predict(new)
+            boot_ci += int(np.sum((b.ci[:, 0] <= truth) & (truth <= b.ci[:, 1])))
+            boot_pi += int(np.sum((b.pi[:, 0] <= observed) & (observed <= b.pi[:, 1])))
     se = math.sqrt(0.95 * 0.05 / total)
     print(f"{args.tables} tables x {args.points} points ({args.rows} rows each):")
     print(f"  95% confidence interval covers the true law: {ci_hits / total:.3f} (+- {se:.3f})")
     print(f"  95% prediction interval covers a new run:    {pi_hits / total:.3f} (+- {se:.3f})")
+    if args.bootstrap:
+        print(f"  bootstrap ({args.bootstrap} case resamples): CI {boot_ci / total:.3f}, "
+              f"PI {boot_pi / total:.3f}")
     return 0
 
 
