@@ -87,11 +87,12 @@ def main(argv: list[str] | None = None) -> int:
                                                Path(tmp))
         boot_code, boot_rows = run_benchmark("bench_bootstrap.py", ["--no-memory"] if args.quick else [],
                                              Path(tmp))
-    codes = (fit_code, epoch_code, boot_code)
+        opt_code, opt_rows = run_benchmark("bench_optimize.py", [], Path(tmp))
+    codes = (fit_code, epoch_code, boot_code, opt_code)
     if 2 in codes:
         return 2
     print("=" * 30, f"summary ({time.perf_counter() - t0:.0f} s)", "=" * 30)
-    for line in summary_lines(fit_rows, epoch_rows) + bootstrap_lines(boot_rows):
+    for line in summary_lines(fit_rows, epoch_rows) + bootstrap_lines(boot_rows) + bootstrap_lines(opt_rows):
         print(line)
     return 0 if all(code == 0 for code in codes) else 1
 

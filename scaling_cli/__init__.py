@@ -25,6 +25,8 @@ _EXPORTS = {
     "Objective": "objectives",
     "CompareResult": "compare", "compare_forms": "compare",
     "load_form": "spec", "parse_form": "spec",
+    "ResultError": "errors", "load_result": "results", "BootstrapResult": "bootstrap",
+    "Prediction": "predict", "Constraints": "optimize", "OptimizeResult": "optimize",
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__"]

@@ -299,6 +299,7 @@ class BootstrapResult:
     jackknife: np.ndarray | None = None  # (J, P) leave-one-out estimates, for BCa
     bias: np.ndarray | None = None  # BCa z0 per parameter
     acceleration: np.ndarray | None = None  # BCa a per parameter
+    draws_file: str | None = None  # the --draws file the JSON document names instead of inlining draws
 
     def __getitem__(self, name: str) -> BootstrapEstimate:
         return self.estimates[self.names.index(name)]
@@ -321,24 +322,18 @@ class BootstrapResult:
         return self.resampler.resample(k)
 
     def to_dict(self) -> dict:
-        """The fit's JSON document with a `bootstrap` section; the bootstrap's warnings join the fit's."""
-        from .report import jsonable
+        """The fit's JSON document with a `bootstrap` section (`results.bootstrap_to_dict`); the
+        bootstrap's warnings join the fit's."""
+        from .results import bootstrap_to_dict
 
-        doc = self.fit.to_dict()
-        doc["warnings"] = list(doc.get("warnings", [])) + list(self.warnings)
-        doc["bootstrap"] = {
-            "n": self.n,
-            "n_failed": self.n_failed,
-            "seed": self.seed,
-            "method": self.method,
-            "ci": self.ci,
-            "level": self.level,
-            "params": {e.name: {"se": e.se, "ci": list(e.ci)} for e in self.estimates},
-            **({"derived": {e.name: {"se": e.se, "ci": list(e.ci)} for e in self.derived}}
-               if self.derived else {}),
-            "seconds": self.seconds,
-        }
-        return jsonable(doc)
+        return bootstrap_to_dict(self)
+
+    def predict(self, points, level: float | None = None):
+        """Predicted response at new `points` with percentile intervals of the draws' predictions and
+        a prediction interval for a new run (`predict.predict`); `level` defaults to the bootstrap's."""
+        from .predict import predict
+
+        return predict(self, points, level=self.level if level is None else level)
 
     def to_frame(self):
         """Per parameter: value, se, ci_lo, ci_hi, jacobian_se, jacobian_lo, jacobian_hi."""
@@ -412,8 +407,8 @@ def bootstrap(runs: Runs, form: Form | str = "decomposed", objective: Objective 
     (the wild cluster bootstrap, for few groups) or `residual` (residuals onto the fitted values).
     Parameters that the full-data fit cannot determine, or that sit on a bound, get no interval.
     `ci`: `percentile`, `bca` (adds a jackknife for the acceleration) or `basic`, at `level`. `jobs`
-    worker processes solve chunks (0: one per CPU); the draws do not depend on it. `progress(done, total)` is called after every
-    chunk. Pass `fit_result` to reuse a full-data fit of the same runs, form and objective.
+    worker processes solve chunks (0: one per CPU); the draws do not depend on it.
+    `progress(done, total)` is called after every chunk. Pass `fit_result` to reuse a full-data fit of the same runs, form and objective.
     `chunk_size` (resamples solved together) defaults to what keeps a chunk's arrays near
     CHUNK_FLOATS; the draws depend on it (and on the seed), never on `jobs`."""
     t0 = time.perf_counter()

@@ -453,8 +453,113 @@ def bootstrap(
         path = result.write_draws(draws)
         if console is not None:
             console.print(f"wrote {path}", style="dim", markup=False)
+        if json_path:  # the JSON names the draws file (relative to itself) instead of inlining the draws
+            from dataclasses import replace
+
+            from .results import relative_to
+
+            where = Path(json_path).parent if json_path != "-" else None
+            result = replace(result, draws_file=relative_to(path, where) if where else str(path.resolve()))
     write_outputs(result, console, json_path, plot_dir, plot_format, BootstrapResult.figures)
 
 
 def main() -> None:
     app()
+
+
+# ---------------------------------------------------------------- predict and optimize (saved fits)
+
+FitJsonArg = Annotated[Path, typer.Argument(
+    metavar="FIT.json", help="A saved fit: the JSON of `scalefit fit --json` or `scalefit bootstrap --json`.",
+    show_default=False)]
+LevelOpt = Annotated[float, typer.Option("--level", help="Level of the intervals.")]
+OutputCsvOpt = Annotated[Path | None, typer.Option("--output", help="Also write the rows as CSV to PATH.")]
+
+
+@app.command()
+def predict(
+    fit_json: FitJsonArg,
+    at: Annotated[list[str] | None, typer.Option(
+        "--at", help="One point: NAME=VALUE pairs, e.g. width=8192,depth=80,tokens=1.4T (a role, the "
+                     "form's symbol or the fitted table's column). Repeatable.")] = None,
+    table: Annotated[Path | None, typer.Option(
+        "--table", help="A table of points, read like a table of runs; other columns are carried "
+                        "through.")] = None,
+    level: LevelOpt = 0.95,
+    column: ColumnOpt = None,
+    format: FormatOpt = None,
+    output: OutputCsvOpt = None,
+    json_path: JsonOpt = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """Predict the loss of new runs from a saved fit: confidence and prediction intervals, and how far
+    each point lies outside the fitted data."""
+    from .errors import DataError
+    from .predict import load_points, parse_at
+    from .report import render_prediction, write_frame_csv, write_json
+    from .results import load_result
+
+    check_outputs("png", json_path, output)
+    if (at is None) == (table is None):
+        raise DataError("give the points with --at NAME=VALUE,... (repeatable) or with --table FILE, "
+                        "not both" if at and table else "no points: give --at NAME=VALUE,... or --table FILE")
+    result = load_result(fit_json)
+    points = parse_at(at) if at else load_points(result, table, format=format, columns=column)
+    prediction = result.predict(points, level=level)
+    console = console_for(json_path, quiet)
+    if console is not None:
+        render_prediction(prediction, console)
+    if json_path:
+        write_json(json_path, prediction.to_dict())
+    if output is not None:
+        path = write_frame_csv(output, prediction.to_frame())
+        if console is not None:
+            console.print(f"wrote {path}", style="dim", markup=False)
+
+
+@app.command()
+def optimize(
+    fit_json: FitJsonArg,
+    flops: Annotated[list[str], typer.Option(
+        "--flops", help="Compute budget in FLOP (e.g. 5.76e23), or a log-spaced range START:STOP:COUNT "
+                        "(e.g. 1e20:1e25:11). Repeatable.", show_default=False)],
+    vocab: Annotated[float, typer.Option(
+        "--vocab", help="Vocabulary size V: adds V*m embedding parameters to N = 12*l*m^2.")] = 0.0,
+    width_multiple: Annotated[int, typer.Option(
+        "--width-multiple", help="Trainable widths are multiples of this.")] = 1,
+    min_width: Annotated[float | None, typer.Option("--min-width", help="Smallest trainable width.")] = None,
+    max_width: Annotated[float | None, typer.Option("--max-width", help="Largest trainable width.")] = None,
+    min_depth: Annotated[float | None, typer.Option("--min-depth", help="Smallest trainable depth.")] = None,
+    max_depth: Annotated[float | None, typer.Option("--max-depth", help="Largest trainable depth.")] = None,
+    max_aspect: Annotated[float | None, typer.Option(
+        "--max-aspect", help="Largest width/depth of a trainable shape.")] = None,
+    level: Annotated[float | None, typer.Option(
+        "--level", help="Level of the intervals (a bootstrap result; default: its own).")] = None,
+    output: OutputCsvOpt = None,
+    json_path: JsonOpt = None,
+    plot_dir: PlotDirOpt = None,
+    plot_format: PlotFormatOpt = "png",
+    quiet: QuietOpt = False,
+) -> None:
+    """Compute-optimal width, depth and tokens for a FLOP budget from a saved fit, with the best
+    trainable shape and (from a bootstrap) intervals."""
+    from .optimize import Constraints, parse_flops
+    from .optimize import optimize as run_optimize
+    from .plot import optimize_figures
+    from .report import render_optimum, write_frame_csv
+    from .results import load_result
+
+    check_outputs(plot_format, json_path, output)
+    budgets = parse_flops(flops)
+    constraints = Constraints(width_multiple, min_width, max_width, min_depth, max_depth, max_aspect)
+    result = load_result(fit_json)
+    optimum = run_optimize(result, budgets, vocab=vocab, constraints=constraints, level=level)
+    console = console_for(json_path, quiet)
+    if console is not None:
+        render_optimum(optimum, console)
+    if output is not None:
+        path = write_frame_csv(output, optimum.to_frame())
+        if console is not None:
+            console.print(f"wrote {path}", style="dim", markup=False)
+    write_outputs(optimum, console, json_path, plot_dir, plot_format,
+                  lambda o: optimize_figures(o, result))

@@ -69,6 +69,14 @@ class Design:
         }
 
 
+def design_from_dict(doc: dict) -> Design:
+    """The `Design` of `Design.to_dict()` (a saved fit's `design`)."""
+    variables = tuple(VariableDesign(symbol, v["column"], int(v["levels"]), float(v["min"]), float(v["max"]))
+                      for symbol, v in doc.get("variables", {}).items())
+    return Design(variables, doc.get("width_depth_correlation"), doc.get("width_depth_slope"),
+                  tuple(doc.get("warnings", ())))
+
+
 @dataclass(frozen=True)
 class Groups:
     """How rows fall into runs: the group column, each row's group index, and how many groups."""

@@ -38,3 +38,8 @@ class FitError(ScalefitError):
 
 class ScalefitWarning(UserWarning):
     """Soft problems (a parameter at a bound, a singular covariance). Also stored on results."""
+
+
+class ResultError(DataError):
+    """A saved result (the JSON of `fit --json` / `bootstrap --json`) cannot be loaded: not a scalefit
+    result, written by a newer scalefit (a newer schema_version), or damaged."""

@@ -189,6 +189,9 @@ class FitResult:
     n_escalated: int = 0  # starts solved again by the robust strategy after stopping short
     fixed_by_user: tuple[tuple[str, float], ...] = ()  # (name, value) held by `fixed=` (--fix)
     bounds_by_user: tuple[tuple[str, float, float], ...] = ()  # (name, lo, hi) set by `bounds=` (--bound)
+    roles: Mapping[str, str] = field(default_factory=dict)  # role -> column of the table fitted
+    load_options: Mapping[str, object] = field(default_factory=dict)  # how the table was read
+    ranges: Mapping[str, tuple[float, float]] = field(default_factory=dict)  # variable -> (min, max) fitted
 
     def __getitem__(self, name: str) -> float:
         return float(self.values[self.names.index(name)])
@@ -204,9 +207,17 @@ class FitResult:
 
     def to_dict(self) -> dict:
         """The JSON document `scalefit fit --json` writes: plain floats, None for unknown."""
-        from .report import fit_to_dict
+        from .results import fit_to_dict
 
         return fit_to_dict(self)
+
+    def predict(self, points, level: float = 0.95):
+        """Predicted response at new `points` (a mapping of variable, role or column name to values,
+        or a `Runs` table) with a delta-method confidence interval for the law, a prediction interval
+        for a new run and the distance beyond the fitted data: a `predict.Prediction`."""
+        from .predict import predict
+
+        return predict(self, points, level=level)
 
     def to_frame(self):
         """Parameters as a pandas DataFrame (value, stderr, ci95_lo, ci95_hi, note)."""
@@ -601,7 +612,9 @@ def _result(runs: Runs, form: Form, problem: Problem, theta: np.ndarray, value: 
         covariance_type=covariance_type, stderr_iid=stderr_iid, covariance_iid=cov_iid, ci_dof=ci_dof,
         group_column=groups.column if groups is not None else None,
         n_groups=groups.count if groups is not None else None, between=between, design=design,
-        columns=_columns_used(form, runs), regime_allowed=regime_allowed)
+        columns=_columns_used(form, runs), regime_allowed=regime_allowed,
+        roles=dict(runs.roles), load_options=dict(runs.options),
+        ranges={s: (float(np.min(x)), float(np.max(x))) for s, x in problem.X.items() if np.size(x)})
 
 
 def _regime_allowed(form: Form, design: Design, undetermined, at_bound: np.ndarray,

@@ -53,6 +53,9 @@ class Form:
     objective: str = "log-ls"
     delta: float | None = None
     expression: str = ""
+    text: str | None = None  # a YAML form's text, saved with its results
+    cost: str | None = None  # a YAML form's compute model (`cost:`), for `scalefit optimize`
+    params_model: str | None = None  # a YAML form's parameter count (`params:`), for `scalefit optimize`
 
     # -- helpers every form shares
     @property

@@ -108,7 +108,7 @@ class Runs:
     n_excluded: int = 0
     notes: tuple[str, ...] = ()
     kept_rows: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=int))
-    scales: Mapping[str, float] = field(default_factory=dict)  # role -> factor applied (--scale)
+    options: Mapping[str, Any] = field(default_factory=dict)  # how load_runs read it, to read it again
 
     def __len__(self) -> int:
         return len(next(iter(self.data.values()))) if self.data else 0
@@ -667,9 +667,13 @@ def load_runs(path: str | Path, *, require: Sequence[str] = ("width", "depth", "
         if not mask.any():
             raise DataError(f"{table.path}: no rows left after --exclude-top-loss {exclude_top_loss}")
     data = {k: v[mask] for k, v in data.items()}
+    options = {"format": format, "columns": overrides, "configs": None if configs is None else str(configs),
+               "on": on, "exclude_top_loss": exclude_top_loss, "drop_missing": drop_missing,
+               "group": group, "scale": dict(scales), "min_values": dict(lows), "max_values": dict(highs),
+               "last_per_group": last_per_group}
     return Runs(path=table.path, sha256=table.sha256, data=data, roles=roles, n_total=n_total,
                 n_excluded=n_excluded + n_missing + n_filtered, notes=tuple(notes), kept_rows=idx[mask],
-                scales=dict(scales))
+                options=options)
 
 
 def parse_role_values(items: Sequence[str] | Mapping[str, float] | None, option: str,

@@ -54,7 +54,7 @@ EXACT_INTEGER_LIMIT = 2**53
 FUNCTIONS = ("exp", "log", "log2", "log10", "sqrt", "abs", "tanh", "arctan", "sin", "cos")
 CONSTANTS = {"pi": math.pi, "e": math.e}
 TOP_KEYS = ("name", "expression", "variables", "response", "parameters", "derived", "objective", "delta",
-            "description", "reference")
+            "description", "reference", "cost", "params")
 REQUIRED_KEYS = ("expression", "variables", "parameters")
 PARAMETER_KEYS = ("init", "min", "max", "value", "fixed")
 DEFAULT_RESPONSE = "loss"
@@ -121,8 +121,11 @@ class _YamlRefused(Exception):
 def read_yaml(path: str | Path) -> Any:
     """The plain data in a small YAML file, read safely: at most MAX_FILE_BYTES, UTF-8 text, no anchors
     or aliases, no repeated keys, shallow flow nesting. Raises `SpecError` naming the file and line."""
-    import yaml
+    return load_yaml_text(read_yaml_text(path), str(path))
 
+
+def read_yaml_text(path: str | Path) -> str:
+    """The text of a small YAML file (at most MAX_FILE_BYTES, UTF-8, no NUL bytes), not yet parsed."""
     path = Path(path)
     source = str(path)
     try:
@@ -142,6 +145,15 @@ def read_yaml(path: str | Path) -> Any:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise SpecError(f"{source}: not UTF-8 text (byte {exc.start}); a form file is YAML text") from None
+    return text
+
+
+def load_yaml_text(text: str, source: str) -> Any:
+    """The plain data in YAML `text` (from `source`, for messages), read as safely as `read_yaml`."""
+    import yaml
+
+    if len(text.encode("utf-8")) > MAX_FILE_BYTES:
+        raise SpecError(f"{source}: the text is larger than {MAX_FILE_BYTES:,} bytes")
     depth = _flow_nesting(text)
     if depth > MAX_YAML_NESTING:
         raise SpecError(f"{source}: the YAML is nested {depth} levels deep; a form file needs a few")
@@ -776,6 +788,9 @@ def _check_shape(doc: Any, check: _Checker) -> dict:
     if "name" in out and not (out["name"].strip() and out["name"].isprintable()):
         check.fail("name", "must be a non-empty name on one line")
     out["expression"] = check.text(doc["expression"], "expression")
+    for key in ("cost", "params"):  # compute and parameter-count models, for `scalefit optimize`
+        if doc.get(key) is not None:
+            out[key] = check.text(doc[key], key)
     out["response"] = check.text(doc.get("response", DEFAULT_RESPONSE), "response")
     if doc.get("delta") is not None:
         out["delta"] = check.number(doc["delta"], "delta")
@@ -956,7 +971,7 @@ def parse_form(mapping: Any, source: str = "<string>") -> SpecForm:
         derived = [(n, to_sympy(f, symbols, check.where(f"derived.{n}")), f.text)
                    for n, f in meaning["derived"].items()]
         name = spec.get("name") or (Path(source).stem if source != "<string>" else "custom")
-        return SpecForm(
+        form = SpecForm(
             name=name, expression=meaning["formula"].text, params=params, variables=spec["variables"],
             response=spec["response"].strip(), response_formula=meaning["response_formula"],
             response_names=meaning["response_names"], lower=meaning["lower"], upper=meaning["upper"],
@@ -964,12 +979,36 @@ def parse_form(mapping: Any, source: str = "<string>") -> SpecForm:
             delta=meaning["delta"], description=spec.get("description", ""),
             reference=spec.get("reference", ""), symbolic=symbolic, symbols=symbols, derived_specs=derived,
             source=source)
+        form.text = _yaml_text(mapping)
+        form.cost = spec.get("cost")
+        form.params_model = spec.get("params")
+        return form
     except RecursionError:
         check.fail("expression", "the formula is too complex to differentiate; simplify it")
         raise  # not reached
 
 
+def _yaml_text(mapping: Any) -> str | None:
+    """YAML text of a spec given as Python values, so that a form made from a mapping can be saved."""
+    import yaml
+
+    try:
+        return yaml.safe_dump(mapping, sort_keys=False)
+    except yaml.YAMLError:
+        return None
+
+
 def load_form(path: str | Path) -> SpecForm:
     """Read a form from a YAML file (see configs/); raises `SpecError` naming the file and key."""
     path = Path(path)
-    return parse_form(read_yaml(path), str(path))
+    text = read_yaml_text(path)
+    form = parse_form(load_yaml_text(text, str(path)), str(path))
+    form.text = text
+    return form
+
+
+def parse_form_text(text: str, source: str = "<string>") -> SpecForm:
+    """A form from YAML text (as `load_form` reads from a file); the form keeps the text."""
+    form = parse_form(load_yaml_text(text, source), source)
+    form.text = text
+    return form

@@ -478,7 +478,10 @@ def test_cli_bootstrap_report_json_draws_and_plots(cli, chinchilla_wd, tmp_path)
                  "Jacobian 95%", "120 case resamples (seed 3)", "0 failed"):
         assert text in " ".join(out.stdout.split()), text
     doc = json.loads((tmp_path / "b.json").read_text())
-    assert set(doc["bootstrap"]) == {"n", "n_failed", "seed", "method", "ci", "level", "params", "seconds"}
+    assert set(doc["bootstrap"]) == {"n", "n_failed", "seed", "method", "ci", "level", "params", "seconds",
+                                     "jacobian", "warnings", "notes", "group", "jobs", "chunk_size", "starts",
+                                     "status_names", "draws_file"}
+    assert doc["bootstrap"]["draws_file"] == "draws.parquet"  # written beside it: not inlined
     assert doc["bootstrap"]["n"] == 120 and doc["bootstrap"]["method"] == "case"
     assert set(doc["bootstrap"]["params"]["alpha_l"]) == {"se", "ci"}
     assert doc["form"] == "decomposed" and doc["n_points"] == 203  # the fit's JSON is all there

@@ -20,7 +20,8 @@ HEADER = ("d_model", "n_layers", "tokens", "loss")
 N_ROWS = 30
 DECOMPOSED_PARAMS = ["c_m", "alpha_m", "c_l", "alpha_l", "c_D", "alpha_D", "L0"]
 TOP_KEYS = {"form", "objective", "n_points", "n_excluded", "params", "covariance", "stats", "converged",
-            "convergence", "warnings", "versions", "input", "run", "groups", "columns", "design"}
+            "convergence", "warnings", "versions", "input", "run", "groups", "columns", "design",
+            "schema_version", "form_spec", "data", "details"}
 STATS_KEYS = {"rss", "rmse_log", "mean_abs_rel_error", "r2", "aic", "bic", "dof"}
 
 

@@ -33,10 +33,11 @@ def grouped_runs(n_runs: int = 12, per_run: int = 8, seed: int = 0, offset_sd: f
     rng = np.random.default_rng(seed)
     widths = np.exp(rng.uniform(np.log(256), np.log(4096), n_runs)).round() if widths is None else widths
     depths = np.exp(rng.uniform(np.log(4), np.log(64), n_runs)).round() if depths is None else depths
-    tokens = np.geomspace(1e9, 1e11, per_run)
     run = np.repeat(np.arange(n_runs), per_run)
-    X = {"m": np.asarray(widths, float)[run], "l": np.asarray(depths, float)[run],
-         "D": np.tile(tokens, n_runs)}
+    # checkpoints on a shared grid; one row per run: each run's own token count
+    tokens = (np.tile(np.geomspace(1e9, 1e11, per_run), n_runs) if per_run > 1
+              else np.exp(rng.uniform(np.log(1e9), np.log(1e11), n_runs)))
+    X = {"m": np.asarray(widths, float)[run], "l": np.asarray(depths, float)[run], "D": tokens}
     log_f = np.log(get_form("decomposed").predict(TRUTH[None, :], X)[0])
     loss = np.exp(log_f + rng.normal(0, offset_sd, n_runs)[run] + rng.normal(0, noise_sd, len(run)))
     data = {"width": X["m"], "depth": X["l"], "tokens": X["D"], "loss": loss,
