@@ -652,7 +652,7 @@ def test_unreadable_tables(name, content, message, tmp_path):
     assert str(info.value).startswith(f"{path}: {message}")
 
 
-# ---------------------------------------------------------------- big tables: the fast paths agree with the slow ones
+# ---------------------------------------------------------------- big tables: fast paths = slow ones
 
 PLAIN_TEXTS = [("a,b\n1,2\n3,4\n", True), ("a,b\n1,2\n3,4", True), ("a, b \n 1 ,2\n", True),
                ("é,b\nü,2\n", True), ("x\n1\n2\n", True), ("a,b\n1,2\n\n3,4\n", False),
