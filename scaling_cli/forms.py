@@ -112,6 +112,12 @@ class Form:
             out[:, p, :] = np.einsum("kn,knq->kq", v, dJ)
         return 0.5 * (out + np.swapaxes(out, 1, 2))
 
+    def jacobian_second_order(self, theta: np.ndarray, X: Mapping[str, np.ndarray], v: np.ndarray
+                              ) -> tuple[np.ndarray, np.ndarray]:
+        """`jacobian(theta, X)` and `second_order(theta, X, v)` together: what the solver needs at every
+        step. Forms built from powers override it to compute each power once for both."""
+        return self.jacobian(theta, X), self.second_order(theta, X, v)
+
     def design(self, theta: np.ndarray, X: Mapping[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         """For the nonlinear parameters in `theta` (K, P), the matrix (K, n, L) multiplying the linear
         parameters (in `self.linear` order) and the offset (K, n) that does not depend on them."""
@@ -175,6 +181,18 @@ class Decomposed(Form):
             (self.index(c), self.index(a), power, np.log(X[var]))
             for (c, a, var), power in zip(self._terms, self._powers(np.atleast_2d(theta), X), strict=False)])
 
+    def jacobian_second_order(self, theta, X, v):
+        theta = np.atleast_2d(theta)
+        J = np.empty((theta.shape[0], len(X["m"]), len(self.params)))
+        terms = []
+        for (c, a, var), power in zip(self._terms, self._powers(theta, X), strict=False):
+            logx = np.log(X[var])
+            J[:, :, self.index(c)] = power
+            J[:, :, self.index(a)] = -theta[:, self.index(c), None] * power * logx[None, :]
+            terms.append((self.index(c), self.index(a), power, logx))
+        J[:, :, self.index("L0")] = 1.0
+        return J, _power_terms_second_order(theta, v, terms)
+
     def design(self, theta, X):
         theta = np.atleast_2d(theta)
         powers = self._powers(theta, X)
@@ -221,6 +239,18 @@ class Chinchilla(Form):
         pn, pd = self._powers(np.atleast_2d(theta), X)
         return _power_terms_second_order(theta, v, [(1, 2, pn, np.log(X["N"])),
                                                      (3, 4, pd, np.log(X["D"]))])
+
+    def jacobian_second_order(self, theta, X, v):
+        theta = np.atleast_2d(theta)
+        pn, pd = self._powers(theta, X)
+        log_n, log_d = np.log(X["N"]), np.log(X["D"])
+        J = np.empty((theta.shape[0], len(X["N"]), 5))
+        J[:, :, 0] = 1.0
+        J[:, :, 1] = pn
+        J[:, :, 2] = -theta[:, 1, None] * pn * log_n[None, :]
+        J[:, :, 3] = pd
+        J[:, :, 4] = -theta[:, 3, None] * pd * log_d[None, :]
+        return J, _power_terms_second_order(theta, v, [(1, 2, pn, log_n), (3, 4, pd, log_d)])
 
     def design(self, theta, X):
         theta = np.atleast_2d(theta)

@@ -16,6 +16,7 @@ Huber objective of 1e-3 is converged as tightly as a sum of squares of 1e2.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from dataclasses import dataclass
 from typing import Mapping, Sequence
@@ -31,7 +32,15 @@ LAMBDA_START = 1e-3
 LAMBDA_MAX = 1e14
 MAX_ITER_LS = 400
 MAX_ITER_HUBER = 3000
+# The solver sums its derivatives over blocks of rows of at most this many Jacobian entries (problems
+# x rows x parameters), so that memory stays bounded however many rows the table has.
+ROW_BLOCK_FLOATS = 2_000_000
 GRID_CHUNK_FLOATS = 4_000_000  # grid points evaluated per chunk, as n * L floats
+# Tables with more rows search the grid on a stratified subsample of this many rows, then polish the
+# distinct minima found there (at most SUBSAMPLE_MINIMA of them) on every row.
+GRID_ROWS = 512
+SUBSAMPLE_MINIMA = 4
+SAME_BASIN_RTOL = 1e-3  # polished subsample points closer than this (relative, every parameter) are one
 N_POLISH = 24  # best grid points polished by Levenberg-Marquardt
 # A solve that stopped converged only if the undamped Newton step would lower the objective by less than
 # this fraction of it.
@@ -336,11 +345,36 @@ class BatchSolver:
 
         Residual Jacobians are never formed: for log residuals J_r = -J_f / f, so every J_r' C J_r is
         J_f' (C / f^2) J_f, one weighted product of the form's Jacobian."""
-        pr = self.problem
-        obj, form, X = pr.objective, pr.form, pr.X
         theta = self._to_original(x)
+        blocks = self._row_blocks(len(x))
+        if len(blocks) == 1:
+            g, H, scaling = self._block_derivatives(theta, f, r, w, self.problem.X)
+        else:  # sums over rows, a block at a time: the Jacobian of all rows is never formed
+            g, H, scaling = 0.0, 0.0, 0.0
+            for rows, X in blocks:
+                gb, Hb, sb = self._block_derivatives(theta, f[:, rows], r[:, rows],
+                                                     None if w is None else w[:, rows], X)
+                g, H, scaling = g + gb, H + Hb, scaling + sb
         with np.errstate(all="ignore"):
-            Jf = form.jacobian(theta, X)
+            if self.centering is not None and self.centering.active:
+                g, (H, scaling) = self.centering.transform(x, theta, g, [H, scaling])
+        return g, H, np.einsum("kii->ki", scaling)
+
+    def _row_blocks(self, K: int) -> list[tuple[slice, Mapping[str, np.ndarray]]]:
+        """Row blocks of at most ROW_BLOCK_FLOATS Jacobian entries for K problems, with their inputs."""
+        n = self.problem.n
+        size = max(1, ROW_BLOCK_FLOATS // max(1, K * len(self.problem.form.params)))
+        if size >= n:
+            return [(slice(0, n), self.problem.X)]
+        return [(slice(start, start + size), {k: v[start:start + size] for k, v in self.problem.X.items()})
+                for start in range(0, n, size)]
+
+    def _block_derivatives(self, theta, f, r, w, X):
+        """Gradient, Hessian and Gauss-Newton matrix (for scaling) of the rows of one block, in the
+        original parameters."""
+        pr = self.problem
+        obj, form = pr.objective, pr.form
+        with np.errstate(all="ignore"):
             if obj.least_squares:
                 curv = np.ones_like(r) if w is None else w
                 v = r if w is None else r * w
@@ -352,22 +386,22 @@ class BatchSolver:
                     curv, v = curv * w, v * w
             if obj.log_space:
                 inv = 1.0 / f
+                Jf, second = form.jacobian_second_order(theta, X, -v * inv)
                 g = -np.einsum("knp,kn->kp", Jf, v * inv)
                 # d2 r = -d2 f / f + J_r J_r': the outer-product part joins the Gauss-Newton term
                 gn = _weighted_gram(Jf, (curv + v) * inv * inv)
-                H = gn + form.second_order(theta, X, -v * inv)
+                H = gn + second
                 if obj.least_squares:
                     scaling = gn
                 else:  # IRLS weights: positive, unlike the exact Huber curvature
                     omega = obj.irls_weights(r) if w is None else obj.irls_weights(r) * w
                     scaling = _weighted_gram(Jf, omega * inv * inv)
             else:
+                Jf, second = form.jacobian_second_order(theta, X, -v)
                 g = -np.einsum("knp,kn->kp", Jf, v)
                 scaling = _weighted_gram(Jf, curv)
-                H = scaling + form.second_order(theta, X, -v)
-            if self.centering is not None and self.centering.active:
-                g, (H, scaling) = self.centering.transform(x, theta, g, [H, scaling])
-        return g, H, np.einsum("kii->ki", scaling)
+                H = scaling + second
+        return g, H, scaling
 
 
 def _weighted_gram(J: np.ndarray, c: np.ndarray) -> np.ndarray:
@@ -458,17 +492,20 @@ def _bounded_linear_ls(A: np.ndarray, b: np.ndarray, constrained: np.ndarray) ->
     return best_c / d
 
 
-def solve_linear(problem: Problem, theta: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
+def solve_linear(problem: Problem, theta: np.ndarray, weights: np.ndarray | None = None,
+                 predict: bool = False):
     """Fill in the linear parameters of `theta` (G, P) by bounded linear least squares, the nonlinear
     ones held at their values. Log objectives use relative errors (y - f) / y, which agree with
-    log y - log f to first order."""
+    log y - log f to first order. With `predict`, also return the predictions (G, n), computed from
+    the design matrix already at hand (equal to `form.predict` up to rounding)."""
     form = problem.form
     theta = problem.with_fixed(np.atleast_2d(theta))
     lin = [form.index(p) for p in form.linear]
     if not lin:
-        return theta
+        return (theta, form.predict(theta, problem.X)) if predict else theta
     with np.errstate(over="ignore", invalid="ignore", divide="ignore", under="ignore"):
         B, offset = form.design(theta, problem.X)  # (G, n, L), (G, n)
+    design = B
     target = problem.y[None, :] - offset
     solve_cols = []
     for j, p in enumerate(lin):
@@ -480,7 +517,7 @@ def solve_linear(problem: Problem, theta: np.ndarray, weights: np.ndarray | None
         else:
             solve_cols.append(j)
     if not solve_cols:
-        return theta
+        return (theta, form.predict(theta, problem.X)) if predict else theta
     B = B[:, :, solve_cols]
     row_w = np.ones(problem.n) if not problem.objective.log_space else 1.0 / problem.y
     if weights is not None:
@@ -499,7 +536,11 @@ def solve_linear(problem: Problem, theta: np.ndarray, weights: np.ndarray | None
         shift = problem.lower[p] if np.isfinite(problem.lower[p]) else 0.0
         theta[:, p] = np.clip(c[:, k] + shift, problem.lower[p], problem.upper[p])
     theta[~ok] = np.nan
-    return theta
+    if not predict:
+        return theta
+    with np.errstate(over="ignore", invalid="ignore", under="ignore"):
+        f = offset + np.einsum("gnl,gl->gn", design, theta[:, lin])
+    return theta, f
 
 
 # ---------------------------------------------------------------- global search
@@ -530,18 +571,108 @@ def grid_points(problem: Problem) -> np.ndarray:
     return problem.with_fixed(theta)
 
 
+def grid_rows(problem: Problem, weights: np.ndarray | None = None,
+              size: int | None = None) -> np.ndarray | None:
+    """The rows a big table's grid is searched on: `size` (default GRID_ROWS) rows spread evenly over
+    the table sorted by its inputs and response (so every part of the design is represented in
+    proportion), plus the rows holding the least and greatest value of each input and of the response
+    (the ends of every lever arm). None when the table has no more rows than that: then all are used.
+    Deterministic: the same table gives the same rows."""
+    size = GRID_ROWS if size is None else size
+    usable = np.arange(problem.n) if weights is None else np.flatnonzero(np.asarray(weights) > 0)
+    if len(usable) <= size:
+        return None
+    columns = [np.asarray(v, dtype=float)[usable] for v in problem.X.values()] + [problem.y[usable]]
+    order = np.lexsort(columns[::-1])  # by the first input, then the next, ..., then the response
+    picked = [order[np.round(np.linspace(0, len(order) - 1, size)).astype(int)]]
+    picked += [np.array([np.argmin(c), np.argmax(c)]) for c in columns]
+    return usable[np.unique(np.concatenate(picked))]
+
+
+def subproblem(problem: Problem, rows: np.ndarray) -> Problem:
+    """The same problem on a subset of its rows."""
+    X = {k: np.asarray(v)[rows] for k, v in problem.X.items()}
+    return dataclasses.replace(problem, X=X, y=problem.y[rows])
+
+
 def grid_search(problem: Problem, weights: np.ndarray | None = None,
                 keep: int = N_POLISH) -> tuple[np.ndarray, np.ndarray, int]:
     """Evaluate the variable-projection grid; return the `keep` best points (theta, values) and the
-    number of grid points tried."""
+    number of grid points tried.
+
+    A table of more than GRID_ROWS rows is searched coarse to fine (`subsample_search`): the grid on a
+    subsample of its rows, the best points polished there, and the distinct minima found (at most
+    SUBSAMPLE_MINIMA) returned with their objective on all rows, for the caller to polish on all rows.
+    The grid only has to find the basins; the tests check that the optimum found is the exhaustive
+    grid's."""
+    rows = grid_rows(problem, weights)
+    if rows is not None:
+        return subsample_search(problem, rows, weights, keep)
+    return exhaustive_grid(problem, weights, keep)
+
+
+def subsample_search(problem: Problem, rows: np.ndarray, weights: np.ndarray | None = None,
+                     keep: int = N_POLISH) -> tuple[np.ndarray, np.ndarray, int]:
+    """The grid on `rows` of `problem`, its `keep` best points polished on those rows by
+    `levenberg_marquardt`, and the distinct minima (at most SUBSAMPLE_MINIMA, best first by their
+    objective on all rows) as (theta, values on all rows, number of grid points)."""
+    sub = subproblem(problem, rows)
+    sub_weights = None if weights is None else np.asarray(weights, dtype=float)[rows]
+    top, _, n_grid = exhaustive_grid(sub, sub_weights, keep, from_design=True)
+    top = top[np.all(np.isfinite(top), axis=1)]
+    if len(top) == 0:
+        return top, np.zeros(0), n_grid
+    with np.errstate(all="ignore"):
+        try:
+            polished = levenberg_marquardt(sub, top, None if sub_weights is None else sub_weights[None, :])
+            theta = np.where(np.all(np.isfinite(polished.theta), axis=1)[:, None], polished.theta, top)
+            sub_values = np.where(np.isfinite(polished.value), polished.value, np.inf)
+        except np.linalg.LinAlgError:  # keep the grid points themselves
+            theta, sub_values = top, sub.value(top, sub_weights)
+    minima: list[np.ndarray] = []
+    for k in np.argsort(sub_values, kind="stable"):
+        if len(minima) >= SUBSAMPLE_MINIMA:
+            break
+        if not any(np.all(np.abs(theta[k] - m) <= SAME_BASIN_RTOL * np.abs(m) + 1e-12) for m in minima):
+            minima.append(theta[k])
+    theta = np.array(minima)
+    values = _value_in_blocks(problem, theta, weights)
+    values = np.where(np.isfinite(values), values, np.inf)
+    order = np.argsort(values, kind="stable")
+    return theta[order], values[order], n_grid
+
+
+def _value_in_blocks(problem: Problem, theta: np.ndarray, weights: np.ndarray | None) -> np.ndarray:
+    """`problem.value(theta, weights)` summed over blocks of rows (bounded memory)."""
+    size = max(1, ROW_BLOCK_FLOATS // max(1, len(theta)))
+    if size >= problem.n:
+        return problem.value(theta, weights)
+    total = np.zeros(len(theta))
+    for start in range(0, problem.n, size):
+        rows = np.arange(start, min(start + size, problem.n))
+        total += subproblem(problem, rows).value(theta, None if weights is None else weights[rows])
+    return total
+
+
+def exhaustive_grid(problem: Problem, weights: np.ndarray | None = None, keep: int = N_POLISH,
+                    from_design: bool = False) -> tuple[np.ndarray, np.ndarray, int]:
+    """Every grid point on every row: the `keep` best points (theta, values) and the number tried.
+    `from_design` takes the predictions from the design matrix rather than the form (a third less
+    work, values equal up to rounding: the subsample search uses it)."""
     theta = grid_points(problem)
     G = len(theta)
     per_chunk = max(1, GRID_CHUNK_FLOATS // max(1, problem.n * max(1, len(problem.form.linear))))
     values = np.empty(G)
     for start in range(0, G, per_chunk):
-        chunk = solve_linear(problem, theta[start:start + per_chunk], weights)
+        if from_design:
+            chunk, f = solve_linear(problem, theta[start:start + per_chunk], weights, predict=True)
+            with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+                value = problem.objective.value(problem.objective.residuals(problem.y[None, :], f), weights)
+        else:
+            chunk = solve_linear(problem, theta[start:start + per_chunk], weights)
+            value = problem.value(chunk, weights)
         theta[start:start + per_chunk] = chunk
-        values[start:start + per_chunk] = problem.value(chunk, weights)
+        values[start:start + per_chunk] = value
     values = np.where(np.isfinite(values), values, np.inf)
     order = np.argsort(values, kind="stable")[:keep]
     return theta[order], values[order], G
