@@ -125,9 +125,35 @@ def test_combined_derivatives_are_the_separate_ones(name):
     pr = make_problem(name, "iid", "log-ls", 0, n=50)
     theta = np.vstack([DECOMPOSED if name == "decomposed" else CHINCHILLA] * 2) * [[1.0], [1.1]]
     v = np.random.default_rng(0).normal(size=(2, 50))
-    J, second = form.jacobian_second_order(theta, pr.X, v)
-    assert np.array_equal(J, form.jacobian(theta, pr.X))
-    assert np.array_equal(second, form.second_order(theta, pr.X, v))
-    J, second = Form.jacobian_second_order(form, theta, pr.X, v)  # the default every form inherits
-    assert np.array_equal(J, form.jacobian(theta, pr.X))
-    assert np.array_equal(second, form.second_order(theta, pr.X, v))
+    for method in (form.predict_derivatives, lambda *a: Form.predict_derivatives(form, *a)):  # own, default
+        seen = []
+        f, J, second = method(theta, pr.X, lambda f: seen.append(f) or v * f)
+        assert np.array_equal(f, form.predict(theta, pr.X)) and np.array_equal(seen[0], f)
+        assert np.array_equal(J, form.jacobian(theta, pr.X))
+        assert np.array_equal(second, form.second_order(theta, pr.X, v * f))
+
+
+def test_a_subclass_overriding_the_jacobian_gets_its_own_jacobian():
+    from scaling_cli.forms import Decomposed
+
+    class Doubled(Decomposed):
+        def jacobian(self, theta, X):
+            return 2 * super().jacobian(theta, X)
+
+    pr = make_problem("decomposed", "iid", "log-ls", 0, n=20)
+    _, J, _ = Doubled().predict_derivatives(DECOMPOSED[None, :], pr.X, lambda f: f)
+    assert np.array_equal(J, 2 * get_form("decomposed").jacobian(DECOMPOSED[None, :], pr.X))
+
+
+def test_powers_of_repeated_inputs_are_the_powers_of_every_row():
+    from scaling_cli.forms import Inputs
+
+    pr = make_problem("decomposed", "checkpoints", "log-ls", 0, n=400)
+    X = Inputs(pr.X)
+    assert set(X.distinct) == {"m", "l"}  # widths and depths repeat over a run's checkpoints; tokens do not
+    form = get_form("decomposed")
+    theta = np.vstack([DECOMPOSED, DECOMPOSED * 1.1])
+    assert np.array_equal(form.predict(theta, X), form.predict(theta, pr.X))
+    f, J, second = form.predict_derivatives(theta, X, lambda f: 1 / f)
+    g, J0, second0 = form.predict_derivatives(theta, pr.X, lambda f: 1 / f)
+    assert np.array_equal(f, g) and np.array_equal(J, J0) and np.array_equal(second, second0)
