@@ -126,8 +126,8 @@ def test_combined_derivatives_are_the_separate_ones(name):
     theta = np.vstack([DECOMPOSED if name == "decomposed" else CHINCHILLA] * 2) * [[1.0], [1.1]]
     v = np.random.default_rng(0).normal(size=(2, 50))
     for method in (form.predict_derivatives, lambda *a: Form.predict_derivatives(form, *a)):  # own, default
-        seen = []
-        f, J, second = method(theta, pr.X, lambda f: seen.append(f) or v * f)
+        seen: list[np.ndarray] = []
+        f, J, second = method(theta, pr.X, lambda f, seen=seen: seen.append(f) or v * f)
         assert np.array_equal(f, form.predict(theta, pr.X)) and np.array_equal(seen[0], f)
         assert np.array_equal(J, form.jacobian(theta, pr.X))
         assert np.array_equal(second, form.second_order(theta, pr.X, v * f))
