@@ -641,6 +641,11 @@ def load_runs(path: str | Path, *, require: Sequence[str] = ("width", "depth", "
     for name in names:  # other numeric columns ride along for YAML forms and plots
         if name in data:
             continue
+        plain = _plain_numbers(table.cells[name] if len(idx) == n_total else
+                               [table.cells[name][i] for i in idx])
+        if plain is not None:
+            data[name] = plain
+            continue
         try:
             data[name] = np.array([parse_number(table.cells[name][i]) for i in idx], dtype=float)
         except (ValueError, TypeError):
