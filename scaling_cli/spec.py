@@ -999,7 +999,26 @@ def parse_form(mapping: Any, source: str = "<string>") -> SpecForm:
         raise  # not reached
 
 
+_COMPILED: dict[tuple[str, str], SpecForm] = {}  # (path, sha256 of its bytes) -> the compiled form
+
+
 def load_form(path: str | Path) -> SpecForm:
-    """Read a form from a YAML file (see configs/); raises `SpecError` naming the file and key."""
+    """Read a form from a YAML file (see configs/); raises `SpecError` naming the file and key.
+
+    Compiling a form (sympy's derivatives and common sub-expressions) takes a good part of a second, so
+    a process keeps the forms it compiled, keyed by the file's path and content: loading the same file
+    again (a notebook comparing forms repeatedly) returns the same form at once, and an edited file is
+    compiled afresh."""
+    import hashlib
+
     path = Path(path)
-    return parse_form(read_yaml(path), str(path))
+    try:
+        key = (str(path), hashlib.sha256(path.read_bytes()).hexdigest())
+    except OSError:
+        key = None  # read_yaml says what is wrong with the file
+    if key is not None and key in _COMPILED:
+        return _COMPILED[key]
+    form = parse_form(read_yaml(path), str(path))
+    if key is not None:
+        _COMPILED[key] = form
+    return form
