@@ -53,6 +53,29 @@ def bootstrap_lines(rows: list[dict]) -> list[str]:
     return lines
 
 
+def big_table_lines(rows: list[dict]) -> list[str]:
+    """The big-table benchmark's rows: fit and bootstrap per table size, the subsampled grid against the
+    exhaustive one, and the published-table targets."""
+    lines = []
+    for row in rows:
+        if "rows" in row and "fit_s" in row:
+            targets = "".join(
+                f"; {what} target < {row[key]:g} s: {_verdict(row[measured] < row[key])}"
+                for what, key, measured in (("fit", "fit_target_s", "fit_s"),
+                                            ("bootstrap", "bootstrap_target_s", "bootstrap_s"))
+                if row.get(key) is not None)
+            lines.append(f"{row['rows']:,} rows: fit {row['fit_s']:.2f} s / {row['fit_peak_mib']:.0f} MiB, "
+                         f"bootstrap --n {row['bootstrap_n']} {row['bootstrap_s']:.1f} s / "
+                         f"{row['bootstrap_peak_mib']:.0f} MiB{targets}")
+        elif "exhaustive_s" in row:
+            lines.append(f"{row['name']} ({row['rows']:,} rows)\n    {row['speedup']:.1f}x faster; objective "
+                         f"{row['relative_objective']:+.1e} relative: {_verdict(row['ok'], 'WORSE')}")
+        elif "target_s" in row:
+            lines.append(f"{row['name']}\n    {row['seconds']:.2f} s; target < {row['target_s']:g} s: "
+                         f"{_verdict(row['ok'])}")
+    return lines
+
+
 def summary_lines(fit_rows: list[dict], epoch_rows: list[dict]) -> list[str]:
     """One entry per target: what was measured, the target, and whether it was met."""
     lines = []
@@ -88,11 +111,14 @@ def main(argv: list[str] | None = None) -> int:
         boot_code, boot_rows = run_benchmark("bench_bootstrap.py", ["--no-memory"] if args.quick else [],
                                              Path(tmp))
         opt_code, opt_rows = run_benchmark("bench_optimize.py", [], Path(tmp))
-    codes = (fit_code, epoch_code, boot_code, opt_code)
+        big_code, big_rows = run_benchmark("bench_big_tables.py", ["--quick"] if args.quick else [],
+                                           Path(tmp))
+    codes = (fit_code, epoch_code, boot_code, opt_code, big_code)
     if 2 in codes:
         return 2
     print("=" * 30, f"summary ({time.perf_counter() - t0:.0f} s)", "=" * 30)
-    for line in summary_lines(fit_rows, epoch_rows) + bootstrap_lines(boot_rows) + bootstrap_lines(opt_rows):
+    for line in (summary_lines(fit_rows, epoch_rows) + bootstrap_lines(boot_rows) + bootstrap_lines(opt_rows)
+                 + big_table_lines(big_rows)):
         print(line)
     return 0 if all(code == 0 for code in codes) else 1
 

@@ -115,6 +115,22 @@ class Form:
             out[:, p, :] = np.einsum("kn,knq->kq", v, dJ)
         return 0.5 * (out + np.swapaxes(out, 1, 2))
 
+    def predict_derivatives(self, theta: np.ndarray, X: Mapping[str, np.ndarray],
+                            second_order_weights: Callable[[np.ndarray], np.ndarray]
+                            ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """What the solver needs at every step, together: the prediction f = `predict(theta, X)`, the
+        Jacobian `jacobian(theta, X)` and `second_order(theta, X, v)` for the weights
+        v = `second_order_weights(f)`. Forms built from powers override it to compute each power once
+        for all three (unless a subclass overrides one of the three: `_inherits_derivatives`)."""
+        f = self.predict(theta, X)
+        return f, self.jacobian(theta, X), self.second_order(theta, X, second_order_weights(f))
+
+    def _inherits_derivatives(self, cls: type) -> bool:
+        """True when this form computes predict, jacobian and second_order as `cls` does, so that
+        `cls.predict_derivatives` gives what the three separate methods would."""
+        return all(getattr(type(self), name) is getattr(cls, name)
+                   for name in ("predict", "jacobian", "second_order"))
+
     def design(self, theta: np.ndarray, X: Mapping[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         """For the nonlinear parameters in `theta` (K, P), the matrix (K, n, L) multiplying the linear
         parameters (in `self.linear` order) and the offset (K, n) that does not depend on them."""
@@ -124,6 +140,35 @@ class Form:
         return self.expression
 
 
+class Inputs(dict):
+    """A form's inputs (symbol -> array), remembering for every input that repeats (a width or a depth
+    in a table of checkpoints: hundreds of runs, each logged many times) its distinct values and
+    where each row's value is among them. Built-in forms then raise each distinct value to a power
+    once and gather the rows, which gives the same numbers as raising every row."""
+
+    REPEATS = 4  # an input is kept as distinct values when it has at most 1 / REPEATS as many as rows
+
+    def __init__(self, X: Mapping[str, np.ndarray]) -> None:
+        super().__init__(X)
+        self.distinct: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        for symbol, values in X.items():
+            values = np.asarray(values)
+            if values.dtype.kind != "f" or values.ndim != 1:
+                continue
+            distinct, where = np.unique(values, return_inverse=True)
+            if len(distinct) * self.REPEATS <= len(values):
+                self.distinct[symbol] = (distinct, where.ravel())
+
+
+def _negative_power(X: Mapping[str, np.ndarray], symbol: str, exponent: np.ndarray) -> np.ndarray:
+    """x ** -exponent for every row of input `symbol` and every exponent (K,), as (K, n)."""
+    distinct = getattr(X, "distinct", {}).get(symbol)
+    if distinct is None:
+        return X[symbol][None, :] ** -exponent[:, None]
+    values, where = distinct
+    return (values[None, :] ** -exponent[:, None])[:, where]
+
+
 def _power_terms_second_order(theta, v, terms) -> np.ndarray:
     """sum_i v_i d^2 f_i for f = sum of c * x^-a terms (plus terms linear in parameters):
     d^2/dc da = -x^-a log x and d^2/da^2 = c x^-a log^2 x; everything else is 0."""
@@ -131,10 +176,12 @@ def _power_terms_second_order(theta, v, terms) -> np.ndarray:
     H = np.zeros((theta.shape[0], theta.shape[1], theta.shape[1]))
     for ic, ia, power, logx in terms:
         vp = v * power
-        cross = -(vp @ logx)
+        # einsum, not a BLAS matrix-vector product: on a busy machine BLAS's threads made these
+        # products of one problem with many rows 100x slower
+        cross = -np.einsum("kn,n->k", vp, logx)
         H[:, ic, ia] = cross
         H[:, ia, ic] = cross
-        H[:, ia, ia] = theta[:, ic] * (vp @ (logx * logx))
+        H[:, ia, ia] = theta[:, ic] * np.einsum("kn,n->k", vp, logx * logx)
     return H
 
 
@@ -155,7 +202,7 @@ class Decomposed(Form):
     _terms = (("c_m", "alpha_m", "m"), ("c_l", "alpha_l", "l"), ("c_D", "alpha_D", "D"))
 
     def _powers(self, theta, X):
-        return [X[v][None, :] ** -theta[:, self.index(a), None] for _, a, v in self._terms]
+        return [_negative_power(X, v, theta[:, self.index(a)]) for _, a, v in self._terms]
 
     def predict(self, theta, X):
         theta = np.atleast_2d(theta)
@@ -177,6 +224,24 @@ class Decomposed(Form):
         return _power_terms_second_order(theta, v, [
             (self.index(c), self.index(a), power, np.log(X[var]))
             for (c, a, var), power in zip(self._terms, self._powers(np.atleast_2d(theta), X), strict=False)])
+
+    def predict_derivatives(self, theta, X, second_order_weights):
+        if not self._inherits_derivatives(Decomposed):
+            return super().predict_derivatives(theta, X, second_order_weights)
+        theta = np.atleast_2d(theta)
+        powers = self._powers(theta, X)
+        f = np.broadcast_to(theta[:, self.index("L0"), None], (theta.shape[0], len(X["m"]))).copy()
+        for (c, _, _), power in zip(self._terms, powers, strict=False):
+            f += theta[:, self.index(c), None] * power
+        J = np.empty((theta.shape[0], len(X["m"]), len(self.params)))
+        terms = []
+        for (c, a, var), power in zip(self._terms, powers, strict=False):
+            logx = np.log(X[var])
+            J[:, :, self.index(c)] = power
+            J[:, :, self.index(a)] = -theta[:, self.index(c), None] * power * logx[None, :]
+            terms.append((self.index(c), self.index(a), power, logx))
+        J[:, :, self.index("L0")] = 1.0
+        return f, J, _power_terms_second_order(theta, second_order_weights(f), terms)
 
     def design(self, theta, X):
         theta = np.atleast_2d(theta)
@@ -200,8 +265,8 @@ class Chinchilla(Form):
     grid = {"alpha": np.geomspace(0.03, 2.0, 30), "beta": np.geomspace(0.03, 2.0, 30)}
 
     def _powers(self, theta, X):
-        return (X["N"][None, :] ** -theta[:, self.index("alpha"), None],
-                X["D"][None, :] ** -theta[:, self.index("beta"), None])
+        return (_negative_power(X, "N", theta[:, self.index("alpha")]),
+                _negative_power(X, "D", theta[:, self.index("beta")]))
 
     def predict(self, theta, X):
         theta = np.atleast_2d(theta)
@@ -224,6 +289,23 @@ class Chinchilla(Form):
         pn, pd = self._powers(np.atleast_2d(theta), X)
         return _power_terms_second_order(theta, v, [(1, 2, pn, np.log(X["N"])),
                                                      (3, 4, pd, np.log(X["D"]))])
+
+    def predict_derivatives(self, theta, X, second_order_weights):
+        if not self._inherits_derivatives(Chinchilla):
+            return super().predict_derivatives(theta, X, second_order_weights)
+        theta = np.atleast_2d(theta)
+        pn, pd = self._powers(theta, X)
+        f = (theta[:, self.index("E"), None] + theta[:, self.index("A"), None] * pn
+             + theta[:, self.index("B"), None] * pd)
+        log_n, log_d = np.log(X["N"]), np.log(X["D"])
+        J = np.empty((theta.shape[0], len(X["N"]), 5))
+        J[:, :, 0] = 1.0
+        J[:, :, 1] = pn
+        J[:, :, 2] = -theta[:, 1, None] * pn * log_n[None, :]
+        J[:, :, 3] = pd
+        J[:, :, 4] = -theta[:, 3, None] * pd * log_d[None, :]
+        return f, J, _power_terms_second_order(theta, second_order_weights(f),
+                                               [(1, 2, pn, log_n), (3, 4, pd, log_d)])
 
     def design(self, theta, X):
         theta = np.atleast_2d(theta)

@@ -509,6 +509,7 @@ class SpecForm(Form):
         offset = symbolic.subs({s: 0 for s in lin}) if lin else symbolic
         self._design = Program([self.gradient_exprs[self.index(p)] for p in self.linear] + [offset])
         self._hessian: tuple[list[tuple[int, int]], Program] | None = None
+        self._combined: tuple[list[tuple[int, int]], Program] | None = None
         # Symbolic second derivatives of large formulas (products of many functions) take sympy
         # seconds; there the base class differentiates the analytic Jacobian numerically instead.
         self.analytic_second_order = _dag_size(self.gradient_exprs) <= MAX_SYMBOLIC_HESSIAN_NODES
@@ -580,30 +581,59 @@ class SpecForm(Form):
             J[:, :, i] = np.broadcast_to(column, shape)
         return J
 
-    def second_order(self, theta, X, v):
+    def _hessian_terms(self) -> tuple[list[tuple[int, int]], list]:
+        """The nonzero second derivatives (i <= j) of the formula, as index pairs and expressions."""
         import sympy
 
+        pairs, exprs = [], []
+        for i, gi in enumerate(self.gradient_exprs):
+            for j in range(i, len(self.params)):
+                h = sympy.diff(gi, self._param_symbols[j])
+                if h != 0:
+                    pairs.append((i, j))
+                    exprs.append(h)
+        return pairs, exprs
+
+    def second_order(self, theta, X, v):
         if not self.analytic_second_order:
             return super().second_order(theta, X, v)
         theta = np.atleast_2d(np.asarray(theta, dtype=float))
         if self._hessian is None:  # compiled on first use: only the polish needs it
-            pairs, exprs = [], []
-            for i, gi in enumerate(self.gradient_exprs):
-                for j in range(i, len(self.params)):
-                    h = sympy.diff(gi, self._param_symbols[j])
-                    if h != 0:
-                        pairs.append((i, j))
-                        exprs.append(h)
+            pairs, exprs = self._hessian_terms()
             self._hessian = (pairs, Program(exprs))
         pairs, program = self._hessian
+        return self._contract(pairs, program(self._env(theta, X)), theta, X, v)
+
+    def _contract(self, pairs, hessians, theta, X, v) -> np.ndarray:
+        """sum_i v_i d2 f_i / d theta_a d theta_b from the second derivatives of the pairs (a, b)."""
         K, P = theta.shape
         H = np.zeros((K, P, P))
         v = np.broadcast_to(np.asarray(v, dtype=float), (K, self._n(X)))
         with np.errstate(all="ignore"):
-            for (i, j), h in zip(pairs, program(self._env(theta, X)), strict=True):
+            for (i, j), h in zip(pairs, hessians, strict=True):
                 h = np.broadcast_to(h, v.shape)
                 H[:, i, j] = H[:, j, i] = np.einsum("kn,kn->k", v, h)
         return H
+
+    def predict_derivatives(self, theta, X, second_order_weights):
+        """The prediction, Jacobian and second-order term from one program: the formula, its gradient
+        and its second derivatives compiled together, sharing their common sub-expressions (the solver
+        needs all three at every step; evaluated apart they took three times the work)."""
+        if not (self.analytic_second_order and self._inherits_derivatives(SpecForm)):
+            return super().predict_derivatives(theta, X, second_order_weights)
+        theta = np.atleast_2d(np.asarray(theta, dtype=float))
+        if self._combined is None:
+            pairs, exprs = self._hessian_terms()
+            self._combined = (pairs, Program([self.symbolic, *self.gradient_exprs, *exprs]))
+        pairs, program = self._combined
+        P = len(self.params)
+        shape = (theta.shape[0], self._n(X))
+        outputs = program(self._env(theta, X))
+        f = np.array(np.broadcast_to(outputs[0], shape), dtype=float)
+        J = np.empty(shape + (P,))
+        for i, column in enumerate(outputs[1:P + 1]):
+            J[:, :, i] = np.broadcast_to(column, shape)
+        return f, J, self._contract(pairs, outputs[P + 1:], theta, X, second_order_weights(f))
 
     def design(self, theta, X):
         theta = np.atleast_2d(np.asarray(theta, dtype=float))
@@ -998,12 +1028,30 @@ def _yaml_text(mapping: Any) -> str | None:
         return None
 
 
+_COMPILED: dict[tuple[str, str], SpecForm] = {}  # (path, sha256 of its bytes) -> the compiled form
+
+
 def load_form(path: str | Path) -> SpecForm:
-    """Read a form from a YAML file (see configs/); raises `SpecError` naming the file and key."""
+    """Read a form from a YAML file (see configs/); raises `SpecError` naming the file and key.
+
+    Compiling a form (sympy's derivatives and common sub-expressions) takes a good part of a second, so
+    a process keeps the forms it compiled, keyed by the file's path and content: loading the same file
+    again (a notebook comparing forms repeatedly) returns the same form at once, and an edited file is
+    compiled afresh."""
+    import hashlib
+
     path = Path(path)
+    try:
+        key = (str(path), hashlib.sha256(path.read_bytes()).hexdigest())
+    except OSError:
+        key = None  # read_yaml_text says what is wrong with the file
+    if key is not None and key in _COMPILED:
+        return _COMPILED[key]
     text = read_yaml_text(path)
     form = parse_form(load_yaml_text(text, str(path)), str(path))
     form.text = text
+    if key is not None:
+        _COMPILED[key] = form
     return form
 
 

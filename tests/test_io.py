@@ -650,3 +650,44 @@ def test_unreadable_tables(name, content, message, tmp_path):
     with pytest.raises(DataError) as info:
         read_table(path)
     assert str(info.value).startswith(f"{path}: {message}")
+
+
+# ---------------------------------------------------------------- big tables: fast paths = slow ones
+
+PLAIN_TEXTS = [("a,b\n1,2\n3,4\n", True), ("a,b\n1,2\n3,4", True), ("a, b \n 1 ,2\n", True),
+               ("é,b\nü,2\n", True), ("x\n1\n2\n", True), ("a,b\n1,2\n\n3,4\n", False),
+               ("a,b\n1,2\n , \n", False), ("a,b\n1\n", False), ("a,b\n", False),
+               ('a,b\n"1,5",2\n', False), ("a,b\r\n1,2\r\n", False), ("x\n1\n2\n\n", False)]
+
+
+@pytest.mark.parametrize(("text", "fast_path"), PLAIN_TEXTS)
+def test_fast_csv_split_reads_what_the_csv_module_reads(text, fast_path):
+    """Plain tables take the fast split and get the csv module's cells; anything unusual (quotes, CRs,
+    blank or ragged lines) is left to the csv module."""
+    import csv
+    import io as stdio
+
+    from scaling_cli.io import _split_plain
+
+    fast = _split_plain(text, ",")
+    assert (fast is not None) == fast_path
+    if fast is not None:
+        lines = [line for line in csv.reader(stdio.StringIO(text))
+                 if line and any(c.strip() for c in line)]
+        names, columns = fast
+        assert names == [n.strip() for n in lines[0]]
+        cells = zip(*lines[1:], strict=True)
+        assert columns == {n.strip(): tuple(col) for n, col in zip(lines[0], cells, strict=True)}
+
+
+@pytest.mark.parametrize("cells", [["1", "2.5e3", "-.5", "+1.", "7E-3"], ["1", ""], ["1e", "2"], ["1.3B"],
+                                   ["1,000"], ["1_000"], [" 5"], ["nan"], ["1e999"],
+                                   ["0.1", "0.30000000000000004"]])
+def test_plain_number_fast_path_agrees_with_parse_number(cells):
+    from scaling_cli.io import _plain_numbers, parse_number
+
+    fast = _plain_numbers(cells)
+    plain = all(c and set(c) <= set("0123456789.eE+-") for c in cells) and cells != ["1e", "2"]
+    assert (fast is not None) == plain
+    if fast is not None:
+        assert [float(v) for v in fast] == [parse_number(c) for c in cells]

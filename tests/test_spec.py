@@ -492,3 +492,17 @@ def test_a_yaml_form_may_use_variables_that_are_zero_or_negative(cli, tmp_path):
     bad = cli("fit", table, "--config", spec, "--objective", "log-ls")
     assert bad.exit_code == 2
     assert "not positive in rows 1, 2" in bad.stderr
+
+
+def test_a_form_file_is_compiled_once_per_content(tmp_path):
+    from scaling_cli.spec import load_form
+
+    path = tmp_path / "law.yaml"
+    path.write_text("expression: E + A * N**(-alpha)\nparameters: {E: {}, A: {}, alpha: {}}\n"
+                    "variables: {N: params}\n")
+    first = load_form(path)
+    assert load_form(path) is first  # same content: the compiled form is reused
+    path.write_text("expression: E + B * N**(-beta)\nparameters: {E: {}, B: {}, beta: {}}\n"
+                    "variables: {N: params}\n")
+    edited = load_form(path)
+    assert edited is not first and edited.params == ("E", "B", "beta")

@@ -1,0 +1,163 @@
+"""Big tables: whole-process wall time and peak memory of `scalefit fit` and `scalefit bootstrap` on
+synthetic checkpoint tables of 10^2 to 10^6 rows, the subsampled grid against the exhaustive one in the
+same run, and the other big-table targets of issue 10 (GPT-3 curves, `compare` of the shipped forms).
+
+    .venv/bin/python benchmarks/bench_big_tables.py [--rows 100 1000 10000 100000 1000000]
+                                                    [--boot-n 1000] [--boot-max-rows 100000] [--quick]
+
+Measures, in one run:
+  1. for every row count: `scalefit fit TABLE --quiet` (targets: 10^5 rows < 2 s, 10^6 rows < 15 s and
+     < 1.5 GiB) and `scalefit bootstrap TABLE --n 1000 --quiet` (target at 10^5 rows: < 30 s) as whole
+     processes, wall time and peak RSS of that process (os.wait4); above --boot-max-rows the bootstrap
+     runs 50 resamples, to measure its memory (target < 1.5 GiB at 10^6 rows);
+  2. in-process on the 10^4-row table: the global search with the grid on a 512-row subsample against
+     the exhaustive grid on every row (today's method until this change): both times, the ratio, and
+     both objectives (they must agree to 1e-10 relative: exit code 1 otherwise);
+  3. `scalefit fit` of GPT-3's joined curves (target < 1 s) and their group bootstrap of 1,000
+     (target < 10 s), `scalefit compare` of the seven forms in configs/ on the Chinchilla table
+     (target < 4 s), all whole processes.
+Tables are written to a temporary directory by `synthetic.py` (about sqrt(rows) runs, each logged at
+rows / runs token counts). Timings are printed, not asserted; the machine is shared, so read absolute
+times with the printed load average, and the ratios of item 2 as the comparison.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+from common import ROOT, SHARED, USER_ENV, load_note, require_shared, scalefit_command  # sets BLAS
+from synthetic import write_table
+
+ROWS = (100, 1_000, 10_000, 100_000, 1_000_000)
+FIT_TARGETS_S = {100_000: 2.0, 1_000_000: 15.0}
+BOOT_TARGETS_S = {100_000: 30.0}
+MEMORY_TARGET_MIB = 1.5 * 1024
+GPT3_CURVES, GPT3_CONFIGS = SHARED / "data" / "gpt3_curves.csv", SHARED / "data" / "gpt3_configs.csv"
+CHINCHILLA = SHARED / "data" / "chinchilla_width_depth.csv"
+GPT3_ARGS = ["--configs", str(GPT3_CONFIGS), "--on", "model=model_name", "--drop-missing", "--column",
+             "tokens=step"]
+SAME_OPTIMUM_RTOL = 1e-10
+
+
+def measure(args: list[str]) -> tuple[float, float, str]:
+    """Wall time (s) and peak RSS (MiB) of one whole `scalefit` process, and its stderr; exits on failure."""
+    t0 = time.perf_counter()
+    with tempfile.TemporaryFile() as err:
+        process = subprocess.Popen([*scalefit_command(), *args], cwd=ROOT, stdout=subprocess.DEVNULL,
+                                   stderr=err, env=USER_ENV)
+        _, status, usage = os.wait4(process.pid, 0)
+        elapsed = time.perf_counter() - t0
+        process.returncode = os.waitstatus_to_exitcode(status)
+        err.seek(0)
+        stderr = err.read().decode(errors="replace")
+    if process.returncode != 0:
+        sys.exit(f"`scalefit {' '.join(args)}` failed with exit code {process.returncode}:\n{stderr}")
+    return elapsed, usage.ru_maxrss / 1024, stderr
+
+
+def verdict(value: float, target: float | None) -> str:
+    if target is None:
+        return ""
+    return f" (target < {target:g}: {'meets' if value < target else 'MISSES'})"
+
+
+def table_rows(rows: list[int], boot_n: int, boot_max_rows: int, tmp: Path) -> list[dict]:
+    print(f"{'rows':>9}  {'fit wall':>9} {'fit peak':>9}   {'bootstrap':>26} {'peak':>9}")
+    out = []
+    for n in rows:
+        path = write_table(n, tmp / f"runs_{n}.csv")
+        fit_s, fit_mib, _ = measure(["fit", str(path), "--quiet"])
+        resamples = boot_n if n <= boot_max_rows else 50
+        boot_s, boot_mib, _ = measure(["bootstrap", str(path), "--n", str(resamples), "--quiet"])
+        print(f"{n:>9,}  {fit_s:8.2f}s {fit_mib:7.0f}MiB   --n {resamples:<5} {boot_s:8.1f}s "
+              f"{resamples / boot_s:6.0f} fits/s {boot_mib:7.0f}MiB"
+              f"{verdict(fit_s, FIT_TARGETS_S.get(n))}{verdict(boot_s, BOOT_TARGETS_S.get(n))}"
+              f"{verdict(max(fit_mib, boot_mib), MEMORY_TARGET_MIB if n >= 1_000_000 else None)}")
+        out.append({"rows": n, "fit_s": fit_s, "fit_peak_mib": fit_mib, "bootstrap_n": resamples,
+                    "bootstrap_s": boot_s, "bootstrap_peak_mib": boot_mib,
+                    "fit_target_s": FIT_TARGETS_S.get(n), "bootstrap_target_s": BOOT_TARGETS_S.get(n)})
+    return out
+
+
+def subsample_against_exhaustive(path: Path) -> dict:
+    """In-process: the global search as shipped (grid on a subsample) against the exhaustive grid."""
+    import scaling_cli.solve as solve
+    from scaling_cli import load_runs
+    from scaling_cli.fitting import fit
+
+    runs = load_runs(path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fit(runs, "decomposed")  # warm-up
+        t0 = time.perf_counter()
+        fast = fit(runs, "decomposed")
+        fast_s = time.perf_counter() - t0
+        shipped = solve.GRID_ROWS
+        solve.GRID_ROWS = 10 * len(runs)
+        try:
+            t0 = time.perf_counter()
+            exhaustive = fit(runs, "decomposed")
+            slow_s = time.perf_counter() - t0
+        finally:
+            solve.GRID_ROWS = shipped
+    rel = (fast.objective_value - exhaustive.objective_value) / exhaustive.objective_value
+    ok = rel <= SAME_OPTIMUM_RTOL
+    print(f"\nin-process fit of {len(runs):,} rows: grid on a {shipped}-row subsample {fast_s:.2f} s vs "
+          f"exhaustive grid on every row {slow_s:.2f} s = {slow_s / fast_s:.1f}x faster\n"
+          f"    objectives {fast.objective_value:.12e} vs {exhaustive.objective_value:.12e} "
+          f"({rel:+.1e} relative; must be <= {SAME_OPTIMUM_RTOL:g}: {'ok' if ok else 'WORSE'})")
+    return {"name": "subsampled vs exhaustive grid", "rows": len(runs), "ours_s": fast_s,
+            "exhaustive_s": slow_s, "speedup": slow_s / fast_s, "relative_objective": rel, "ok": ok}
+
+
+def published(quick: bool) -> list[dict]:
+    require_shared(GPT3_CURVES, GPT3_CONFIGS, CHINCHILLA)
+    checks = [("scalefit fit (GPT-3 curves, 6,506 rows)", ["fit", str(GPT3_CURVES), *GPT3_ARGS, "--quiet"],
+               1.0),
+              ("scalefit bootstrap --method group --n 1000 (GPT-3 curves)",
+               ["bootstrap", str(GPT3_CURVES), *GPT3_ARGS, "--method", "group", "--group", "model",
+                "--n", "1000", "--quiet"], 10.0)]
+    forms = sorted(str(p) for p in (ROOT / "configs").glob("*.yaml"))
+    checks.append((f"scalefit compare of the {len(forms)} forms in configs/ (Chinchilla, 203 rows)",
+                   ["compare", str(CHINCHILLA), *forms, "--exclude-top-loss", "40", "--quiet"], 4.0))
+    out = []
+    print()
+    for label, args, target in checks[:1] if quick else checks:
+        seconds, mib, _ = measure(args)
+        print(f"{label}: {seconds:.2f} s, peak {mib:.0f} MiB{verdict(seconds, target)}")
+        out.append({"name": label, "seconds": seconds, "peak_mib": mib, "target_s": target,
+                    "ok": seconds < target})
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rows", type=int, nargs="+", default=list(ROWS))
+    parser.add_argument("--boot-n", type=int, default=1000, help="resamples per bootstrap (default 1000)")
+    parser.add_argument("--boot-max-rows", type=int, default=100_000,
+                        help="bigger tables bootstrap 50 resamples, for memory (default 100000)")
+    parser.add_argument("--quick", action="store_true", help="up to 10^4 rows, 200 resamples")
+    parser.add_argument("--summary", type=Path, help="also write the measurements as JSON here")
+    args = parser.parse_args()
+    rows = [r for r in args.rows if r <= 10_000] if args.quick else args.rows
+    boot_n = 200 if args.quick else args.boot_n
+    print(f"synthetic checkpoint tables, decomposed law, whole processes; {load_note()}")
+    with tempfile.TemporaryDirectory() as tmp:
+        summary = table_rows(rows, boot_n, args.boot_max_rows, Path(tmp))
+        compared = subsample_against_exhaustive(write_table(10_000, Path(tmp) / "runs_cmp.csv"))
+    summary = [*summary, compared, *published(args.quick)]
+    if args.summary:
+        args.summary.write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    sys.exit(0 if compared["ok"] else 1)
+
+
+if __name__ == "__main__":
+    main()
