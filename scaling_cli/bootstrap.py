@@ -46,7 +46,7 @@ from typing import Callable, Iterator, Sequence
 import numpy as np
 
 from .errors import DataError, FitError, ScalefitWarning, SpecError
-from .fitting import FitResult, fit, t_quantile
+from .fitting import FitResult, fit, interval_for, t_quantile
 from .forms import Form, get_form
 from .io import Runs
 from .objectives import Objective
@@ -493,9 +493,10 @@ def bootstrap(runs: Runs, form: Form | str = "decomposed", objective: Objective 
     tq = t_quantile((1 + level) / 2, result.stats.dof)
     jacobian = (list(zip(form.params, result.stderr, strict=True))
                 + [(d.name, d.stderr) for d in result.derived])
+    lower = list(problem.lower) + [-math.inf] * len(result.derived)
     rows = tuple(BootstrapEstimate(
         name, float(hat[i]), float(se[i]), (float(intervals[i, 0]), float(intervals[i, 1])),
-        float(jse), (float(hat[i] - tq * jse), float(hat[i] + tq * jse)))
+        float(jse), interval_for(float(hat[i]), float(jse), tq, float(lower[i]))[0])
         for i, (name, jse) in enumerate(jacobian))
     estimates, derived = rows[:P], rows[P:]
     intervals = intervals[:P]
@@ -695,25 +696,24 @@ def check_global(result: BootstrapResult, resamples: Sequence[int]) -> np.ndarra
 def bootstrap_table(result: BootstrapResult):
     """A rich table: per parameter the full-data estimate with its bootstrap error, the bootstrap
     interval, the Jacobian interval beside it, and how their widths compare."""
+    from rich import box
     from rich.table import Table
 
     from .report import format_interval, format_value_error
 
     pct = f"{100 * result.level:g}%"
-    form = result.fit.form
-    table = Table(title=f"{form.name}: {form.describe()}\nbootstrap: {result.method} resampling, "
-                        f"{result.ci} intervals", title_justify="left")
-    table.add_column("parameter", style="bold")
-    table.add_column("estimate ± s.e.", justify="right")
-    table.add_column(f"bootstrap {pct}", justify="right")
-    table.add_column(f"Jacobian {pct}", justify="right")
-    table.add_column("width ratio", justify="right")
+    table = Table(box=box.HEAVY_HEAD)  # the formula and the method are printed above it
+    table.add_column("parameter", style="bold", no_wrap=True)
+    table.add_column("estimate ± s.e.", justify="right", no_wrap=True)
+    table.add_column(f"bootstrap {pct}", justify="right", no_wrap=True)
+    table.add_column(f"Jacobian {pct}", justify="right", no_wrap=True)
+    table.add_column("width\nratio", justify="right", no_wrap=True)
     for e in result.estimates + result.derived:
         boot_width = e.ci[1] - e.ci[0]
         jac_width = e.jacobian_ci[1] - e.jacobian_ci[0]
         ratio = boot_width / jac_width if math.isfinite(jac_width) and jac_width > 0 else math.nan
-        table.add_row(e.name, format_value_error(e.value, e.se), format_interval(*e.ci, e.se),
-                      format_interval(*e.jacobian_ci, e.jacobian_se),
+        table.add_row(e.name, format_value_error(e.value, e.se), format_interval(*e.ci, e.se, value=e.value),
+                      format_interval(*e.jacobian_ci, e.jacobian_se, value=e.value),
                       f"{ratio:.2f}" if math.isfinite(ratio) else "n/a")
     return table
 
@@ -732,7 +732,9 @@ def summary_line(result: BootstrapResult) -> str:
 def render_bootstrap(result: BootstrapResult, console) -> None:
     """Print a bootstrap: the table, the summary line, then notes and warnings (the fit's too)."""
     from .fitting import HUBER_BOOTSTRAP_HINT
+    from .report import print_formula
 
+    print_formula(console, result.fit.form, f"bootstrap: {result.method} resampling, {result.ci} intervals")
     console.print(bootstrap_table(result))
     console.print(summary_line(result), markup=False)
     for note in result.fit.notes + result.notes:

@@ -695,8 +695,11 @@ def compare_table(result: CompareResult):
                   collapse_padding=True, pad_edge=False)
     for name in ("#", "form", "k", "ΔAIC", "ΔBIC", "Akaike\nweight", "CV\nerror", "CV RMSE\nlog",
                  "extrap.\nerror", "extrap.\nmax"):
+        # numbers never wrap or get cut (an Akaike weight of 4.54e-159 stays whole); a long form name
+        # folds instead
         table.add_column(name, justify="left" if name == "form" else "right",
-                         style="bold" if name == "form" else None, no_wrap=name == "form")
+                         style="bold" if name == "form" else None, no_wrap=name != "form",
+                         overflow="fold" if name == "form" else "ellipsis")
     finite_aic = [e.fit.stats.aic for e in result.ranked if math.isfinite(e.fit.stats.aic)]
     finite_bic = [e.fit.stats.bic for e in result.ranked if math.isfinite(e.fit.stats.bic)]
     best_aic, best_bic = min(finite_aic, default=math.nan), min(finite_bic, default=math.nan)
@@ -719,9 +722,9 @@ def params_summary(result: CompareResult):
     from .report import format_value_error
 
     table = Table(title="fits on all rows", title_justify="left", box=box.SIMPLE_HEAD)
-    table.add_column("form", style="bold", no_wrap=True)
-    table.add_column("parameters")
-    table.add_column("statistics")
+    table.add_column("form", style="bold", overflow="fold")
+    table.add_column("parameters", overflow="fold")
+    table.add_column("statistics", no_wrap=True)
     for e in result.ranked:
         fit = e.fit
         parts = [f"{est.name} = {format_value_error(est.value, est.stderr)}"

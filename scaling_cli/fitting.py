@@ -24,6 +24,7 @@ from .solve import Problem, global_minimize, levenberg_marquardt, robust_minimiz
 
 CONDITION_LIMIT = 1e10  # of the column-scaled Jacobian; beyond it a direction counts as undetermined
 NULL_LOADING = 0.05  # a parameter loading a near-null direction by more than this is undetermined
+LOG_INTERVAL_NOTE = "log-scale interval"  # see interval_for
 HUBER_BOOTSTRAP_HINT = ("Huber objective: standard errors use Huber's (1981) asymptotic formula; "
                         "run `scalefit bootstrap` for intervals you can trust")
 
@@ -93,6 +94,30 @@ def _normal_quantile(p: float) -> float:
     e = 0.5 * math.erfc(-x / math.sqrt(2)) - p
     u = e * math.sqrt(2 * math.pi) * math.exp(x * x / 2)
     return x - u / (1 + x * u / 2)
+
+
+def interval_for(value: float, se: float, quantile: float, lower: float = -math.inf
+                 ) -> tuple[tuple[float, float], str]:
+    """The interval `value ± quantile·se`, unless it would reach below the parameter's finite lower
+    bound: then the same interval for log(value - lower), mapped back,
+    `lower + (value - lower)·exp(±quantile·se / (value - lower))`, which respects the bound. Returns the
+    interval and a note: "" for the symmetric one, `LOG_INTERVAL_NOTE` for the log-scale one;
+    (NaN, NaN) without a finite error.
+
+    >>> interval_for(270.0, 140.0, 2.0)
+    ((-10.0, 550.0), '')
+    >>> (lo, hi), note = interval_for(270.0, 140.0, 2.0, lower=0.0)
+    >>> round(lo, 1), round(hi, 1), note
+    (95.7, 761.6, 'log-scale interval')
+    """
+    if not (math.isfinite(se) and math.isfinite(value)):
+        return (math.nan, math.nan), ""
+    lo, hi = value - quantile * se, value + quantile * se
+    if math.isfinite(lower) and lo < lower < value:
+        gap = value - lower
+        factor = math.exp(min(quantile * se / gap, 700.0))
+        return (lower + gap / factor, lower + gap * factor), LOG_INTERVAL_NOTE
+    return (lo, hi), ""
 
 
 def prediction_errors(observed: np.ndarray, predicted: np.ndarray) -> tuple[np.ndarray, float]:
@@ -311,8 +336,8 @@ def _result(runs: Runs, form: Form, problem: Problem, theta: np.ndarray, value: 
         elif name in undetermined:
             note = "cannot be determined"
         se = float(stderr[i])
-        ci = (theta[i] - tq * se, theta[i] + tq * se) if np.isfinite(se) else (math.nan, math.nan)
-        estimates.append(Estimate(name, float(theta[i]), se, (float(ci[0]), float(ci[1])), note))
+        ci, how = interval_for(float(theta[i]), se, tq, float(problem.lower[i]))
+        estimates.append(Estimate(name, float(theta[i]), se, (float(ci[0]), float(ci[1])), note or how))
 
     derived = []
     for d in form.derived:

@@ -44,6 +44,8 @@ NAN = float("nan")
     (4.2e-5, 1e-6, "(4.20 ± 0.10)e-5"),
     (2.14e3, 1.5e2, "2140 ± 150"),
     (6.8e9, 9.96e7, "(6.80 ± 0.10)e+9"),
+    (2.0e5, 6.4e6, "(2 ± 64)e+5"),  # the value's own power of ten: never (0.2 ± 6.4)e+6
+    (243000, 346000, "240000 ± 350000"),
     (1.0, NAN, "1 ± n/a"),
     (0.128172, None, "0.12817 ± n/a"),
     (1.0, math.inf, "1 ± n/a"),
@@ -62,15 +64,27 @@ def test_format_value_error_with_more_significant_digits():
 
 @pytest.mark.parametrize(("lo", "hi", "err", "text"), [
     (0.7782, 1.1127, 0.0848, "[0.778, 1.113]"),
-    (-7.94, 557.39, 143.3, "[-8, 557]"),
+    (-7.94, 557.39, 143.3, "[-10, 560]"),  # the place of 270 ± 140, not [-8, 557]
     (3.0, 3.4, 0.0996, "[3.00, 3.40]"),
-    (1e-7, 2e-7, 1e-8, "[1.000e-07, 2.000e-07]"),
+    (1e-7, 2e-7, 1e-8, "[1.00e-7, 2.00e-7]"),
     (0.5, 1.5, None, "[0.5, 1.5]"),
     (NAN, NAN, NAN, "n/a"),
     (0.0, math.inf, 1.0, "n/a"),
 ])
 def test_format_interval(lo, hi, err, text):
     assert format_interval(lo, hi, err) == text
+
+
+@pytest.mark.parametrize(("value", "err", "lo", "hi", "pair", "interval"), [
+    (243000, 346000, -445738, 931980, "240000 ± 350000", "[-450000, 930000]"),
+    (2.0e5, 6.4e6, -1.23e7, 1.27e7, "(2 ± 64)e+5", "[-123e+5, 127e+5]"),
+    (4880, 900, 3100.2, 6652.1, "4880 ± 900", "[3100, 6650]"),
+    (1.2345e-7, 2.1e-9, 1.2e-7, 1.28e-7, "(1.235 ± 0.021)e-7", "[1.200e-7, 1.280e-7]"),
+])
+def test_an_interval_is_rounded_like_its_value_and_error(value, err, lo, hi, pair, interval):
+    """One rule: the interval has the places (and the power of ten) of `value ± error` beside it."""
+    assert format_value_error(value, err) == pair
+    assert format_interval(lo, hi, err, value=value) == interval
 
 
 # ---------------------------------------------------------------- JSON-safe values
