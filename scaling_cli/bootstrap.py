@@ -45,7 +45,7 @@ from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
-from .errors import DataError, FitError, ScalefitWarning, SpecError
+from .errors import DataError, FitError, ScalefitWarning, SpecError, option
 from .fitting import FitResult, fit, interval_for, t_quantile
 from .forms import Form, get_form
 from .io import Runs
@@ -513,7 +513,7 @@ def bootstrap(runs: Runs, form: Form | str = "decomposed", objective: Objective 
     if ci == "bca" and np.isnan(intervals[problem.free]).any():
         names = [p for p, bad in zip(form.params, np.isnan(intervals[:, 0]), strict=True) if bad]
         warnings_.append(f"no BCa interval for {', '.join(names)}: every draw falls on one side of the "
-                         f"estimate (use --ci percentile)")
+                         f"estimate (use {option('ci', 'percentile')})")
     for message in warnings_:
         warnings.warn(message, ScalefitWarning, stacklevel=2)
     return BootstrapResult(
@@ -542,25 +542,25 @@ def _check_options(n: int, method: str, ci: str, level: float, jobs: int, group:
     if ci not in INTERVALS:
         raise SpecError(f"unknown interval '{ci}': use one of {', '.join(INTERVALS)}")
     if not 0 < level < 1:
-        raise SpecError(f"--level must be between 0 and 1 (e.g. 0.95), not {level}")
+        raise SpecError(f"{option('level')} must be between 0 and 1 (e.g. 0.95), not {level}")
     if n < 2:
-        raise SpecError(f"--n must be at least 2 resamples, not {n}")
+        raise SpecError(f"{option('n')} must be at least 2 resamples, not {n}")
     if jobs < 0:
-        raise SpecError(f"--jobs must be 0 (one per CPU) or more, not {jobs}")
+        raise SpecError(f"{option('jobs')} must be 0 (one per CPU) or more, not {jobs}")
     if group is not None and method != "group":
-        raise SpecError(f"--group {group} goes with --method group (not '{method}')")
+        raise SpecError(f"{option('group', group)} goes with {option('method', 'group')} (not '{method}')")
 
 
 def _groups(runs: Runs, group: str | None) -> tuple[str, np.ndarray, int]:
     """The group column's name, each row's group index and the number of groups."""
     if group is None:
         if "group" not in runs.roles:
-            raise DataError(f"{runs.path}: the group bootstrap needs --group COLUMN (no column is named "
+            raise DataError(f"{runs.path}: the group bootstrap needs {option('group', 'COLUMN')} (no column is named "
                             f"group, run, run_name or run_id)")
         group = runs.roles["group"]
     if not runs.has(group):
         names = ", ".join(repr(c) for c in runs.data)
-        raise DataError(f"{runs.path}: no column '{group}' for --group; the table has {names}")
+        raise DataError(f"{runs.path}: no column '{group}' for {option('group')}; the table has {names}")
     values = np.asarray(runs.column(group))
     _, index = np.unique(values.astype(str), return_inverse=True)
     n_groups = int(index.max()) + 1 if len(index) else 0

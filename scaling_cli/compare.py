@@ -96,8 +96,15 @@ def resolve_form(item: Form | str | Path, base: Path | None = None) -> tuple[For
         except ImportError:  # pragma: no cover - while scaling_cli.spec is being written
             raise SpecError(f"{path}: YAML forms need scaling_cli.spec, which is not available") from None
         return load_form(path), str(path)
-    raise SpecError(f"unknown form '{text}': give a built-in form ({', '.join(BUILTIN_FORMS)}) or a "
-                    f"YAML file")
+    from .forms import shipped_form_path
+
+    shipped = shipped_form_path(text)
+    if shipped is not None:
+        from .spec import load_form
+
+        return load_form(shipped), shipped.name
+    raise SpecError(f"unknown form '{text}': give a built-in form ({', '.join(BUILTIN_FORMS)}), a "
+                    f"shipped form (`scalefit forms` lists them) or a YAML file")
 
 
 def resolve_objective(forms: Sequence[Form], objective: Objective | str | None,

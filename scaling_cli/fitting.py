@@ -16,7 +16,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from .errors import DataError, FitError, ScalefitWarning
+from .errors import DataError, FitError, ScalefitWarning, option
 from .forms import Form, get_form
 from .io import Runs
 from .objectives import Objective
@@ -283,7 +283,7 @@ def fit(runs: Runs, form: Form | str = "decomposed", objective: Objective | str 
         raise DataError(f"{runs.path}: the {objective.name} objective takes the log of the response "
                         f"'{form.response}', but it is not positive in rows "
                         f"{', '.join(map(str, rows[:5]))}{', ...' if rows.size > 5 else ''}; "
-                        f"use --objective ls")
+                        f"use {option('objective', 'ls')}")
     problem = Problem.build(form, X, y, objective, fixed)
     n, k = len(y), int(problem.free.sum())
     if n <= k:

@@ -20,7 +20,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from .errors import DataError
+from .errors import DataError, column_option, option
 
 ROLES = ("width", "depth", "tokens", "loss", "params", "flops", "group")
 NUMERIC_ROLES = ("width", "depth", "tokens", "loss", "params", "flops")
@@ -46,6 +46,12 @@ _NUMBER = re.compile(r"^([+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?)\s*([kKmM
 _MISSING = {"", "na", "n/a", "null", "none"}
 TOKENS_FROM_FLOPS_NOTE = "tokens were not in the table: computed as flops / (6 * params)"
 MAX_LISTED = 5
+
+
+def ordinal(n: int) -> str:
+    """`1st`, `2nd`, `3rd`, `4th`, `11th`, `21st`, `40th`."""
+    suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
+    return f"{n}{suffix}"
 
 
 def normalize_name(name: str) -> str:
@@ -144,7 +150,7 @@ def detect_format(path: Path, fmt: str | None) -> str:
         suffix = Path(path.stem).suffix.lower()
     if suffix not in _EXTENSIONS:
         raise DataError(f"{path}: cannot tell the format from the extension '{path.suffix}': "
-                        f"pass --format ({', '.join(FORMATS)})")
+                        f"pass {option('format')} ({', '.join(FORMATS)})")
     return _EXTENSIONS[suffix]
 
 
@@ -170,7 +176,7 @@ def read_table(path: str | Path, fmt: str | None = None) -> Table:
             text = raw.decode("utf-8-sig")
         except UnicodeDecodeError:
             raise DataError(f"{path}: not a text file (not UTF-8); is the format right? "
-                            f"pass --format") from None
+                            f"pass {option('format')}") from None
         if "\x00" in text:
             raise DataError(f"{path}: not a text file (contains NUL bytes)")
         if fmt in ("csv", "tsv"):
@@ -327,16 +333,16 @@ def parse_column_overrides(items: Sequence[str] | Mapping[str, str] | None) -> d
         pairs = []
         for item in items:
             if "=" not in item:
-                raise DataError(f"--column '{item}': expected ROLE=NAME, e.g. --column width=d_model")
+                raise DataError(f"{option('columns')} '{item}': expected ROLE=NAME, e.g. width=d_model")
             role, name = item.split("=", 1)
             pairs.append((role.strip(), name.strip()))
     out = {}
     for role, name in pairs:
         if role not in ROLES:
-            raise DataError(f"--column '{role}={name}': unknown role '{role}'; roles are "
+            raise DataError(f"{option('columns')} '{role}={name}': unknown role '{role}'; roles are "
                             f"{', '.join(ROLES)}")
         if not name:
-            raise DataError(f"--column '{role}=': the column name is empty")
+            raise DataError(f"{option('columns')} '{role}=': the column name is empty")
         out[role] = name
     return out
 
@@ -351,13 +357,14 @@ def resolve_role(path: str, names: Sequence[str], role: str,
         by_norm = [n for n in names if normalize_name(n) == normalize_name(wanted)]
         if len(by_norm) == 1:
             return by_norm[0]
-        raise DataError(f"{path}: --column {role}={wanted}: no such column{_did_you_mean(wanted, names)}")
+        raise DataError(f"{path}: {option('columns')} {role}={wanted}: no such column"
+                        f"{_did_you_mean(wanted, names)}")
     aliases = {normalize_name(a) for a in ROLE_ALIASES[role]}
     taken = set(overrides.values())
     hits = [n for n in names if normalize_name(n) in aliases and n not in taken]
     if len(hits) > 1:
         raise DataError(f"{path}: two columns could be the {role}: {', '.join(repr(h) for h in hits)}; "
-                        f"choose one with --column {role}=NAME")
+                        f"choose one with {column_option(role)}")
     return hits[0] if hits else None
 
 
@@ -396,7 +403,7 @@ def numeric_column(path: str, name: str, cells: Sequence[Any], *, positive: bool
     if missing:
         raise DataError(f"{path}: column '{name}' has {len(missing)} empty cell"
                         f"{'s' if len(missing) > 1 else ''} ({_format_rows(missing)}); "
-                        f"fill them or pass --drop-missing")
+                        f"fill them or pass {option('drop_missing')}")
     nan_rows = [rows[i] for i in np.flatnonzero(np.isnan(values))]
     if nan_rows:
         raise DataError(f"{path}: column '{name}' has NaN in {_format_rows(nan_rows)}")
@@ -422,14 +429,15 @@ def _parse_on(on: str | None, left: Table, right: Table) -> tuple[str, str]:
         shared = [n for n in left.names if n in right.names]
         if len(shared) == 1:
             return shared[0], shared[0]
-        raise DataError("--configs needs --on KEY or --on LEFT=RIGHT (the column that names the "
-                        "model in each table)")
+        raise DataError(f"{option('configs')} needs {option('on', 'KEY')} or {option('on', 'LEFT=RIGHT')} "
+                        f"(the column that names the model in each table)")
     left_key, right_key = (on.split("=", 1) + [None])[:2] if "=" in on else (on, on)
     left_key, right_key = left_key.strip(), right_key.strip()
     if left_key not in left.names:
-        raise DataError(f"{left.path}: --on: no column '{left_key}'{_did_you_mean(left_key, left.names)}")
+        raise DataError(f"{left.path}: {option('on')}: no column '{left_key}'"
+                        f"{_did_you_mean(left_key, left.names)}")
     if right_key not in right.names:
-        raise DataError(f"{right.path}: --on: no column '{right_key}'"
+        raise DataError(f"{right.path}: {option('on')}: no column '{right_key}'"
                         f"{_did_you_mean(right_key, right.names)}")
     return left_key, right_key
 
@@ -505,7 +513,7 @@ def load_runs(path: str | Path, *, require: Sequence[str] = ("width", "depth", "
     must hold positive values (default: every column used).
     """
     if exclude_top_loss < 0:
-        raise DataError(f"--exclude-top-loss must be 0 or more, not {exclude_top_loss}")
+        raise DataError(f"{option('exclude_top_loss')} must be 0 or more, not {exclude_top_loss}")
     overrides = parse_column_overrides(columns)
     table = read_table(path, format)
     notes: list[str] = []
@@ -513,7 +521,7 @@ def load_runs(path: str | Path, *, require: Sequence[str] = ("width", "depth", "
         table, note = join_configs(table, read_table(configs), on)
         notes.append(note)
     elif on:
-        raise DataError("--on is only used with --configs FILE")
+        raise DataError(f"{option('on')} is only used with {option('configs', 'FILE')}")
     names = table.names
     roles: dict[str, str] = {}
     for role in ROLES:
@@ -548,7 +556,7 @@ def load_runs(path: str | Path, *, require: Sequence[str] = ("width", "depth", "
             missing = np.array([_is_missing(c) for c in table.cells[name]])
             keep &= ~missing
         if keep.sum() < n_total:
-            notes.append(f"{n_total - int(keep.sum())} rows with empty cells dropped (--drop-missing)")
+            notes.append(f"{n_total - int(keep.sum())} rows with empty cells dropped ({option('drop_missing')})")
     idx = np.flatnonzero(keep)
     # powers and logs need positive values; a form may say which of its columns need them
     must_be_positive = set(used_columns) if positive is None else {
@@ -579,15 +587,15 @@ def load_runs(path: str | Path, *, require: Sequence[str] = ("width", "depth", "
     mask = np.ones(len(idx), dtype=bool)
     if exclude_top_loss:
         if exclude_top_loss > len(response_col):
-            raise DataError(f"{table.path}: --exclude-top-loss {exclude_top_loss} is more than the "
+            raise DataError(f"{table.path}: {option('exclude_top_loss', exclude_top_loss)} is more than the "
                             f"{len(response_col)} rows")
         threshold = np.sort(response_col)[::-1][exclude_top_loss - 1]
         mask = response_col < threshold
         n_excluded = int((~mask).sum())
         notes.append(f"excluded {n_excluded} rows with {roles.get(response, response)} >= "
-                     f"{threshold:.6g} (the {exclude_top_loss}-th highest)")
+                     f"{threshold:.6g} (the {ordinal(exclude_top_loss)} highest)")
         if not mask.any():
-            raise DataError(f"{table.path}: no rows left after --exclude-top-loss {exclude_top_loss}")
+            raise DataError(f"{table.path}: no rows left after {option('exclude_top_loss', exclude_top_loss)}")
     data = {k: v[mask] for k, v in data.items()}
     return Runs(path=table.path, sha256=table.sha256, data=data, roles=roles, n_total=n_total,
                 n_excluded=n_excluded + n_missing, notes=tuple(notes), kept_rows=idx[mask])
@@ -604,4 +612,4 @@ def _missing_message(table: Table, role: str, overrides: Mapping[str, str]) -> s
     if role == "tokens":
         extra = " (or both flops and params, to compute tokens = flops / (6 * params))"
     return (f"{table.path}: no column for {role}{extra}; looked for {aliases}; the table has "
-            f"{', '.join(repr(n) for n in table.names)}; name one with --column {role}=NAME")
+            f"{', '.join(repr(n) for n in table.names)}; name one with {column_option(role)}")

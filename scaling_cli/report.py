@@ -9,7 +9,7 @@ import platform
 import sys
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterable
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -367,3 +367,33 @@ def render_fit(result: FitResult, console: Console) -> None:
         console.print(f"note: {note}", style="dim", markup=False)
     for warning in result.warnings:
         console.print(f"warning: {warning}", style="yellow", markup=False)
+
+
+# ---------------------------------------------------------------- scalefit forms
+
+
+def forms_table(catalog: Sequence[Mapping[str, str]]):
+    """The forms `scalefit forms` lists (`forms.form_catalog()`): name, where it comes from, and its
+    formula with its reference below it."""
+    from rich import box
+    from rich.table import Table
+    from rich.text import Text
+
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
+    table.add_column("name", style="bold", no_wrap=True)
+    table.add_column("use", no_wrap=True)
+    table.add_column("formula and reference", overflow="fold")
+    for row in catalog:
+        use = "--form" if row["kind"] == "built-in" else "--config"
+        cell = Text(row["expression"])
+        if row["reference"]:
+            cell.append("\n" + row["reference"], style="dim")
+        table.add_row(row["name"], f"{use} {row['name']}", cell, end_section=True)
+    return table
+
+
+def render_forms(catalog: Sequence[Mapping[str, str]], console: Console, directory: str) -> None:
+    """Print the catalog of forms and where the shipped YAML files are."""
+    console.print(forms_table(catalog))
+    console.print(f"shipped YAML forms are in {directory}; copy one to write your own (--config FILE)",
+                  markup=False, highlight=False)
