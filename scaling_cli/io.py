@@ -333,7 +333,8 @@ def parse_column_overrides(items: Sequence[str] | Mapping[str, str] | None) -> d
         pairs = []
         for item in items:
             if "=" not in item:
-                raise DataError(f"{option('columns')} '{item}': expected ROLE=NAME, e.g. width=d_model")
+                raise DataError(f"{option('columns')} '{item}': expected ROLE=NAME, e.g. "
+                                f"{option('columns', 'width=d_model')}")
             role, name = item.split("=", 1)
             pairs.append((role.strip(), name.strip()))
     out = {}

@@ -520,7 +520,7 @@ def test_derived_quantities_are_bootstrapped_too(epoch_csv):
     """Issue 4: Chinchilla's compute-optimal split a = beta / (alpha + beta); Epoch: 0.513 +- 0.020."""
     from scaling_cli.spec import load_form
 
-    form = load_form(ROOT / "configs" / "chinchilla.yaml")
+    form = load_form(ROOT / "scaling_cli" / "forms_yaml" / "chinchilla.yaml")
     runs = load_runs(epoch_csv, require=form.required_columns(), exclude_top_loss=5)
     result = bootstrap(runs, form, "huber", 1e-3, n=2000, seed=1)
     (a,) = result.derived

@@ -189,9 +189,9 @@ MALFORMED: list[Case] = [
     ("exclude-negative", lambda tmp: _good(tmp, "--exclude-top-loss", "-1"), 2,
      "Invalid value for '--exclude-top-loss': Input should be greater than or equal to 0"),
     ("on-without-configs", lambda tmp: _good(tmp, "--on", "model"), 2,
-     "--on is only used with --configs FILE"),
+     "--on is only used with --join FILE"),
     ("configs-without-on", _join(("model", "tokens", "loss"), CURVES[:2], None), 2,
-     "--configs needs --on KEY or --on LEFT=RIGHT (the column that names the model in each table)"),
+     "--join needs --on KEY or --on LEFT=RIGHT (the column that names the model in each table)"),
     ("configs-file-missing", lambda tmp: _good(tmp, "--configs", tmp / "configs.csv", "--on", "model"), 2,
      "{tmp}/configs.csv: no such file"),
     ("join-key-missing-left", _join(("model_id", "tokens", "loss"), CURVES[:2], "model=model_name"), 2,
@@ -210,7 +210,17 @@ MALFORMED: list[Case] = [
     ("delta-not-a-number", lambda tmp: _good(tmp, "--objective", "huber", "--delta", "small"), 2,
      "Invalid value for '--delta': Input should be a valid number, unable to parse string as a number"),
     ("unknown-form", lambda tmp: _good(tmp, "--form", "kaplan"), 2,
-     "unknown form 'kaplan': built-in forms are decomposed, chinchilla; or pass --config FORM.yaml"),
+     "unknown form 'kaplan': built-in forms are decomposed, chinchilla; 'kaplan' is a shipped YAML form: "
+     "pass --config kaplan"),
+    ("unknown-form-anywhere", lambda tmp: _good(tmp, "--form", "kapla"), 2,
+     "unknown form 'kapla': built-in forms are decomposed, chinchilla; or pass --config FORM.yaml (`scalefit "
+     "forms` lists the shipped ones)"),
+    ("yaml-given-to-join", lambda tmp: _good(tmp, "--join", tmp / "law.yaml", "--on", "m"), 2,
+     "{tmp}/law.yaml looks like a form (YAML), but --join takes a table of architectures to join onto DATA; "
+     "for a form use --config {tmp}/law.yaml"),
+    ("table-given-to-config", lambda tmp: _good(tmp, "--config", tmp / "arch.csv"), 2,
+     "{tmp}/arch.csv looks like a table, but --config takes a form written in YAML; to join an architecture "
+     "table onto DATA use --join {tmp}/arch.csv --on KEY"),
     ("bad-plot-format", lambda tmp: _good(tmp, "--plot-format", "gif"), 2,
      "Invalid value: --plot-format must be one of png, pdf, svg, not 'gif'"),
     ("too-few-rows", _rows(table_rows()[:7]), 1,

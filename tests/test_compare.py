@@ -490,10 +490,10 @@ def test_cli_bad_options(cli, runs_csv, args, message):
 
 
 def test_cli_unknown_form(cli, runs_csv, tmp_path):
-    out = cli("compare", runs_csv, "decomposed", "kaplan")
+    out = cli("compare", runs_csv, "decomposed", "kapla")
     assert out.exit_code == 2
-    assert out.stderr == ("Error: unknown form 'kaplan': give a built-in form (decomposed, chinchilla) or "
-                          "a YAML file\n")
+    assert out.stderr == ("Error: unknown form 'kapla': give a built-in form (decomposed, chinchilla), a "
+                          "shipped form (`scalefit forms` lists them) or a YAML file\n")
     missing = tmp_path / "nope.yaml"
     out = cli("compare", runs_csv, "decomposed", missing)
     assert (out.exit_code, out.stderr) == (2, f"Error: {missing}: no such form file\n")
