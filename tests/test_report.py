@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -295,3 +296,74 @@ def test_the_sentence_shows_the_rounded_value():
 
 def test_forms_without_alpha_l_get_no_sentence():
     assert depth_regime(_Result(("E", "A", "alpha", "B", "beta"))) is None
+
+
+# ---------------------------------------------------------------- reports at 80 and 120 columns
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "data" / "example_runs.csv"
+
+
+def _run_at(width: int, *args: str) -> str:
+    """`scalefit ARGS` in-process with a terminal `width` columns wide; returns stdout."""
+    from typer.testing import CliRunner
+
+    from scaling_cli.cli import app
+
+    result = CliRunner().invoke(app, [str(a) for a in args], env={"COLUMNS": str(width)})
+    assert result.exit_code == 0, result.stderr
+    return result.stdout
+
+
+def _fits_in(text: str, width: int) -> None:
+    lines = text.splitlines()
+    too_long = [line for line in lines if len(line) > width]
+    assert not too_long, f"{len(too_long)} lines longer than {width}: {too_long[:2]}"
+    assert "…" not in text  # rich's sign that a cell was cut
+
+
+@pytest.mark.parametrize("width", [80, 120])
+def test_fit_report_fits_the_terminal_with_every_digit(width):
+    """The formula breaks between terms, numbers never wrap or get cut, a derived quantity's note
+    folds instead of splitting the `value ± standard error` header."""
+    from scaling_cli.fitting import fit
+    from scaling_cli.forms import shipped_form_path
+    from scaling_cli.io import load_runs
+    from scaling_cli.report import formula_lines
+    from scaling_cli.spec import load_form
+
+    form = load_form(shipped_form_path("chinchilla"))
+    out = _run_at(width, "fit", EXAMPLE, "--config", "chinchilla")
+    _fits_in(out, width)
+    assert "value ± standard error" in out
+    result = fit(load_runs(EXAMPLE, require=form.required_columns()), form)
+    for e in result.estimates + result.derived:
+        row = next(line for line in out.splitlines() if line.startswith(f"│ {e.name} "))
+        assert format_value_error(e.value, e.stderr) in row, row
+        assert format_interval(*e.ci95, e.stderr, value=e.value) in row, row
+    for line in formula_lines(form.name, form.describe(), width):
+        assert line in out.splitlines()
+
+
+@pytest.mark.parametrize("width", [80, 120])
+def test_bootstrap_report_fits_the_terminal_with_every_digit(width):
+    out = _run_at(width, "bootstrap", EXAMPLE, "--config", "chinchilla", "--n", "40")
+    _fits_in(out, width)
+    body = [line for line in out.splitlines() if line.startswith("│ ")]
+    assert [line.split()[1] for line in body] == ["E", "A", "alpha", "B", "beta", "a"]
+    for line in body:  # every cell whole on its row: the value ± error and both intervals
+        assert line.count("±") == 1 and line.count("[") == 2 and line.count("]") == 2, line
+
+
+@pytest.mark.parametrize("width", [80, 120])
+def test_compare_report_keeps_tiny_akaike_weights_whole(width):
+    from scaling_cli.compare import compare_forms
+
+    forms = ["decomposed", "chinchilla", "width_free", "depth_free"]
+    out = _run_at(width, "compare", EXAMPLE, *forms, "--folds", "2")
+    _fits_in(out, width)
+    result = compare_forms(EXAMPLE, forms, folds=2)
+    weights = [e.akaike_weight for e in result.ranked]
+    assert min(weights) < 1e-100  # the case that was cut to `4.54e-1…`
+    for e in result.ranked:
+        row = next(line for line in out.splitlines() if f" {e.name} " in line and line.strip()[0].isdigit())
+        assert f"{e.akaike_weight:.3g}" in row.split(), row
