@@ -555,8 +555,8 @@ def _groups(runs: Runs, group: str | None) -> tuple[str, np.ndarray, int]:
     """The group column's name, each row's group index and the number of groups."""
     if group is None:
         if "group" not in runs.roles:
-            raise DataError(f"{runs.path}: the group bootstrap needs {option('group', 'COLUMN')} (no column is named "
-                            f"group, run, run_name or run_id)")
+            raise DataError(f"{runs.path}: the group bootstrap needs {option('group', 'COLUMN')} (no column "
+                            f"is named group, run, run_name or run_id)")
         group = runs.roles["group"]
     if not runs.has(group):
         names = ", ".join(repr(c) for c in runs.data)

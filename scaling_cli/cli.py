@@ -25,7 +25,8 @@ from .errors import EXIT_BAD_INPUT, EXIT_FIT_FAILED, ScalefitError, ScalefitWarn
 DEBUG_ENV = "SCALEFIT_DEBUG"
 # Old option names still accepted, rewritten before parsing so that --help shows only the new ones.
 HIDDEN_ALIASES = {"--configs": "--join"}
-TABLE_SUFFIXES = (".csv", ".tsv", ".tab", ".jsonl", ".ndjson", ".json", ".parquet", ".pq", ".gz", ".bz2", ".xz")
+TABLE_SUFFIXES = (".csv", ".tsv", ".tab", ".jsonl", ".ndjson", ".json", ".parquet", ".pq", ".gz", ".bz2",
+                  ".xz")
 FORM_SUFFIXES = (".yaml", ".yml")
 
 

@@ -557,7 +557,8 @@ def load_runs(path: str | Path, *, require: Sequence[str] = ("width", "depth", "
             missing = np.array([_is_missing(c) for c in table.cells[name]])
             keep &= ~missing
         if keep.sum() < n_total:
-            notes.append(f"{n_total - int(keep.sum())} rows with empty cells dropped ({option('drop_missing')})")
+            notes.append(f"{n_total - int(keep.sum())} rows with empty cells dropped "
+                         f"({option('drop_missing')})")
     idx = np.flatnonzero(keep)
     # powers and logs need positive values; a form may say which of its columns need them
     must_be_positive = set(used_columns) if positive is None else {
@@ -596,7 +597,8 @@ def load_runs(path: str | Path, *, require: Sequence[str] = ("width", "depth", "
         notes.append(f"excluded {n_excluded} rows with {roles.get(response, response)} >= "
                      f"{threshold:.6g} (the {ordinal(exclude_top_loss)} highest)")
         if not mask.any():
-            raise DataError(f"{table.path}: no rows left after {option('exclude_top_loss', exclude_top_loss)}")
+            raise DataError(f"{table.path}: no rows left after "
+                            f"{option('exclude_top_loss', exclude_top_loss)}")
     data = {k: v[mask] for k, v in data.items()}
     return Runs(path=table.path, sha256=table.sha256, data=data, roles=roles, n_total=n_total,
                 n_excluded=n_excluded + n_missing, notes=tuple(notes), kept_rows=idx[mask])
