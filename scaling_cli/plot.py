@@ -46,6 +46,10 @@ STYLE = {
     "axes.spines.top": False,
     "axes.spines.right": False,
 }
+# How files are written: TrueType fonts embedded in PDF (Type 3 fonts are refused by some journals and
+# look poor when edited), real <text> elements in SVG so that labels stay editable.
+SAVE_STYLE = {"pdf.fonttype": 42, "ps.fonttype": 42, "svg.fonttype": "none"}
+TITLE_CHARS_PER_INCH = 13  # characters of an 11-12 pt title that fit in an inch of figure width
 POINT_COLOR = "#1f77b4"
 FIT_COLOR = "#d62728"
 MEAN_COLOR = "black"
@@ -67,6 +71,13 @@ AXIS_NOUNS = {"m": "width", "l": "depth", "D": "data"}
 
 
 # ---------------------------------------------------------------- helpers
+
+
+def _style():
+    """The house style as an rc context (fonts, sizes, spines), for figures made without pyplot."""
+    import matplotlib
+
+    return matplotlib.rc_context(STYLE)
 
 
 def _pyplot():
@@ -136,6 +147,40 @@ def _readable_log_axis(axis, lo: float, hi: float) -> None:
     axis.set_major_formatter(FuncFormatter(lambda v, _pos: _tick_text(v)))
     axis.set_minor_locator(NullLocator())
     axis.set_minor_formatter(NullFormatter())
+
+
+def wrap_title(text: str, width_inches: float, scale: float = 1.0) -> str:
+    """`text` broken into lines that fit a figure `width_inches` wide (at ~13 characters an inch for
+    an 11-12 pt title; `scale` < 1 for smaller type), so that no title is clipped. Mathtext (`$...$`)
+    is never broken.
+
+    >>> print(wrap_title("Residuals of the chinchilla fit (huber objective, n = 240); shaded: |r| <= 0.001", 3))
+    Residuals of the chinchilla fit (huber
+    objective, n = 240); shaded: |r| <=
+    0.001
+    """
+    limit = max(20, int(width_inches * TITLE_CHARS_PER_INCH / scale))
+    lines = []
+    for paragraph in text.split("\n"):
+        words, current = paragraph.split(" "), ""
+        for word in words:  # keep $...$ pieces whole even when they hold spaces
+            candidate = f"{current} {word}" if current else word
+            if current and current.count("$") % 2 == 1:
+                current = candidate
+            elif len(_visible(candidate)) > limit and current:
+                lines.append(current)
+                current = word
+            else:
+                current = candidate
+        lines.append(current)
+    return "\n".join(lines)
+
+
+def _visible(text: str) -> str:
+    """Roughly the characters a reader sees: mathtext commands and braces dropped."""
+    import re
+
+    return re.sub(r"\\[a-zA-Z]+|[{}$_^]", "", text)
 
 
 def _log_limits(values: np.ndarray, pad: float = 1.15) -> tuple[float, float]:
@@ -232,7 +277,7 @@ def observed_vs_predicted(result: FitResult, path: str | Path | None = None) -> 
         title = f"{result.form.name} fit, objective {result.objective.name}"
         legend_title = (f"RMSE(log) = {stats.rmse_log:.2g}, mean |rel. err.| = "
                         f"{100 * stats.mean_abs_rel_error:.2g}%")
-        ax.set_title(title)
+        ax.set_title(wrap_title(title, 5.2))
         ax.legend(loc="upper left", title=legend_title, title_fontsize=9)
         if not ok.all():
             ax.text(0.98, 0.02, f"{int((~ok).sum())} runs with a non-positive or non-finite value not shown",
@@ -272,7 +317,7 @@ def residuals(result: FitResult, path: str | Path | None = None) -> Figure:
                  f"n = {int(finite.sum())})")
         if result.objective.name == "huber":
             title += f"; shaded: |r| ≤ δ = {result.objective.delta:g}, where the Huber loss is quadratic"
-        fig.suptitle(title)
+        fig.suptitle(wrap_title(title, fig.get_figwidth()))
     return _maybe_save(fig, path)
 
 
@@ -298,7 +343,9 @@ def partial_terms(result: FitResult, path: str | Path | None = None) -> Figure:
             partial = obs - pred + c * x**-alpha
             shown = np.isfinite(partial) & (partial > 0)
             hidden = int((~shown).sum())
-            grid = np.geomspace(x.min(), x.max(), 200)
+            xlo, xhi = _log_limits(x, pad=1.06)
+            # one value of the variable: draw the law across the panel, or its legend entry has no line
+            grid = np.geomspace(x.min(), x.max(), 200) if x.max() > x.min() else np.geomspace(xlo, xhi, 200)
             fitted = c * grid**-alpha
 
             xs, means, errs = _group_means(x, partial)
@@ -322,7 +369,6 @@ def partial_terms(result: FitResult, path: str | Path | None = None) -> Figure:
                             label=f"mean per {noun} ± s.e.")
             ax.set_xscale("log")
             ax.set_yscale("log")
-            xlo, xhi = _log_limits(x, pad=1.06)
             ax.set_xlim(xlo, xhi)
             ax.set_ylim(ylo, yhi)
             _readable_log_axis(ax.xaxis, xlo, xhi)
@@ -333,7 +379,7 @@ def partial_terms(result: FitResult, path: str | Path | None = None) -> Figure:
                      f"{format_value_error(alpha, float(result.stderr[ia]))}")
             if hidden:
                 title += f"\n{hidden} of {len(x)} runs with partial loss ≤ 0 not shown"
-            ax.set_title(title)
+            ax.set_title(wrap_title(title, 4.5))
             ax.legend(loc="lower left")
         fig.suptitle("Decomposed law, one axis at a time: loss minus the other fitted terms")
     return _maybe_save(fig, path)
@@ -499,9 +545,10 @@ def bootstrap_histograms(names: Sequence[str], draws, full_values, intervals: Ma
         if handles:
             fig.legend(handles, labels, loc="outside lower center", ncols=len(handles), frameon=False)
         total = len(ok) + failed
-        fig.suptitle(f"Bootstrap: {len(ok)} of {total} resamples"
-                     + (f" ({failed} failed, left out)" if failed else "")
-                     + "; titles show the full-data estimate ± bootstrap s.e.")
+        fig.suptitle(wrap_title(f"Bootstrap: {len(ok)} of {total} resamples"
+                                + (f" ({failed} failed, left out)" if failed else "")
+                                + "; titles show the full-data estimate ± bootstrap s.e.",
+                                fig.get_figwidth()))
     return _maybe_save(fig, path)
 
 
@@ -597,8 +644,9 @@ def corner(names: Sequence[str], draws, full_values, intervals: Mapping[str, Seq
                 else:
                     ax.tick_params(labelbottom=False)
         note = f"; {failed} failed resamples left out" if failed else ""
-        fig.suptitle(f"Bootstrap draws (n = {len(ok)}{note}): contours enclose "
-                     f"{' and '.join(f'{100 * m:.0f}%' for m in sorted(CORNER_LEVELS))}; + full-data fit")
+        fig.suptitle(wrap_title(f"Bootstrap draws (n = {len(ok)}{note}): contours enclose "
+                                f"{' and '.join(f'{100 * m:.0f}%' for m in sorted(CORNER_LEVELS))}; "
+                                f"+ full-data fit", fig.get_figwidth()))
     return _maybe_save(fig, path)
 
 
@@ -620,9 +668,16 @@ def bootstrap_figures(names: Sequence[str], draws, full_values, intervals: Mappi
 
 
 def _save_one(fig: Figure, path: Path, fmt: str) -> Path:
+    import matplotlib
+
     kwargs = {"dpi": PNG_DPI} if fmt == "png" else {}
+
+    def write(tmp: Path) -> None:
+        with matplotlib.rc_context(SAVE_STYLE):
+            fig.savefig(tmp, format=fmt, **kwargs)
+
     try:
-        return atomic_write(path, lambda tmp: fig.savefig(tmp, format=fmt, **kwargs))
+        return atomic_write(path, write)
     except OSError as exc:
         raise DataError(f"cannot write figure {path}: {exc.strerror or exc}") from None
 
@@ -662,43 +717,46 @@ def save_figures(figures: Mapping[str, Figure], directory: str | Path, fmt: str 
 
 def compare_figures(result: CompareResult) -> dict[str, Figure]:
     """One figure, `compare_heldout`: two panels (extrapolation to the largest runs; out-of-fold
-    cross-validation), observed against predicted for every ranked form, with the line y = x."""
+    cross-validation), each form's held-out relative error (predicted / observed − 1, in %) against the
+    observed value, with the zero line. Relative errors keep many forms apart where observed-against-
+    predicted would stack them on the diagonal; each panel's legend sits below it, off the data."""
     from matplotlib.figure import Figure
 
     response = result.ranked[0].form.response if result.ranked else "response"
-    fig = Figure(figsize=(11, 5), layout="constrained")
-    axes = fig.subplots(1, 2)
+    n_forms = max(len(result.ranked), 1)
+    legend_rows = n_forms + 1
+    fig = Figure(figsize=(11, 4.6 + 0.2 * legend_rows), layout="constrained")
+    with _style():
+        axes = fig.subplots(1, 2)
     panels = (
         ("extrapolation", f"extrapolation: fit below, predict the top {100 * result.holdout_top:g}% "
                           f"by {result.by}"),
         ("cv", f"{result.folds}-fold cross-validation (out of fold)"),
     )
+    cycle = [f"C{i}" for i in range(10)]
     for ax, (attr, title) in zip(axes, panels, strict=True):
-        lo, hi = np.inf, -np.inf
+        drawn = False
         for i, entry in enumerate(result.ranked):
             held = getattr(entry, attr)
             if held is None or held.failed or not len(held.observed):
                 continue
-            ok = np.isfinite(held.predicted) & (held.predicted > 0)
+            ok = np.isfinite(held.predicted) & (held.predicted > 0) & (held.observed != 0)
             if not ok.any():
                 continue
+            rel = 100 * (held.predicted[ok] / held.observed[ok] - 1)
             label = f"{entry.rank}. {entry.name} (mean |rel. error| {100 * held.mean_abs_rel_error:.2f}%)"
-            ax.scatter(held.predicted[ok], held.observed[ok], s=18, alpha=0.7,
-                       marker=COMPARE_MARKERS[i % len(COMPARE_MARKERS)], label=label)
-            lo = min(lo, held.predicted[ok].min(), held.observed[ok].min())
-            hi = max(hi, held.predicted[ok].max(), held.observed[ok].max())
-        if np.isfinite(lo) and np.isfinite(hi):
-            pad = 0.02 * (hi - lo) if hi > lo else 0.05 * abs(hi) or 1.0
-            line = np.array([lo - pad, hi + pad])
-            ax.plot(line, line, color="0.3", lw=1, ls="--", label="y = x")
-            ax.set_xlim(*line)
-            ax.set_ylim(*line)
-            ax.legend(fontsize="small", loc="upper left")
+            ax.scatter(held.observed[ok], rel, s=14, alpha=0.65, color=cycle[i % len(cycle)],
+                       marker=COMPARE_MARKERS[i % len(COMPARE_MARKERS)], label=label, linewidths=0,
+                       zorder=3 + n_forms - i)  # the best-ranked forms on top
+            drawn = True
+        if drawn:
+            ax.axhline(0, color="0.3", lw=1, ls="--", label="predicted = observed", zorder=2)
+            ax.legend(fontsize="small", loc="upper center", bbox_to_anchor=(0.5, -0.16), frameon=False,
+                      ncols=1)
         else:
             ax.text(0.5, 0.5, "no held-out predictions", ha="center", va="center", transform=ax.transAxes)
-        ax.set_title(title, fontsize="medium")
-        ax.set_xlabel(f"predicted {response}")
-        ax.set_ylabel(f"observed {response}")
-        ax.set_aspect("equal", adjustable="box")
+        ax.set_title(wrap_title(title, 5.2, scale=0.9), fontsize="medium")
+        ax.set_xlabel(f"observed {response}")
+        ax.set_ylabel(f"predicted / observed {response} − 1 (%)")
     fig.suptitle(f"held-out predictions: {result.n_points} rows, ranked by {result.rank_by}")
     return {COMPARE_FIGURE: fig}

@@ -459,7 +459,8 @@ def test_heldout_figure_has_every_form_and_the_diagonal(result):
     for ax in figures["compare_heldout"].axes:
         labels = [t.get_text() for t in ax.get_legend().get_texts()]
         assert labels[0].startswith("1. decomposed") and labels[1].startswith("2. depth_free")
-        assert labels[-1] == "y = x"
+        assert labels[-1] == "predicted = observed"  # the zero line of the relative error
+        assert ax.get_legend().get_window_extent().y1 < ax.get_window_extent().y0  # below the data
 
 
 def test_cli_takes_everything_from_a_compare_file(cli, tmp_path):
