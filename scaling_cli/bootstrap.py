@@ -335,18 +335,22 @@ class BootstrapResult:
         return pd.DataFrame(rows).set_index("name")
 
     def figures(self) -> dict:
-        """Histograms of every parameter with both intervals, and a corner plot of the exponents with
-        the coefficients they trade against (`plot.bootstrap_figures`); failed resamples left out."""
+        """Histograms of every parameter and derived quantity with both intervals, and a corner plot of
+        every free parameter (the exponents, the coefficients they trade against, and the constant such
+        as L0 or E), coefficients of power terms on log10 axes (`plot.bootstrap_figures`); failed
+        resamples left out."""
         from .plot import bootstrap_figures
 
-        draws = np.where(self.ok[:, None], self.draws, np.nan)
+        draws = np.where(self.ok[:, None], _with_derived(self.fit.form, self.draws), np.nan)
         problem = Problem.build(self.fit.form, self.fit.inputs, self.fit.observed, self.fit.objective)
         paired = set(Centering(problem, self.fit.values).linear.tolist())
-        exponents = [p for i, p in enumerate(self.names)
-                     if problem.free[i] and (p in self.fit.form.nonlinear or i in paired)]
-        return bootstrap_figures(list(self.names), draws, self.fit.values,
-                                 {e.name: e.ci for e in self.estimates},
-                                 {e.name: e.jacobian_ci for e in self.estimates}, exponents=exponents)
+        free = [p for i, p in enumerate(self.names) if problem.free[i]]
+        coefficients = [p for i, p in enumerate(self.names) if problem.free[i] and i in paired]
+        rows = self.estimates + self.derived
+        names = [e.name for e in rows]
+        return bootstrap_figures(names, draws, [e.value for e in rows], {e.name: e.ci for e in rows},
+                                 {e.name: e.jacobian_ci for e in rows}, exponents=free,
+                                 log_scale=coefficients, corner_names=list(self.names))
 
     def draws_frame(self):
         """Every resample: its index, status, parameters, objective and solver iterations."""

@@ -49,7 +49,7 @@ STYLE = {
 # How files are written: TrueType fonts embedded in PDF (Type 3 fonts are refused by some journals and
 # look poor when edited), real <text> elements in SVG so that labels stay editable.
 SAVE_STYLE = {"pdf.fonttype": 42, "ps.fonttype": 42, "svg.fonttype": "none"}
-TITLE_CHARS_PER_INCH = 13  # characters of an 11-12 pt title that fit in an inch of figure width
+TITLE_CHARS_PER_INCH = 11  # characters of an 11-12 pt title that fit in an inch of figure width
 POINT_COLOR = "#1f77b4"
 FIT_COLOR = "#d62728"
 MEAN_COLOR = "black"
@@ -150,14 +150,15 @@ def _readable_log_axis(axis, lo: float, hi: float) -> None:
 
 
 def wrap_title(text: str, width_inches: float, scale: float = 1.0) -> str:
-    """`text` broken into lines that fit a figure `width_inches` wide (at ~13 characters an inch for
+    """`text` broken into lines that fit a figure `width_inches` wide (at ~11 characters an inch for
     an 11-12 pt title; `scale` < 1 for smaller type), so that no title is clipped. Mathtext (`$...$`)
     is never broken.
 
-    >>> print(wrap_title("Residuals of the chinchilla fit (huber objective, n = 240); shaded: |r| <= 0.001", 3))
-    Residuals of the chinchilla fit (huber
-    objective, n = 240); shaded: |r| <=
-    0.001
+    >>> title = "Residuals of the chinchilla fit (huber objective, n = 240); shaded: |r| <= 0.001"
+    >>> print(wrap_title(title, 3))
+    Residuals of the chinchilla fit
+    (huber objective, n = 240);
+    shaded: |r| <= 0.001
     """
     limit = max(20, int(width_inches * TITLE_CHARS_PER_INCH / scale))
     lines = []
@@ -573,10 +574,21 @@ def _smooth(hist: np.ndarray) -> np.ndarray:
 
 
 def corner(names: Sequence[str], draws, full_values, intervals: Mapping[str, Sequence[float]],
-           exponents: Sequence[str] | None = None, path: str | Path | None = None) -> Figure | None:
+           exponents: Sequence[str] | None = None, path: str | Path | None = None,
+           log_scale: Sequence[str] = ()) -> Figure | None:
     """Corner plot of some parameters' bootstrap draws (default: the exponents, names starting with
     'alpha' or 'beta'): pairwise scatter with density contours enclosing 68% and 95% of the draws below
-    the diagonal, marginal histograms on it, correlations above it. None when there is nothing to show."""
+    the diagonal, marginal histograms on it, correlations (of the raw draws) above it. Parameters named
+    in `log_scale` whose draws are all positive are shown as log10, so that a coefficient's long right
+    tail does not squash its panels. None when there is nothing to show.
+
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(0)
+    >>> draws = np.column_stack([np.exp(rng.normal(5, 0.5, 200)), rng.normal(1, 0.1, 200)])
+    >>> fig = corner(["c", "alpha"], draws, [150.0, 1.0], {}, exponents=["c", "alpha"], log_scale=["c"])
+    >>> print(fig.axes[2].get_xlabel())
+    $\\log_{10}\\,c$
+    """
     import matplotlib
 
     names = list(names)
@@ -590,10 +602,22 @@ def corner(names: Sequence[str], draws, full_values, intervals: Mapping[str, Seq
         return None
     plt = _pyplot()
     ok, failed = _finite_draws(draws)
-    full_values = np.asarray(full_values, dtype=float)
+    full_values = np.asarray(full_values, dtype=float).copy()
     idx = [names.index(n) for n in chosen]
     k = len(idx)
     size = max(2.4, min(3.2, 9.0 / k))
+    raw = ok.copy()
+    intervals = dict(intervals)
+    logged = {n for n in log_scale if n in chosen and len(ok) and np.all(ok[:, names.index(n)] > 0)
+              and full_values[names.index(n)] > 0}
+    for n in logged:
+        j = names.index(n)
+        ok[:, j], full_values[j] = np.log10(ok[:, j]), math.log10(full_values[j])
+        if intervals.get(n) is not None:
+            intervals[n] = tuple(math.log10(v) if v > 0 else math.nan for v in intervals[n])
+
+    def label(n: str) -> str:
+        return f"$\\log_{{10}}\\,{tex(n)[1:-1]}$" if n in logged else tex(n)
     with matplotlib.rc_context(STYLE):
         fig, axes = plt.subplots(k, k, figsize=(size * k + 0.5, size * k + 0.5), constrained_layout=True,
                                  squeeze=False)
@@ -608,7 +632,7 @@ def corner(names: Sequence[str], draws, full_values, intervals: Mapping[str, Seq
                 ax = axes[row, col]
                 if col > row:
                     if len(ok) > 2:
-                        rho = np.corrcoef(ok[:, idx[col]], ok[:, idx[row]])[0, 1]
+                        rho = np.corrcoef(raw[:, idx[col]], raw[:, idx[row]])[0, 1]
                         ax.text(0.5, 0.5, f"ρ({tex(chosen[row])}, {tex(chosen[col])})\n= {rho:+.2f}",
                                 transform=ax.transAxes, ha="center", va="center", fontsize=10)
                     ax.axis("off")
@@ -636,11 +660,11 @@ def corner(names: Sequence[str], draws, full_values, intervals: Mapping[str, Seq
                     ax.set_ylim(*spans[row])
                     ax.ticklabel_format(style="sci", scilimits=(-3, 4), useMathText=True)
                     if col == 0:
-                        ax.set_ylabel(tex(chosen[row]))
+                        ax.set_ylabel(label(chosen[row]))
                     else:
                         ax.tick_params(labelleft=False)
                 if row == k - 1:
-                    ax.set_xlabel(tex(chosen[col]))
+                    ax.set_xlabel(label(chosen[col]))
                 else:
                     ax.tick_params(labelbottom=False)
         note = f"; {failed} failed resamples left out" if failed else ""
@@ -652,13 +676,17 @@ def corner(names: Sequence[str], draws, full_values, intervals: Mapping[str, Seq
 
 def bootstrap_figures(names: Sequence[str], draws, full_values, intervals: Mapping[str, Sequence[float]],
                       jacobian_intervals: Mapping[str, Sequence[float]] | None = None,
-                      exponents: Sequence[str] | None = None) -> dict[str, Figure]:
+                      exponents: Sequence[str] | None = None, log_scale: Sequence[str] = (),
+                      corner_names: Sequence[str] | None = None) -> dict[str, Figure]:
     """The bootstrap's figures by file stem: `bootstrap_histograms` (one panel per parameter) and
     `bootstrap_corner` (the exponents, or the parameters named in `exponents`) when there is one to
     show. Rows of `draws` (B, P) holding NaN are failed resamples and are left out."""
     figures = {"bootstrap_histograms": bootstrap_histograms(names, draws, full_values, intervals,
                                                             jacobian_intervals)}
-    fig = corner(names, draws, full_values, intervals, exponents)
+    corner_names = list(names if corner_names is None else corner_names)
+    keep = [names.index(n) for n in corner_names]
+    fig = corner(corner_names, np.asarray(draws, dtype=float)[:, keep], np.asarray(full_values)[keep],
+                 intervals, exponents, log_scale=log_scale)
     if fig is not None:
         figures["bootstrap_corner"] = fig
     return figures
