@@ -129,14 +129,18 @@ def _tick_text(value: float) -> str:
 
 def _readable_log_axis(axis, lo: float, hi: float) -> None:
     """On a log axis spanning less than two decades, matplotlib labels few ticks or crowds minor ones in
-    scientific notation; give it four to seven round ticks with plain labels instead."""
+    scientific notation; give it four to seven round ticks with plain labels instead, spread over the
+    whole range (an axis from 0.55 to 1.9 gets 0.75, 1, 1.25, 1.5, 1.75, not 0.6 to 1 only)."""
     from matplotlib.ticker import FixedLocator, FuncFormatter, MaxNLocator, NullFormatter, NullLocator
 
     if not (lo > 0 and hi > lo) or hi / lo > 100:
         return
-    if hi / lo < 3:  # narrower than half a decade: evenly spaced round values look even on log axes too
-        ticks = [t for t in MaxNLocator(nbins=5, steps=[1, 2, 2.5, 5, 10]).tick_values(lo, hi)
-                 if lo <= t <= hi]
+    if hi / lo < 10:  # within a decade: evenly spaced round values, which look even on log axes too
+        for nbins in (5, 8):  # and spread over the whole range, not bunched below the one power of ten
+            ticks = [t for t in MaxNLocator(nbins=nbins, steps=[1, 2, 2.5, 5, 10]).tick_values(lo, hi)
+                     if lo <= t <= hi]
+            if len(ticks) >= 4:
+                break
     else:
         decades = range(math.floor(math.log10(lo)) - 1, math.ceil(math.log10(hi)) + 1)
         for multipliers in ((1, 2, 5), (1, 2, 3, 5), (1, 1.5, 2, 3, 4, 5, 7), tuple(range(1, 10))):

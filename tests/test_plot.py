@@ -430,3 +430,20 @@ def test_corner_plot_has_every_parameter_and_log_coefficients():
     assert xlabels == [tex("E"), "$\\log_{10}\\,A$", tex("alpha"), "$\\log_{10}\\,B$", tex("beta")]
     hist_titles = [ax.get_title() for ax in figures["bootstrap_histograms"].axes if ax.get_visible()]
     assert len(hist_titles) == 6 and hist_titles[-1].startswith(tex("a"))
+
+
+def test_a_log_axis_within_a_decade_has_labels_across_its_range():
+    """Gemstones' width panel ran from 0.55 to 1.9 and had no label above 1."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+
+    from scaling_cli.plot import _readable_log_axis
+
+    ax = Figure().subplots()
+    ax.set_yscale("log")
+    ax.set_ylim(0.55, 1.9)
+    _readable_log_axis(ax.yaxis, 0.55, 1.9)
+    ticks = [t for t in ax.get_yticks() if 0.55 <= t <= 1.9]
+    assert len(ticks) >= 4 and max(ticks) > 1.4 and min(ticks) < 0.8
