@@ -115,16 +115,26 @@ def variable_label(symbol: str, role: str) -> str:
     return template.format(sym=tex(symbol))
 
 
+SUPERSCRIPTS = str.maketrans("-0123456789", "⁻⁰¹²³⁴⁵⁶⁷⁸⁹")
+
+
 def _tick_text(value: float) -> str:
+    """A tick label in plain text (`0.75`, `10⁹`, `2×10¹⁰`): unicode superscripts rather than mathtext,
+    which matplotlib parses once per label and which made up a sixth of a figure's drawing time.
+
+    >>> _tick_text(0.75), _tick_text(1e9), _tick_text(2e10), _tick_text(5e-5)
+    ('0.75', '10⁹', '2×10¹⁰', '5×10⁻⁵')
+    """
     if value == 0:
         return "0"
     exponent = math.floor(math.log10(abs(value)) + 1e-9)
     if -3 <= exponent <= 4:
         return f"{value:g}"
     mantissa = value / 10.0**exponent
+    power = f"10{str(exponent).translate(SUPERSCRIPTS)}"
     if abs(mantissa - 1) < 1e-9:
-        return f"$10^{{{exponent}}}$"
-    return f"${mantissa:g}\\times10^{{{exponent}}}$"
+        return power
+    return f"{mantissa:g}×{power}"
 
 
 def _readable_log_axis(axis, lo: float, hi: float) -> None:
