@@ -59,6 +59,11 @@ def cli_messages() -> Iterator[None]:
         _FROM_CLI.reset(token)
 
 
+def from_cli() -> bool:
+    """Whether the command line is running (messages then name flags rather than arguments)."""
+    return _FROM_CLI.get()
+
+
 def option(name: str, value: object = None) -> str:
     """An option as a message should name it: `option("exclude_top_loss", 5)` is
     `--exclude-top-loss 5` from the command line and `exclude_top_loss=5` from the library.

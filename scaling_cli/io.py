@@ -20,7 +20,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from .errors import DataError, column_option, option
+from .errors import DataError, column_option, from_cli, option
 
 ROLES = ("width", "depth", "tokens", "loss", "params", "flops", "group")
 NUMERIC_ROLES = ("width", "depth", "tokens", "loss", "params", "flops")
@@ -501,25 +501,44 @@ def join_configs(left: Table, right: Table, on: str | None) -> tuple[Table, str]
 # ---------------------------------------------------------------- the entry point
 
 
-def load_runs(path: str | Path, *, require: Sequence[str] = ("width", "depth", "tokens", "loss"),
+def load_runs(path: str | Path | Any, *, require: Sequence[str] | None = None,
               format: str | None = None, columns: Sequence[str] | Mapping[str, str] | None = None,
-              configs: str | Path | None = None, on: str | None = None, exclude_top_loss: int = 0,
+              configs: str | Path | Any | None = None, on: str | None = None, exclude_top_loss: int = 0,
               drop_missing: bool = False, response: str = "loss",
-              positive: Sequence[str] | None = None) -> Runs:
+              positive: Sequence[str] | None = None, form: Any = None) -> Runs:
     """Read a table of runs, resolve the columns `require`d (roles or column names), validate them,
     and drop the highest-loss rows.
 
-    `exclude_top_loss=K` keeps rows whose `response` column is strictly below its K-th highest value
-    (ties drop more rows), the rule Liu et al. and Epoch AI used. `positive` lists the columns that
-    must hold positive values (default: every column used).
+    `path` is a file (CSV, TSV, JSON lines, JSON, Parquet) or a pandas DataFrame (empty cells: NaN or
+    None). `form` (a name such as "chinchilla", a shipped or YAML form, or a `Form`) says which columns
+    are needed: its variables and response; without it, `require` does (default: width, depth, tokens
+    and loss, what the decomposed law needs). `exclude_top_loss=K` keeps rows whose `response` column
+    is strictly below its K-th highest value (ties drop more rows), the rule Liu et al. and Epoch AI
+    used. `positive` lists the columns that must hold positive values (default: every column used).
+    `configs` (a file or DataFrame) is an architecture table joined on the key `on`.
+
+    >>> runs = load_runs("data/example_runs.csv", exclude_top_loss=10)
+    >>> len(runs), runs.roles["width"], runs.n_excluded
+    (246, 'd_model', 10)
+    >>> import pandas as pd
+    >>> frame = pd.DataFrame({"N": [1e8, 4e8, 1.6e9], "D": [2e9, 8e9, 3.2e10], "loss": [3.1, 2.8, 2.5]})
+    >>> load_runs(frame, form="chinchilla").roles
+    {'tokens': 'D', 'loss': 'loss', 'params': 'N'}
     """
+    if form is not None:
+        the_form = _form_for(form)
+        require = the_form.required_columns() if require is None else require
+        response = the_form.response_columns()[0]
+        positive = the_form.positive_columns() if positive is None else positive
+    elif require is None:
+        require = DEFAULT_REQUIRE
     if exclude_top_loss < 0:
         raise DataError(f"{option('exclude_top_loss')} must be 0 or more, not {exclude_top_loss}")
     overrides = parse_column_overrides(columns)
-    table = read_table(path, format)
+    table = _as_table(path, format)
     notes: list[str] = []
     if configs is not None:
-        table, note = join_configs(table, read_table(configs), on)
+        table, note = join_configs(table, _as_table(configs, None), on)
         notes.append(note)
     elif on:
         raise DataError(f"{option('on')} is only used with {option('configs', 'FILE')}")
@@ -604,6 +623,45 @@ def load_runs(path: str | Path, *, require: Sequence[str] = ("width", "depth", "
                 n_excluded=n_excluded + n_missing, notes=tuple(notes), kept_rows=idx[mask])
 
 
+DEFAULT_REQUIRE = ("width", "depth", "tokens", "loss")
+FRAME_PATH = "<DataFrame>"
+
+
+def _form_for(form: Any):
+    """A form from what `load_runs(form=...)` accepts: a `Form`, a built-in or shipped name, a YAML path."""
+    from .forms import BUILTIN_FORMS, Form, get_form, shipped_form_path
+
+    if isinstance(form, Form):
+        return form
+    text = str(form)
+    if text in BUILTIN_FORMS:
+        return get_form(text)
+    from .spec import load_form
+
+    shipped = shipped_form_path(text)
+    return load_form(shipped if shipped is not None and not Path(text).is_file() else text)
+
+
+def _as_table(source: Any, fmt: str | None) -> Table:
+    """A raw `Table` from a file path, or from a pandas DataFrame (or a dict of columns), whose NaN
+    and None cells count as empty."""
+    if isinstance(source, (str, Path)):
+        return read_table(source, fmt)
+    if hasattr(source, "columns") and hasattr(source, "to_dict"):  # a pandas DataFrame, duck-typed
+        names = [str(c) for c in source.columns]
+        _check_duplicates(Path(FRAME_PATH), names)
+        columns = {str(c): source[c].tolist() for c in source.columns}
+    elif isinstance(source, Mapping):
+        names = [str(c) for c in source]
+        columns = {str(c): list(v) for c, v in source.items()}
+    else:
+        raise DataError(f"a table must be a file path or a pandas DataFrame, not {type(source).__name__}")
+    if not names or not any(len(v) for v in columns.values()):
+        raise DataError(f"{FRAME_PATH}: the table is empty")
+    cells = {name: tuple(None if _is_missing(v) else v for v in columns[name]) for name in names}
+    return Table(FRAME_PATH, tuple(names), cells, None)
+
+
 def _is_missing(cell: Any) -> bool:
     return cell is None or (isinstance(cell, str) and cell.strip().lower() in _MISSING) or (
         isinstance(cell, float) and math.isnan(cell))
@@ -614,5 +672,6 @@ def _missing_message(table: Table, role: str, overrides: Mapping[str, str]) -> s
     extra = ""
     if role == "tokens":
         extra = " (or both flops and params, to compute tokens = flops / (6 * params))"
+    law = "" if from_cli() else "; or pass form=... (e.g. form='chinchilla') to need only that law's columns"
     return (f"{table.path}: no column for {role}{extra}; looked for {aliases}; the table has "
-            f"{', '.join(repr(n) for n in table.names)}; name one with {column_option(role)}")
+            f"{', '.join(repr(n) for n in table.names)}; name one with {column_option(role)}{law}")

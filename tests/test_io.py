@@ -299,7 +299,8 @@ def test_a_missing_role_lists_the_names_looked_for(tmp_path):
         load_runs(path)
     assert str(info.value) == (
         f"{path}: no column for depth; looked for n_layers, num_layers, n_layer, layers, depth; the table "
-        f"has 'd_model', 'tokens', 'loss'; name one with columns={{'depth': NAME}}")
+        f"has 'd_model', 'tokens', 'loss'; name one with columns={{'depth': NAME}}; or pass form=... (e.g. "
+        f"form='chinchilla') to need only that law's columns")
 
 
 def test_a_required_plain_column_that_is_missing_suggests_the_closest(tmp_path):
@@ -650,3 +651,35 @@ def test_unreadable_tables(name, content, message, tmp_path):
     with pytest.raises(DataError) as info:
         read_table(path)
     assert str(info.value).startswith(f"{path}: {message}")
+
+
+
+# ---------------------------------------------------------------- from a notebook (issue 11)
+
+
+def test_load_runs_takes_a_dataframe_with_nan_as_empty(tmp_path):
+    import pandas as pd
+
+    path = write_csv(tmp_path / "runs.csv", COLUMNS, ROWS)
+    from_file = load_runs(path)
+    frame = pd.read_csv(path)
+    from_frame = load_runs(frame)
+    assert from_frame.path == "<DataFrame>" and from_frame.roles == from_file.roles
+    for name in from_file.data:
+        np.testing.assert_array_equal(from_frame.data[name], from_file.data[name])
+    frame.loc[2, "d_model"] = np.nan
+    with pytest.raises(DataError, match=r"column 'd_model' has 1 empty cell \(row 3\)"):
+        load_runs(frame)
+    assert len(load_runs(frame, drop_missing=True)) == len(ROWS) - 1
+
+
+def test_load_runs_needs_only_the_columns_of_the_form(tmp_path):
+    """Epoch's table has no width: with form="chinchilla" only params, tokens (or flops) and loss."""
+    path = write_csv(tmp_path / "epoch.csv", ("Model Size", "Training FLOP", "loss"),
+                     [(1e8, 6e18, 3.0), (4e8, 1e20, 2.7), (1.6e9, 2e21, 2.4)])
+    with pytest.raises(DataError, match="no column for width.*or pass form="):
+        load_runs(path)
+    runs = load_runs(path, form="chinchilla")
+    assert runs.roles == {"loss": "loss", "params": "Model Size", "flops": "Training FLOP", "tokens": "tokens"}
+    np.testing.assert_allclose(runs.column("tokens"), [6e18 / 6e8, 1e20 / 2.4e9, 2e21 / 9.6e9])
+    assert len(load_runs(path, form="kaplan")) == 3  # a shipped YAML form, by name
