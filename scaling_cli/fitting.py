@@ -24,7 +24,7 @@ from .solve import Problem, global_minimize, levenberg_marquardt, robust_minimiz
 
 CONDITION_LIMIT = 1e10  # of the column-scaled Jacobian; beyond it a direction counts as undetermined
 NULL_LOADING = 0.05  # a parameter loading a near-null direction by more than this is undetermined
-LOG_INTERVAL_NOTE = "log-scale interval"  # see interval_for
+BOUNDED_INTERVAL_NOTE = "cut at bound"  # see interval_for
 HUBER_BOOTSTRAP_HINT = ("Huber objective: standard errors use Huber's (1981) asymptotic formula; "
                         "run `scalefit bootstrap` for intervals you can trust")
 
@@ -98,25 +98,26 @@ def _normal_quantile(p: float) -> float:
 
 def interval_for(value: float, se: float, quantile: float, lower: float = -math.inf
                  ) -> tuple[tuple[float, float], str]:
-    """The interval `value ± quantile·se`, unless it would reach below the parameter's finite lower
-    bound: then the same interval for log(value - lower), mapped back,
-    `lower + (value - lower)·exp(±quantile·se / (value - lower))`, which respects the bound. Returns the
-    interval and a note: "" for the symmetric one, `LOG_INTERVAL_NOTE` for the log-scale one;
-    (NaN, NaN) without a finite error.
+    """The interval `value ± quantile·se`, cut at the parameter's finite lower bound when it would reach
+    below it (a coefficient ≥ 0 with a large error), so that no interval claims impossible values.
+    Returns the interval and a note: "" when whole, `BOUNDED_INTERVAL_NOTE` when cut; (NaN, NaN) without
+    a finite error.
+
+    Cutting never changes which true values the interval covers (they all respect the bound). A
+    log-scale interval, lower + (value − lower)·exp(±quantile·se/(value − lower)), respects the bound
+    too, but claims more: in the coverage simulation of benchmarks/coverage.py (400 tables) it covered
+    c_m 0.865 of the time against 0.888 for this one.
 
     >>> interval_for(270.0, 140.0, 2.0)
     ((-10.0, 550.0), '')
-    >>> (lo, hi), note = interval_for(270.0, 140.0, 2.0, lower=0.0)
-    >>> round(lo, 1), round(hi, 1), note
-    (95.7, 761.6, 'log-scale interval')
+    >>> interval_for(270.0, 140.0, 2.0, lower=0.0)
+    ((0.0, 550.0), 'cut at bound')
     """
     if not (math.isfinite(se) and math.isfinite(value)):
         return (math.nan, math.nan), ""
     lo, hi = value - quantile * se, value + quantile * se
-    if math.isfinite(lower) and lo < lower < value:
-        gap = value - lower
-        factor = math.exp(min(quantile * se / gap, 700.0))
-        return (lower + gap / factor, lower + gap * factor), LOG_INTERVAL_NOTE
+    if math.isfinite(lower) and lo < lower <= value:
+        return (float(lower), hi), BOUNDED_INTERVAL_NOTE
     return (lo, hi), ""
 
 

@@ -305,7 +305,7 @@ def params_table(result: FitResult, title: str | None = None):
     """Parameters and derived quantities: value ± standard error, 95% interval, note. The numbers never
     wrap; the note column takes what width is left. The formula is printed above it by `print_formula`
     (a `title` is only shown when given)."""
-    from .fitting import LOG_INTERVAL_NOTE
+    from .fitting import BOUNDED_INTERVAL_NOTE
 
     table = Table(title=title, title_justify="left")
     table.add_column("parameter", style="bold", no_wrap=True)
@@ -316,9 +316,9 @@ def params_table(result: FitResult, title: str | None = None):
         table.add_row(e.name, format_value_error(e.value, e.stderr),
                       format_interval(*e.ci95, e.stderr, value=e.value),
                       e.note if e in result.estimates else f"derived: {e.note}")
-    if any(e.note == LOG_INTERVAL_NOTE for e in result.estimates):
-        table.caption = ("log-scale interval: value ± t·s.e. would cross the lower bound 0, so the "
-                         "interval is exp(log c ± t·s.e./c)")
+    if any(e.note == BOUNDED_INTERVAL_NOTE for e in result.estimates):
+        table.caption = ("cut at bound: value - t·s.e. falls below the lowest value the parameter "
+                         "can take (0), so the interval starts there")
         table.caption_justify = "left"
     return table
 
