@@ -325,13 +325,27 @@ class BootstrapResult:
         }
         return jsonable(doc)
 
+    def __repr__(self) -> str:
+        """One line: `<BootstrapResult decomposed, 2000 case resamples (0 failed), percentile 95%: ...>`."""
+        from .report import _short_estimates
+
+        estimates = _short_estimates((e.name, e.value, e.se) for e in self.estimates + self.derived)
+        return (f"<BootstrapResult {self.fit.form.name}, {self.n} {self.method} resamples ({self.n_failed} "
+                f"failed), {self.ci} {100 * self.level:g}%: {estimates}>")
+
+    def _repr_html_(self) -> str:
+        from .report import html_table
+
+        return html_table(self.to_frame(), repr(self)[1:-1].split(":")[0])
+
     def to_frame(self):
-        """Per parameter: value, se, ci_lo, ci_hi, jacobian_se, jacobian_lo, jacobian_hi."""
+        """Per parameter and derived quantity: value, se, ci_lo, ci_hi, jacobian_se, jacobian_lo,
+        jacobian_hi."""
         import pandas as pd
 
         rows = [{"name": e.name, "value": e.value, "se": e.se, "ci_lo": e.ci[0], "ci_hi": e.ci[1],
                  "jacobian_se": e.jacobian_se, "jacobian_lo": e.jacobian_ci[0],
-                 "jacobian_hi": e.jacobian_ci[1]} for e in self.estimates]
+                 "jacobian_hi": e.jacobian_ci[1]} for e in self.estimates + self.derived]
         return pd.DataFrame(rows).set_index("name")
 
     def figures(self) -> dict:
@@ -353,7 +367,15 @@ class BootstrapResult:
                                  log_scale=coefficients, corner_names=list(self.names))
 
     def draws_frame(self):
-        """Every resample: its index, status, parameters, objective and solver iterations."""
+        """Every resample as a pandas DataFrame, one row each: `resample` (its index), `status` (`ok` or
+        why it failed), one column per parameter and derived quantity, `objective` (NaN when failed)
+        and `iterations`. The same table `--draws PATH` writes.
+
+        >>> from scaling_cli import load_runs
+        >>> frame = bootstrap(load_runs("data/example_runs.csv"), n=20, seed=0).draws_frame()
+        >>> len(frame), list(frame.columns[:4]), bool(frame["status"].eq("ok").all())
+        (20, ['resample', 'status', 'c_m', 'alpha_m'], True)
+        """
         import pandas as pd
 
         frame = pd.DataFrame({"resample": np.arange(self.n),
@@ -402,7 +424,14 @@ def bootstrap(runs: Runs, form: Form | str = "decomposed", objective: Objective 
     (0: one per CPU); the draws do not depend on it. `progress(done, total)` is called after every
     chunk. Pass `fit_result` to reuse a full-data fit of the same runs, form and objective.
     `chunk_size` (resamples solved together) defaults to what keeps a chunk's arrays near
-    CHUNK_FLOATS; the draws depend on it (and on the seed), never on `jobs`."""
+    CHUNK_FLOATS; the draws depend on it (and on the seed), never on `jobs`.
+
+    >>> from scaling_cli import load_runs
+    >>> boot = bootstrap(load_runs("data/example_runs.csv"), "decomposed", n=200, seed=0)
+    >>> lo, hi = boot["alpha_l"].ci
+    >>> bool(lo < 1.2 < hi), boot.n_failed
+    (True, 0)
+    """
     t0 = time.perf_counter()
     _check_options(n, method, ci, level, jobs, group)
     form = get_form(form) if isinstance(form, str) else form

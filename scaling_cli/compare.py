@@ -485,6 +485,10 @@ def compare_forms(data: Runs | str | Path, forms: Sequence[Form | str | Path], *
     objects, built-in names or YAML files. Returns a `CompareResult`: ranked forms best first
     (smaller `rank_by` metric is better; forms without it last), then the forms that failed.
     Raises `FitError` when no form could be fitted, `SpecError` for impossible options.
+
+    >>> ranking = compare_forms("data/example_runs.csv", ["decomposed", "depth_free"], folds=2)
+    >>> ranking.best.name, [e.name for e in ranking.ranked]
+    ('decomposed', ['decomposed', 'depth_free'])
     """
     import time
 

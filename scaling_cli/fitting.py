@@ -201,6 +201,17 @@ class FitResult:
 
         return fit_to_dict(self)
 
+    def __repr__(self) -> str:
+        """One line: `<FitResult decomposed, log-ls, 203 rows, converged: c_m=270±140, ...>`."""
+        from .report import fit_repr
+
+        return fit_repr(self)
+
+    def _repr_html_(self) -> str:
+        from .report import html_table
+
+        return html_table(self.to_frame(), repr(self)[1:-1].split(":")[0])
+
     def to_frame(self):
         """Parameters as a pandas DataFrame (value, stderr, ci95_lo, ci95_hi, note)."""
         import pandas as pd
@@ -272,7 +283,13 @@ def fit(runs: Runs, form: Form | str = "decomposed", objective: Objective | str 
     polishes the best points; `starts` adds starting points of your own (and with
     `global_search=False` they are the only ones). `strategy="robust"` minimizes from each point by
     trust-region Gauss-Newton searches (full and variable projection) before the Newton-LM polish,
-    for starts far from the optimum (`solve.robust_minimize`)."""
+    for starts far from the optimum (`solve.robust_minimize`).
+
+    >>> from scaling_cli import load_runs
+    >>> result = fit(load_runs("data/example_runs.csv"), "decomposed")
+    >>> round(result["alpha_l"], 2), result.estimate("alpha_l").note, result.converged
+    (1.2, '', True)
+    """
     t0 = time.perf_counter()
     form = get_form(form) if isinstance(form, str) else form
     if not isinstance(objective, Objective):

@@ -233,7 +233,13 @@ BUILTIN_FORMS: dict[str, Callable[[], Form]] = {"decomposed": Decomposed, "chinc
 
 
 def get_form(name: str) -> Form:
-    """A built-in form by name."""
+    """A built-in form by name (`decomposed` or `chinchilla`); shipped YAML forms load with
+    `spec.load_form(shipped_form_path(name))`.
+
+    >>> form = get_form("chinchilla")
+    >>> form.params, form.required_columns()
+    (('E', 'A', 'alpha', 'B', 'beta'), ('params', 'tokens', 'loss'))
+    """
     try:
         return BUILTIN_FORMS[name]()
     except KeyError:

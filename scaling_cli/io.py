@@ -129,6 +129,18 @@ class Runs:
     def has(self, key: str) -> bool:
         return key in self.roles or key in self.data
 
+    def __repr__(self) -> str:
+        """One line: `<Runs 203 rows from runs.csv (42 dropped); width=d_model, ..., loss=loss>`."""
+        dropped = f" ({self.n_excluded} dropped)" if self.n_excluded else ""
+        roles = ", ".join(f"{role}={column}" for role, column in self.roles.items())
+        return f"<Runs {len(self)} rows from {Path(self.path).name}{dropped}; {roles}>"
+
+    def _repr_html_(self) -> str:
+        from .report import html_table
+
+        frame = self.to_frame()
+        return html_table(frame.head(10), repr(self)[1:-1] + (" (first 10 rows)" if len(frame) > 10 else ""))
+
     def to_frame(self):
         """The rows as a pandas DataFrame (imports pandas)."""
         import pandas as pd

@@ -150,6 +150,8 @@ def fit_to_dict(result: FitResult) -> dict:
             "dof": result.stats.dof,
         },
         "converged": result.converged,
+        "at_bound": list(result.at_bound),
+        "undetermined": list(result.undetermined),
         "warnings": list(result.warnings),
         "versions": versions(),
         "input": {"path": result.input_path, "sha256": result.input_sha256},
@@ -397,3 +399,34 @@ def render_forms(catalog: Sequence[Mapping[str, str]], console: Console, directo
     console.print(forms_table(catalog))
     console.print(f"shipped YAML forms are in {directory}; copy one to write your own (--config FILE)",
                   markup=False, highlight=False)
+
+
+# ---------------------------------------------------------------- short reprs for notebooks
+
+
+def _short_estimates(pairs: Iterable[tuple[str, float, float]], limit: int = 4) -> str:
+    """`c_m=270±140, alpha_m=0.945±0.085, ...`: the first few parameters, compactly."""
+    pairs = list(pairs)
+    text = ", ".join(f"{name}={format_value_error(value, err).replace(' ± ', '±')}"
+                     for name, value, err in pairs[:limit])
+    return text + (f", ... ({len(pairs)} in all)" if len(pairs) > limit else "")
+
+
+def fit_repr(result: FitResult) -> str:
+    """One line for `repr(FitResult)`: form, objective, rows, convergence and the first parameters."""
+    flags = "converged" if result.converged else "NOT converged"
+    if result.at_bound:
+        flags += f"; at bound: {', '.join(result.at_bound)}"
+    if result.undetermined:
+        flags += f"; undetermined: {', '.join(result.undetermined)}"
+    estimates = _short_estimates((e.name, e.value, e.stderr) for e in result.estimates + result.derived)
+    return (f"<FitResult {result.form.name}, {result.objective.name}, {result.n_points} rows, {flags}: "
+            f"{estimates}>")
+
+
+def html_table(frame, heading: str) -> str:
+    """A notebook's HTML view: a heading line and a pandas table (values to 6 significant digits)."""
+    import html
+
+    return (f"<p><b>{html.escape(heading)}</b></p>"
+            + frame.to_html(float_format=lambda v: f"{v:.6g}", na_rep="n/a"))

@@ -20,7 +20,7 @@ HEADER = ("d_model", "n_layers", "tokens", "loss")
 N_ROWS = 30
 DECOMPOSED_PARAMS = ["c_m", "alpha_m", "c_l", "alpha_l", "c_D", "alpha_D", "L0"]
 TOP_KEYS = {"form", "objective", "n_points", "n_excluded", "params", "covariance", "stats", "converged",
-            "warnings", "versions", "input"}
+            "at_bound", "undetermined", "warnings", "versions", "input"}
 STATS_KEYS = {"rss", "rmse_log", "mean_abs_rel_error", "r2", "aic", "bic", "dof"}
 
 
@@ -378,6 +378,8 @@ def check_fit_document(doc: dict, table: Path, n_points: int, n_excluded: int = 
     assert doc["stats"]["dof"] == n_points - 7 and isinstance(doc["stats"]["dof"], int)
     assert isinstance(doc["converged"], bool)
     assert isinstance(doc["warnings"], list) and all(isinstance(w, str) for w in doc["warnings"])
+    for key in ("at_bound", "undetermined"):
+        assert isinstance(doc[key], list) and set(doc[key]) <= set(DECOMPOSED_PARAMS)
     assert doc["versions"]["scalefit"] == __version__
     assert all(isinstance(v, str) for v in doc["versions"].values())
     assert set(doc["input"]) == {"path", "sha256"}
@@ -423,6 +425,7 @@ def test_all_runs_one_depth_cannot_determine_the_depth_term(cli, tmp_path):
     assert result.stderr == ""
     doc = _strict_json(target.read_text())
     check_fit_document(doc, table, N_ROWS)
+    assert {"c_l", "alpha_l"} <= set(doc["undetermined"])  # a list for scripts, not only a warning string
     for name in ("alpha_l", "c_l"):
         assert doc["params"][name]["stderr"] is None, name
         assert doc["params"][name]["ci95"] == [None, None]

@@ -680,6 +680,7 @@ def test_load_runs_needs_only_the_columns_of_the_form(tmp_path):
     with pytest.raises(DataError, match="no column for width.*or pass form="):
         load_runs(path)
     runs = load_runs(path, form="chinchilla")
-    assert runs.roles == {"loss": "loss", "params": "Model Size", "flops": "Training FLOP", "tokens": "tokens"}
+    assert runs.roles == {"loss": "loss", "params": "Model Size", "flops": "Training FLOP",
+                          "tokens": "tokens"}
     np.testing.assert_allclose(runs.column("tokens"), [6e18 / 6e8, 1e20 / 2.4e9, 2e21 / 9.6e9])
     assert len(load_runs(path, form="kaplan")) == 3  # a shipped YAML form, by name
