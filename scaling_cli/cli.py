@@ -266,7 +266,7 @@ def fit(
     console = console_for(json_path, quiet)
     if console is not None:
         render_fit(result, console)
-    write_outputs(result, console, json_path, plot_dir, plot_format, fit_figures)
+    write_outputs(result, console, json_path, plot_dir, plot_format, lambda r: fit_figures(r, runs))
 
 
 @app.command()

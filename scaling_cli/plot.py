@@ -7,6 +7,7 @@ matplotlib is imported inside the functions (with the Agg backend), never at mod
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Mapping, Sequence
 
@@ -57,13 +58,43 @@ BOOT_COLOR = "#ff7f0e"
 JACOBIAN_COLOR = "#2ca02c"
 
 # How each role is named on an axis; a symbol the table calls something else falls back to its name.
+# {col} is the table's column that played the role (the default in brackets when it is not known).
 ROLE_LABELS = {
-    "width": "width {sym} (d_model)",
-    "depth": "depth {sym} (layers)",
-    "tokens": "training tokens {sym}",
-    "params": "parameters {sym}",
-    "flops": "training compute {sym} (FLOP)",
+    "width": "width {sym} ({col})",
+    "depth": "depth {sym} ({col})",
+    "tokens": "training tokens {sym} ({col})",
+    "params": "parameters {sym} ({col})",
+    "flops": "training compute {sym} ({col})",
 }
+DEFAULT_COLUMNS = {"width": "d_model", "depth": "layers", "tokens": "tokens", "params": "params",
+                   "flops": "FLOP"}
+
+
+@dataclass(frozen=True)
+class AxisText:
+    """What the figures call things, from the table: the column that played each role, and the noun for
+    its rows ("checkpoints" when a group column holds several rows per group, else "runs")."""
+
+    columns: Mapping[str, str] = field(default_factory=dict)
+    unit: str = "runs"
+
+
+def axis_text(runs) -> AxisText:
+    """`AxisText` for a `Runs` table.
+
+    >>> from scaling_cli import load_runs
+    >>> axis_text(load_runs("data/example_runs.csv"))
+    AxisText(columns={'width': 'd_model', 'depth': 'n_layers', 'tokens': 'num_tokens', 'loss': 'loss', \
+'params': 'params', 'flops': 'flops'}, unit='runs')
+    """
+    if runs is None:
+        return AxisText()
+    unit = "runs"
+    group = runs.roles.get("group")
+    if group is not None and group in runs.data:
+        n_groups = len(set(runs.data[group].tolist()))
+        unit = "checkpoints" if 0 < n_groups < len(runs) else "runs"
+    return AxisText(dict(runs.roles), unit)
 SYMBOL_TEX = {"l": r"\ell", "alpha": r"\alpha", "beta": r"\beta", "gamma": r"\gamma", "delta": r"\delta",
               "sigma": r"\sigma", "mu": r"\mu", "nu": r"\nu", "lambda": r"\lambda", "eta": r"\eta"}
 DECOMPOSED_TERMS = (("c_m", "alpha_m", "m"), ("c_l", "alpha_l", "l"), ("c_D", "alpha_D", "D"))
@@ -107,12 +138,19 @@ def _term_tex(c_name: str, a_name: str, symbol: str) -> str:
     return f"{tex(c_name)[1:-1]}\\,{tex(symbol)[1:-1]}^{{-{tex(a_name)[1:-1]}}}"
 
 
-def variable_label(symbol: str, role: str) -> str:
-    """An axis label for a variable: 'width $m$ (d_model)'."""
+def variable_label(symbol: str, role: str, column: str | None = None) -> str:
+    """An axis label for a variable, naming the column that was used: 'width $m$ (hidden_size)'.
+
+    >>> variable_label("m", "width", "hidden_size"), variable_label("D", "tokens")
+    ('width $m$ (hidden_size)', 'training tokens $D$ (tokens)')
+    """
     template = ROLE_LABELS.get(role)
     if template is None:
         return f"{role} {tex(symbol)}" if role != symbol else tex(symbol)
-    return template.format(sym=tex(symbol))
+    column = column or DEFAULT_COLUMNS[role]
+    if column.lower() == role:  # a column called "width" needs no "(width)"
+        return template.split(" (")[0].format(sym=tex(symbol))
+    return template.format(sym=tex(symbol), col=column)
 
 
 SUPERSCRIPTS = str.maketrans("-0123456789", "⁻⁰¹²³⁴⁵⁶⁷⁸⁹")
@@ -262,7 +300,8 @@ def _group_means(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, 
 # ---------------------------------------------------------------- fit figures
 
 
-def observed_vs_predicted(result: FitResult, path: str | Path | None = None) -> Figure:
+def observed_vs_predicted(result: FitResult, path: str | Path | None = None,
+                          labels: AxisText | None = None) -> Figure:
     """Observed against predicted loss on log-log axes, with the line y = x and a ±1% band."""
     import matplotlib
 
@@ -278,7 +317,7 @@ def observed_vs_predicted(result: FitResult, path: str | Path | None = None) -> 
                         label=f"±{BAND_PERCENT:g}%")
         ax.plot(line, line, color="0.25", lw=1, label="observed = predicted")
         ax.scatter(pred[ok], obs[ok], s=14, color=POINT_COLOR, alpha=0.7, edgecolors="none",
-                   label=f"runs (n = {int(ok.sum())})")
+                   label=f"{(labels or AxisText()).unit} (n = {int(ok.sum())})")
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.set_xlim(lo, hi)
@@ -295,12 +334,13 @@ def observed_vs_predicted(result: FitResult, path: str | Path | None = None) -> 
         ax.set_title(wrap_title(title, 5.2))
         ax.legend(loc="upper left", title=legend_title, title_fontsize=9)
         if not ok.all():
-            ax.text(0.98, 0.02, f"{int((~ok).sum())} runs with a non-positive or non-finite value not shown",
+            ax.text(0.98, 0.02, f"{int((~ok).sum())} {(labels or AxisText()).unit} with a non-positive or "
+                                f"non-finite value not shown",
                     transform=ax.transAxes, ha="right", va="bottom", fontsize=8)
     return _maybe_save(fig, path)
 
 
-def residuals(result: FitResult, path: str | Path | None = None) -> Figure:
+def residuals(result: FitResult, path: str | Path | None = None, labels: AxisText | None = None) -> Figure:
     """Residuals in the objective's space against each variable (log x axes), with the zero line; the
     Huber δ zone shaded for a Huber fit."""
     import matplotlib
@@ -326,7 +366,7 @@ def residuals(result: FitResult, path: str | Path | None = None) -> Figure:
             lo, hi = _log_limits(x[ok], pad=1.08)
             ax.set_xlim(lo, hi)
             _readable_log_axis(ax.xaxis, lo, hi)
-            ax.set_xlabel(variable_label(symbol, role))
+            ax.set_xlabel(variable_label(symbol, role, (labels or AxisText()).columns.get(role)))
         axes[0].set_ylabel(ylabel)
         title = (f"Residuals of the {result.form.name} fit ({result.objective.name} objective, "
                  f"n = {int(finite.sum())})")
@@ -336,7 +376,8 @@ def residuals(result: FitResult, path: str | Path | None = None) -> Figure:
     return _maybe_save(fig, path)
 
 
-def partial_terms(result: FitResult, path: str | Path | None = None) -> Figure:
+def partial_terms(result: FitResult, path: str | Path | None = None,
+                  labels: AxisText | None = None) -> Figure:
     """For the decomposed law, one panel per axis (width, depth, data): the observed loss minus the
     other two fitted terms and L0, against that variable on log-log axes, with the fitted power law
     c·x^-alpha and its ±1σ band. Runs whose partial loss is ≤ 0 cannot be drawn on log axes and are
@@ -367,7 +408,7 @@ def partial_terms(result: FitResult, path: str | Path | None = None) -> Figure:
             keep = means > 0
             ylo, yhi = _log_limits(np.concatenate([partial[shown], fitted, means[keep]]), pad=1.25)
             ax.scatter(x[shown], partial[shown], s=12, color=POINT_COLOR, alpha=0.35, edgecolors="none",
-                       label="runs", zorder=2)
+                       label=(labels or AxisText()).unit, zorder=2)
             band = power_law_band(c, alpha, cov[np.ix_([ic, ia], [ic, ia])], grid)
             if band is not None:
                 ax.fill_between(grid, band[0], band[1], color=FIT_COLOR, alpha=0.2, lw=0, zorder=1,
@@ -388,12 +429,13 @@ def partial_terms(result: FitResult, path: str | Path | None = None) -> Figure:
             ax.set_ylim(ylo, yhi)
             _readable_log_axis(ax.xaxis, xlo, xhi)
             _readable_log_axis(ax.yaxis, ylo, yhi)
-            ax.set_xlabel(variable_label(symbol, roles.get(symbol, symbol)))
+            role = roles.get(symbol, symbol)
+            ax.set_xlabel(variable_label(symbol, role, (labels or AxisText()).columns.get(role)))
             ax.set_ylabel(f"$L_{{\\rm obs}} - L_0 - {others}$")
             title = (f"{AXIS_NOUNS[symbol]}: {tex(a_name)} = "
                      f"{format_value_error(alpha, float(result.stderr[ia]))}")
             if hidden:
-                title += f"\n{hidden} of {len(x)} runs with partial loss ≤ 0 not shown"
+                title += f"\n{hidden} of {len(x)} {(labels or AxisText()).unit} with partial loss ≤ 0 not shown"
             ax.set_title(wrap_title(title, 4.5))
             ax.legend(loc="lower left")
         fig.suptitle("Decomposed law, one axis at a time: loss minus the other fitted terms")
@@ -407,7 +449,8 @@ def _nice_round(value: float) -> float:
     return float(candidates[np.argmin(np.abs(np.log(candidates / value)))])
 
 
-def loss_vs_compute(result: FitResult, path: str | Path | None = None) -> Figure:
+def loss_vs_compute(result: FitResult, path: str | Path | None = None,
+                    labels: AxisText | None = None) -> Figure:
     """For the Chinchilla law: loss against compute C = 6·N·D (log x), runs coloured by N, with the
     fitted L(N, D = C / 6N) for a few N spanning the data (solid where D lies in the data's range), and
     the compute-optimal envelope where its optimum lies inside the data's N range."""
@@ -426,7 +469,7 @@ def loss_vs_compute(result: FitResult, path: str | Path | None = None) -> Figure
     with matplotlib.rc_context(STYLE):
         fig, ax = plt.subplots(figsize=(7.2, 5.0), constrained_layout=True)
         points = ax.scatter(C, obs, c=N, cmap=cmap, norm=norm, s=16, alpha=0.8, edgecolors="none",
-                            label=f"runs (n = {len(obs)})", zorder=2)
+                            label=f"{(labels or AxisText()).unit} (n = {len(obs)})", zorder=2)
         iso = sorted({_nice_round(v) for v in np.geomspace(N.min(), N.max(), N_ISO_CURVES)})
         iso = [v for v in iso if N.min() / 1.5 <= v <= N.max() * 1.5]
         for n_value in iso:
@@ -460,15 +503,24 @@ def loss_vs_compute(result: FitResult, path: str | Path | None = None) -> Figure
     return _maybe_save(fig, path)
 
 
-def fit_figures(result: FitResult) -> dict[str, Figure]:
+def fit_figures(result: FitResult, runs=None) -> dict[str, Figure]:
     """Every figure for a fit, by file stem: observed vs predicted and residuals for any form; the
-    per-axis partial-loss panels for `decomposed`; loss against compute for `chinchilla`."""
-    figures = {"observed_vs_predicted": observed_vs_predicted(result), "residuals": residuals(result)}
+    per-axis partial-loss panels for `decomposed`; loss against compute for `chinchilla`. With the
+    `runs` that were fitted, axes name the columns used and a checkpoint table's rows "checkpoints".
+
+    >>> from scaling_cli import fit, load_runs
+    >>> runs = load_runs("data/example_runs.csv")
+    >>> sorted(fit_figures(fit(runs), runs))
+    ['observed_vs_predicted', 'partial_terms', 'residuals']
+    """
+    labels = axis_text(runs)
+    figures = {"observed_vs_predicted": observed_vs_predicted(result, labels=labels),
+               "residuals": residuals(result, labels=labels)}
     params = set(result.names)
     if result.form.name == "decomposed" and params >= {p for t in DECOMPOSED_TERMS for p in t[:2]}:
-        figures["partial_terms"] = partial_terms(result)
+        figures["partial_terms"] = partial_terms(result, labels=labels)
     elif result.form.name == "chinchilla" and {"N", "D"} <= set(result.inputs):
-        figures["loss_vs_compute"] = loss_vs_compute(result)
+        figures["loss_vs_compute"] = loss_vs_compute(result, labels=labels)
     return figures
 
 
