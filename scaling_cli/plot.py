@@ -435,7 +435,8 @@ def partial_terms(result: FitResult, path: str | Path | None = None,
             title = (f"{AXIS_NOUNS[symbol]}: {tex(a_name)} = "
                      f"{format_value_error(alpha, float(result.stderr[ia]))}")
             if hidden:
-                title += f"\n{hidden} of {len(x)} {(labels or AxisText()).unit} with partial loss ≤ 0 not shown"
+                unit = (labels or AxisText()).unit
+                title += f"\n{hidden} of {len(x)} {unit} with partial loss ≤ 0 not shown"
             ax.set_title(wrap_title(title, 4.5))
             ax.legend(loc="lower left")
         fig.suptitle("Decomposed law, one axis at a time: loss minus the other fitted terms")

@@ -371,10 +371,10 @@ def test_every_resample_failing_is_a_fit_error(monkeypatch):
 @pytest.mark.parametrize("kwargs, message", [
     ({"method": "cases"}, "unknown bootstrap method 'cases': use one of case, group, residual"),
     ({"ci": "bc"}, "unknown interval 'bc': use one of percentile, bca, basic"),
-    ({"level": 95}, "--level must be between 0 and 1 (e.g. 0.95), not 95"),
-    ({"n": 1}, "--n must be at least 2 resamples, not 1"),
-    ({"jobs": -1}, "--jobs must be 0 (one per CPU) or more, not -1"),
-    ({"group": "run"}, "--group run goes with --method group (not 'case')"),
+    ({"level": 95}, "level must be between 0 and 1 (e.g. 0.95), not 95"),  # arguments, not flags
+    ({"n": 1}, "n must be at least 2 resamples, not 1"),
+    ({"jobs": -1}, "jobs must be 0 (one per CPU) or more, not -1"),
+    ({"group": "run"}, "group='run' goes with method='group' (not 'case')"),
 ])
 def test_bad_options(kwargs, message):
     with pytest.raises(SpecError) as info:
@@ -383,9 +383,9 @@ def test_bad_options(kwargs, message):
 
 
 def test_group_bootstrap_needs_a_group_column(wd_runs):
-    with pytest.raises(DataError, match="the group bootstrap needs --group COLUMN"):
+    with pytest.raises(DataError, match="the group bootstrap needs group='COLUMN'"):
         bootstrap(wd_runs, n=10, method="group")
-    with pytest.raises(DataError, match="no column 'nope' for --group"):
+    with pytest.raises(DataError, match="no column 'nope' for group"):
         bootstrap(wd_runs, n=10, method="group", group="nope")
 
 
