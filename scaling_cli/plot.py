@@ -566,7 +566,9 @@ def _histogram_panel(ax: Axes, values: np.ndarray, full: float, interval, jacobi
     marks = [full, *(interval or ()), *(jacobian or ())]
     span, outside = _hist_range(values, marks)
     bins = int(np.clip(math.sqrt(len(values)), 10, 50))
-    ax.hist(values, bins=bins, range=span, color="0.62", linewidth=0, zorder=2)
+    counts, edges = np.histogram(values, bins=bins, range=span)
+    # one filled outline rather than a rectangle per bin: a tenth of the drawing cost, same picture
+    ax.stairs(counts, edges, fill=True, color="0.62", linewidth=0, zorder=2, gid="histogram")
     _mark_interval(ax, interval, BOOT_COLOR, "--", "bootstrap interval", shade=True)
     _mark_interval(ax, jacobian, JACOBIAN_COLOR, ":", "Jacobian interval", shade=False)
     if math.isfinite(full):
@@ -686,8 +688,12 @@ def corner(names: Sequence[str], draws, full_values, intervals: Mapping[str, Seq
     def label(n: str) -> str:
         return f"$\\log_{{10}}\\,{tex(n)[1:-1]}$" if n in logged else tex(n)
     with matplotlib.rc_context(STYLE):
-        fig, axes = plt.subplots(k, k, figsize=(size * k + 0.5, size * k + 0.5), constrained_layout=True,
-                                 squeeze=False)
+        fig, axes = plt.subplots(k, k, figsize=(size * k + 0.5, size * k + 0.5), squeeze=False)
+        # a regular grid labelled only on its left column and bottom row: fixed margins in inches, since
+        # constrained layout measured every one of the k*k panels (a third of the figure's cost)
+        side = size * k + 0.5
+        fig.subplots_adjust(left=0.9 / side, right=1 - 0.15 / side, bottom=0.75 / side, top=1 - 0.75 / side,
+                            wspace=0.12, hspace=0.12)
         spans = {}
         for a in range(k):
             vals = ok[:, idx[a]] if len(ok) else np.zeros(0)

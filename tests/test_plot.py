@@ -289,8 +289,8 @@ def test_bootstrap_histograms_leave_out_failed_resamples(draws):
     hist = figures["bootstrap_histograms"]
     assert len([ax for ax in hist.axes if ax.get_visible()]) == 4
     for ax in hist.axes:
-        counts = [p.get_height() for p in ax.containers[0]]
-        assert sum(counts) == 463
+        (bars,) = [p for p in ax.patches if p.get_gid() == "histogram"]
+        assert bars.get_data().values.sum() == 463
     assert "463 of 500 resamples (37 failed, left out)" in hist.get_suptitle()
 
 
