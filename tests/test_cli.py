@@ -512,3 +512,47 @@ def test_version(cli):
     result = cli("--version")
     assert result.exit_code == 0
     assert result.stdout == f"scalefit {__version__}\n"
+
+
+# ---------------------------------------------------------------- issue 11: names people get wrong
+
+
+def test_join_replaces_configs_which_still_works_unlisted(cli, tmp_path):
+    runs = write_table(tmp_path / "runs.csv", [["GPT-3 Small", 2e9, 3.1]], header=("model", "tokens", "loss"))
+    arch = write_table(tmp_path / "arch.csv", [["GPT-3 Small", 768, 12]],
+                       header=("model", "d_model", "n_layers"))
+    for flag in ("--join", "--configs", "--configs="):
+        args = [f"{flag}{arch}"] if flag.endswith("=") else [flag, arch]
+        result = cli("fit", runs, *args, "--on", "model")
+        # one row is too few to fit, but the join itself worked: the error is about fitting
+        assert "7 free parameters" in result.stderr, (flag, result.stderr)
+    help_text = cli("fit", "--help").stdout
+    assert re.search(r"│ --join ", help_text) and not re.search(r"│ --configs", help_text)  # not listed
+
+
+def test_plot_format_in_any_case(cli, tmp_path):
+    table = write_table(tmp_path / "runs.csv")
+    result = cli("fit", table, "--plot-dir", tmp_path / "figs", "--plot-format", "PDF", "-q")
+    assert result.exit_code == 0, result.stderr
+    assert sorted(p.suffix for p in (tmp_path / "figs").iterdir()) == [".pdf"] * 3
+
+
+def test_forms_lists_builtin_and_shipped_forms_with_references(cli):
+    from scaling_cli.forms import BUILTIN_FORMS, shipped_forms
+
+    result = cli("forms")
+    assert result.exit_code == 0, result.stderr
+    for name in BUILTIN_FORMS:
+        assert f"--form {name}" in result.stdout
+    for name in shipped_forms():
+        assert f"--config {name}" in result.stdout
+    assert "Kaplan et al. (2020), arXiv:2001.08361" in " ".join(result.stdout.split())
+
+
+def test_config_finds_a_shipped_form_by_name(cli, tmp_path):
+    table = write_table(tmp_path / "runs.csv")
+    by_name = cli("fit", table, "--config", "width_free", "--json", "-", "-q")
+    by_path = cli("fit", table, "--config", ROOT / "scaling_cli" / "forms_yaml" / "width_free.yaml",
+                  "--json", "-", "-q")
+    assert by_name.exit_code == 0, by_name.stderr
+    assert json.loads(by_name.stdout)["params"] == json.loads(by_path.stdout)["params"]
