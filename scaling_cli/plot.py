@@ -141,8 +141,8 @@ def _term_tex(c_name: str, a_name: str, symbol: str) -> str:
 def variable_label(symbol: str, role: str, column: str | None = None) -> str:
     """An axis label for a variable, naming the column that was used: 'width $m$ (hidden_size)'.
 
-    >>> variable_label("m", "width", "hidden_size"), variable_label("D", "tokens")
-    ('width $m$ (hidden_size)', 'training tokens $D$ (tokens)')
+    >>> variable_label("m", "width", "hidden_size"), variable_label("m", "width", "width")
+    ('width $m$ (hidden_size)', 'width $m$')
     """
     template = ROLE_LABELS.get(role)
     if template is None:
