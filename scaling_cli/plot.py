@@ -302,7 +302,13 @@ def _group_means(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, 
 
 def observed_vs_predicted(result: FitResult, path: str | Path | None = None,
                           labels: AxisText | None = None) -> Figure:
-    """Observed against predicted loss on log-log axes, with the line y = x and a ±1% band."""
+    """Observed against predicted loss on log-log axes, with the line y = x and a ±1% band.
+
+    >>> from scaling_cli import fit, load_runs
+    >>> result = fit(load_runs("data/example_runs.csv"))
+    >>> print(observed_vs_predicted(result).axes[0].get_xlabel())
+    predicted loss $L_{\\rm pred}$
+    """
     import matplotlib
 
     plt = _pyplot()
@@ -342,7 +348,13 @@ def observed_vs_predicted(result: FitResult, path: str | Path | None = None,
 
 def residuals(result: FitResult, path: str | Path | None = None, labels: AxisText | None = None) -> Figure:
     """Residuals in the objective's space against each variable (log x axes), with the zero line; the
-    Huber δ zone shaded for a Huber fit."""
+    Huber δ zone shaded for a Huber fit.
+
+    >>> from scaling_cli import fit, load_runs
+    >>> result = fit(load_runs("data/example_runs.csv"))
+    >>> [ax.get_xscale() for ax in residuals(result).axes]
+    ['log', 'log', 'log']
+    """
     import matplotlib
 
     plt = _pyplot()
@@ -381,7 +393,13 @@ def partial_terms(result: FitResult, path: str | Path | None = None,
     """For the decomposed law, one panel per axis (width, depth, data): the observed loss minus the
     other two fitted terms and L0, against that variable on log-log axes, with the fitted power law
     c·x^-alpha and its ±1σ band. Runs whose partial loss is ≤ 0 cannot be drawn on log axes and are
-    counted in the panel's title."""
+    counted in the panel's title.
+
+    >>> from scaling_cli import fit, load_runs
+    >>> result = fit(load_runs("data/example_runs.csv"))
+    >>> [ax.get_title().split(":")[0] for ax in partial_terms(result).axes]
+    ['width', 'depth', 'data']
+    """
     import matplotlib
 
     plt = _pyplot()
@@ -795,7 +813,16 @@ def _maybe_save(fig: Figure, path: str | Path | None) -> Figure:
 
 def save_figures(figures: Mapping[str, Figure], directory: str | Path, fmt: str = "png") -> list[Path]:
     """Save each figure as `directory/NAME.fmt` (created with its parents if missing), each written whole
-    or not at all; close every figure, also on failure. Returns the paths written."""
+    or not at all; close every figure, also on failure. Returns the paths written. PDFs embed TrueType
+    fonts and SVGs keep their text editable (`SAVE_STYLE`).
+
+    >>> import tempfile
+    >>> from scaling_cli import fit, load_runs
+    >>> result = fit(load_runs("data/example_runs.csv"))
+    >>> with tempfile.TemporaryDirectory() as out:
+    ...     [p.name for p in save_figures(fit_figures(result), out, "pdf")]
+    ['observed_vs_predicted.pdf', 'residuals.pdf', 'partial_terms.pdf']
+    """
     plt = _pyplot()
     try:
         if fmt not in PLOT_FORMATS:

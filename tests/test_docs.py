@@ -19,7 +19,12 @@ ENTRY_POINTS = ("load_runs", "fit", "get_form", "load_form", "parse_form", "comp
 def test_docstring_examples_run(module, monkeypatch):
     monkeypatch.chdir(ROOT)  # the examples read data/example_runs.csv
     mod = importlib.import_module(f"scaling_cli.{module}")
-    result = doctest.testmod(mod, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
+    try:
+        result = doctest.testmod(mod, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
+    finally:
+        import matplotlib.pyplot as plt
+
+        plt.close("all")  # the figure examples leave their figures open, as a notebook would
     assert result.failed == 0, f"{result.failed} of {result.attempted} examples failed in {module}"
 
 
