@@ -367,3 +367,25 @@ def test_compare_report_keeps_tiny_akaike_weights_whole(width):
     for e in result.ranked:
         row = next(line for line in out.splitlines() if f" {e.name} " in line and line.strip()[0].isdigit())
         assert f"{e.akaike_weight:.3g}" in row.split(), row
+
+
+def test_results_have_short_reprs_and_notebook_tables():
+    """Printing a Runs, FitResult or BootstrapResult gives one line, not every array."""
+    from scaling_cli.bootstrap import bootstrap
+    from scaling_cli.fitting import fit
+    from scaling_cli.io import load_runs
+
+    runs = load_runs(EXAMPLE, exclude_top_loss=6)
+    result = fit(runs)
+    boot = bootstrap(runs, fit_result=result, n=20, seed=0)
+    for obj, head in ((runs, "<Runs 250 rows from example_runs.csv (6 dropped); width=d_model"),
+                      (result, "<FitResult decomposed, log-ls, 250 rows, converged: c_m="),
+                      (boot, "<BootstrapResult decomposed, 20 case resamples (0 failed), percentile 95%: "
+                             "c_m=")):
+        text = repr(obj)
+        assert text.startswith(head), text
+        assert "\n" not in text and len(text) < 250 and "array" not in text
+        html = obj._repr_html_()
+        assert html.count("<table") == 1 and "<td>" in html
+    alpha_l = result.estimate("alpha_l")
+    assert f"alpha_l={format_value_error(alpha_l.value, alpha_l.stderr).replace(' ± ', '±')}" in repr(result)
