@@ -736,7 +736,7 @@ def bootstrap_table(result: BootstrapResult):
 
     pct = f"{100 * result.level:g}%"
     table = Table(box=box.HEAVY_HEAD)  # the formula and the method are printed above it
-    table.add_column("parameter", style="bold", no_wrap=True)
+    table.add_column("parameter", style="bold", overflow="fold")  # a long name folds; numbers never do
     table.add_column("estimate ± s.e.", justify="right", no_wrap=True)
     table.add_column(f"bootstrap {pct}", justify="right", no_wrap=True)
     table.add_column(f"Jacobian {pct}", justify="right", no_wrap=True)

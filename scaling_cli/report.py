@@ -310,7 +310,7 @@ def params_table(result: FitResult, title: str | None = None):
     from .fitting import BOUNDED_INTERVAL_NOTE
 
     table = Table(title=title, title_justify="left")
-    table.add_column("parameter", style="bold", no_wrap=True)
+    table.add_column("parameter", style="bold", overflow="fold")  # a long name folds; numbers never do
     table.add_column("value ± standard error", justify="right", no_wrap=True)
     table.add_column("95% interval", justify="right", no_wrap=True)
     table.add_column("note", overflow="fold")

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from scaling_cli.errors import DataError
+from scaling_cli.errors import DataError, ScalefitWarning
 from scaling_cli.fitting import Estimate
 from scaling_cli.report import (
     atomic_write,
@@ -389,3 +389,21 @@ def test_results_have_short_reprs_and_notebook_tables():
         assert html.count("<table") == 1 and "<td>" in html
     alpha_l = result.estimate("alpha_l")
     assert f"alpha_l={format_value_error(alpha_l.value, alpha_l.stderr).replace(' ± ', '±')}" in repr(result)
+
+
+@pytest.mark.parametrize("width", [80, 120])
+def test_a_long_parameter_name_folds_and_the_numbers_stay_whole(width):
+    """The interaction form's derived `depth_over_width` made the bootstrap table cut its numbers."""
+    from scaling_cli.bootstrap import bootstrap
+    from scaling_cli.forms import shipped_form_path
+    from scaling_cli.io import load_runs
+    from scaling_cli.spec import load_form
+
+    out = _run_at(width, "bootstrap", EXAMPLE, "--config", "interaction", "--n", "30")
+    _fits_in(out, width)
+    form = load_form(shipped_form_path("interaction"))
+    with pytest.warns(ScalefitWarning, match="c_ml = 0 is at its bound 0"):  # in the report too
+        boot = bootstrap(load_runs(EXAMPLE, form=form), form, n=30, seed=0)
+    for e in boot.estimates + boot.derived:
+        assert format_value_error(e.value, e.se) in out, e.name
+        assert format_interval(*e.ci, e.se, value=e.value) in out, e.name
