@@ -19,6 +19,7 @@ install: $(STAMP)
 demo: $(STAMP)
 	mkdir -p out/demo
 	$(BIN)/scalefit fit data/example_runs.csv --plot-dir out/demo --json out/demo/fit.json
+	$(BIN)/python scripts/demo_truth.py out/demo/fit.json data/example_truth.json
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

@@ -23,8 +23,15 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 
 def main(names: list[str]) -> int:
-    from test_nist import (MODELS, PARAMETER_DIGITS, PARAMETERS_ONLY, STDERR_DIGITS, digits, same_optimum,
-                           write_problem)
+    from test_nist import (
+        MODELS,
+        PARAMETER_DIGITS,
+        PARAMETERS_ONLY,
+        STDERR_DIGITS,
+        digits,
+        same_optimum,
+        write_problem,
+    )
     from typer.testing import CliRunner
 
     from scaling_cli.cli import app

@@ -46,8 +46,8 @@ from typing import Callable, Iterator, Sequence
 import numpy as np
 
 from .design import Groups, groups_of
-from .errors import DataError, FitError, ScalefitWarning, SpecError
-from .fitting import FitResult, cluster_residuals, fit, t_quantile
+from .errors import DataError, FitError, ScalefitWarning, SpecError, option
+from .fitting import FitResult, cluster_residuals, fit, interval_for, t_quantile
 from .forms import Form, get_form
 from .io import Runs
 from .objectives import Objective
@@ -335,31 +335,57 @@ class BootstrapResult:
 
         return predict(self, points, level=self.level if level is None else level)
 
+    def __repr__(self) -> str:
+        """One line: `<BootstrapResult decomposed, 2000 case resamples (0 failed), percentile 95%: ...>`."""
+        from .report import _short_estimates
+
+        estimates = _short_estimates((e.name, e.value, e.se) for e in self.estimates + self.derived)
+        return (f"<BootstrapResult {self.fit.form.name}, {self.n} {self.method} resamples ({self.n_failed} "
+                f"failed), {self.ci} {100 * self.level:g}%: {estimates}>")
+
+    def _repr_html_(self) -> str:
+        from .report import html_table
+
+        return html_table(self.to_frame(), repr(self)[1:-1].split(":")[0])
+
     def to_frame(self):
-        """Per parameter: value, se, ci_lo, ci_hi, jacobian_se, jacobian_lo, jacobian_hi."""
+        """Per parameter and derived quantity: value, se, ci_lo, ci_hi, jacobian_se, jacobian_lo,
+        jacobian_hi."""
         import pandas as pd
 
         rows = [{"name": e.name, "value": e.value, "se": e.se, "ci_lo": e.ci[0], "ci_hi": e.ci[1],
                  "jacobian_se": e.jacobian_se, "jacobian_lo": e.jacobian_ci[0],
-                 "jacobian_hi": e.jacobian_ci[1]} for e in self.estimates]
+                 "jacobian_hi": e.jacobian_ci[1]} for e in self.estimates + self.derived]
         return pd.DataFrame(rows).set_index("name")
 
     def figures(self) -> dict:
-        """Histograms of every parameter with both intervals, and a corner plot of the exponents with
-        the coefficients they trade against (`plot.bootstrap_figures`); failed resamples left out."""
+        """Histograms of every parameter and derived quantity with both intervals, and a corner plot of
+        every free parameter (the exponents, the coefficients they trade against, and the constant such
+        as L0 or E), coefficients of power terms on log10 axes (`plot.bootstrap_figures`); failed
+        resamples left out."""
         from .plot import bootstrap_figures
 
-        draws = np.where(self.ok[:, None], self.draws, np.nan)
+        draws = np.where(self.ok[:, None], _with_derived(self.fit.form, self.draws), np.nan)
         problem = Problem.build(self.fit.form, self.fit.inputs, self.fit.observed, self.fit.objective)
         paired = set(Centering(problem, self.fit.values).linear.tolist())
-        exponents = [p for i, p in enumerate(self.names)
-                     if problem.free[i] and (p in self.fit.form.nonlinear or i in paired)]
-        return bootstrap_figures(list(self.names), draws, self.fit.values,
-                                 {e.name: e.ci for e in self.estimates},
-                                 {e.name: e.jacobian_ci for e in self.estimates}, exponents=exponents)
+        free = [p for i, p in enumerate(self.names) if problem.free[i]]
+        coefficients = [p for i, p in enumerate(self.names) if problem.free[i] and i in paired]
+        rows = self.estimates + self.derived
+        names = [e.name for e in rows]
+        return bootstrap_figures(names, draws, [e.value for e in rows], {e.name: e.ci for e in rows},
+                                 {e.name: e.jacobian_ci for e in rows}, exponents=free,
+                                 log_scale=coefficients, corner_names=list(self.names))
 
     def draws_frame(self):
-        """Every resample: its index, status, parameters, objective and solver iterations."""
+        """Every resample as a pandas DataFrame, one row each: `resample` (its index), `status` (`ok` or
+        why it failed), one column per parameter and derived quantity, `objective` (NaN when failed)
+        and `iterations`. The same table `--draws PATH` writes.
+
+        >>> from scaling_cli import load_runs
+        >>> frame = bootstrap(load_runs("data/example_runs.csv"), n=20, seed=0).draws_frame()
+        >>> len(frame), list(frame.columns[:4]), bool(frame["status"].eq("ok").all())
+        (20, ['resample', 'status', 'c_m', 'alpha_m'], True)
+        """
         import pandas as pd
 
         frame = pd.DataFrame({"resample": np.arange(self.n),
@@ -408,15 +434,23 @@ def bootstrap(runs: Runs, form: Form | str = "decomposed", objective: Objective 
     Parameters that the full-data fit cannot determine, or that sit on a bound, get no interval.
     `ci`: `percentile`, `bca` (adds a jackknife for the acceleration) or `basic`, at `level`. `jobs`
     worker processes solve chunks (0: one per CPU); the draws do not depend on it.
-    `progress(done, total)` is called after every chunk. Pass `fit_result` to reuse a full-data fit of the same runs, form and objective.
+    `progress(done, total)` is called after every chunk. Pass `fit_result` to reuse a full-data fit
+    of the same runs, form and objective.
     `chunk_size` (resamples solved together) defaults to what keeps a chunk's arrays near
-    CHUNK_FLOATS; the draws depend on it (and on the seed), never on `jobs`."""
+    CHUNK_FLOATS; the draws depend on it (and on the seed), never on `jobs`.
+
+    >>> from scaling_cli import load_runs
+    >>> boot = bootstrap(load_runs("data/example_runs.csv"), "decomposed", n=200, seed=0)
+    >>> lo, hi = boot["alpha_l"].ci
+    >>> bool(lo < 1.2 < hi), boot.n_failed
+    (True, 0)
+    """
     t0 = time.perf_counter()
     if group is not None:
         runs = replace(runs, roles={**runs.roles, "group": group}) if runs.has(group) else runs
         if not runs.has(group):
             names = ", ".join(repr(c) for c in runs.data)
-            raise DataError(f"{runs.path}: no column '{group}' for --group; the table has {names}")
+            raise DataError(f"{runs.path}: no column '{group}' for {option('group')}; the table has {names}")
     if method is None:
         found = groups_of(runs)
         method = "group" if found is not None and not found.trivial else "case"
@@ -526,9 +560,10 @@ def bootstrap(runs: Runs, form: Form | str = "decomposed", objective: Objective 
     tq = t_quantile((1 + level) / 2, result.ci_dof or result.stats.dof)
     jacobian = (list(zip(form.params, result.stderr, strict=True))
                 + [(d.name, d.stderr) for d in result.derived])
+    lower = list(problem.lower) + [-math.inf] * len(result.derived)
     rows = tuple(BootstrapEstimate(
         name, float(hat[i]), float(se[i]), (float(intervals[i, 0]), float(intervals[i, 1])),
-        float(jse), (float(hat[i] - tq * jse), float(hat[i] + tq * jse)))
+        float(jse), interval_for(float(hat[i]), float(jse), tq, float(lower[i]))[0])
         for i, (name, jse) in enumerate(jacobian))
     estimates, derived = rows[:P], rows[P:]
     intervals = intervals[:P]
@@ -545,7 +580,7 @@ def bootstrap(runs: Runs, form: Form | str = "decomposed", objective: Objective 
     if ci == "bca" and np.isnan(intervals[problem.free]).any():
         names = [p for p, bad in zip(form.params, np.isnan(intervals[:, 0]), strict=True) if bad]
         warnings_.append(f"no BCa interval for {', '.join(names)}: every draw falls on one side of the "
-                         f"estimate (use --ci percentile)")
+                         f"estimate (use {option('ci', 'percentile')})")
     for message in warnings_:
         warnings.warn(message, ScalefitWarning, stacklevel=2)
     return BootstrapResult(
@@ -574,19 +609,19 @@ def _check_options(n: int, method: str, ci: str, level: float, jobs: int) -> Non
     if ci not in INTERVALS:
         raise SpecError(f"unknown interval '{ci}': use one of {', '.join(INTERVALS)}")
     if not 0 < level < 1:
-        raise SpecError(f"--level must be between 0 and 1 (e.g. 0.95), not {level}")
+        raise SpecError(f"{option('level')} must be between 0 and 1 (e.g. 0.95), not {level}")
     if n < 2:
-        raise SpecError(f"--n must be at least 2 resamples, not {n}")
+        raise SpecError(f"{option('n')} must be at least 2 resamples, not {n}")
     if jobs < 0:
-        raise SpecError(f"--jobs must be 0 (one per CPU) or more, not {jobs}")
+        raise SpecError(f"{option('jobs')} must be 0 (one per CPU) or more, not {jobs}")
 
 
 def _groups(runs: Runs, method: str) -> tuple[str, np.ndarray, int]:
     """The group column's name, each row's group index and the number of groups."""
     found = groups_of(runs)
     if found is None:
-        raise DataError(f"{runs.path}: the {method} bootstrap needs --group COLUMN (no column is named "
-                        f"group, run, run_name, run_id, model or model_name)")
+        raise DataError(f"{runs.path}: the {method} bootstrap needs {option('group', 'COLUMN')} (no column "
+                        f"is named group, run, run_name, run_id, model or model_name)")
     if found.count < 2:
         raise DataError(f"{runs.path}: column '{found.column}' has {found.count} distinct value(s); the "
                         f"{method} bootstrap needs at least 2 groups")
@@ -722,26 +757,25 @@ def check_global(result: BootstrapResult, resamples: Sequence[int]) -> np.ndarra
 def bootstrap_table(result: BootstrapResult):
     """A rich table: per parameter the full-data estimate with its bootstrap error, the bootstrap
     interval, the Jacobian interval beside it, and how their widths compare."""
+    from rich import box
     from rich.table import Table
 
     from .report import format_interval, format_value_error
 
     pct = f"{100 * result.level:g}%"
-    form = result.fit.form
-    table = Table(title=f"{form.name}: {form.describe()}\nbootstrap: {result.method} resampling, "
-                        f"{result.ci} intervals", title_justify="left")
-    table.add_column("parameter", style="bold")
-    table.add_column("estimate ± s.e.", justify="right")
-    table.add_column(f"bootstrap {pct}", justify="right")
+    table = Table(box=box.HEAVY_HEAD)  # the formula and the method are printed above it
+    table.add_column("parameter", style="bold", overflow="fold")  # a long name folds; numbers never do
+    table.add_column("estimate ± s.e.", justify="right", no_wrap=True)
+    table.add_column(f"bootstrap {pct}", justify="right", no_wrap=True)
     clustered = result.fit.covariance_type.startswith("cluster")
-    table.add_column(f"{'cluster' if clustered else 'Jacobian'} {pct}", justify="right")
-    table.add_column("width ratio", justify="right")
+    table.add_column(f"{'cluster' if clustered else 'Jacobian'} {pct}", justify="right", no_wrap=True)
+    table.add_column("width\nratio", justify="right", no_wrap=True)
     for e in result.estimates + result.derived:
         boot_width = e.ci[1] - e.ci[0]
         jac_width = e.jacobian_ci[1] - e.jacobian_ci[0]
         ratio = boot_width / jac_width if math.isfinite(jac_width) and jac_width > 0 else math.nan
-        table.add_row(e.name, format_value_error(e.value, e.se), format_interval(*e.ci, e.se),
-                      format_interval(*e.jacobian_ci, e.jacobian_se),
+        table.add_row(e.name, format_value_error(e.value, e.se), format_interval(*e.ci, e.se, value=e.value),
+                      format_interval(*e.jacobian_ci, e.jacobian_se, value=e.value),
                       f"{ratio:.2f}" if math.isfinite(ratio) else "n/a")
     return table
 
@@ -760,8 +794,9 @@ def summary_line(result: BootstrapResult) -> str:
 def render_bootstrap(result: BootstrapResult, console) -> None:
     """Print a bootstrap: the table, the summary line, then notes and warnings (the fit's too)."""
     from .fitting import HUBER_BOOTSTRAP_HINT
-    from .report import depth_regime
+    from .report import depth_regime, print_formula
 
+    print_formula(console, result.fit.form, f"bootstrap: {result.method} resampling, {result.ci} intervals")
     console.print(bootstrap_table(result))
     console.print(summary_line(result), markup=False)
     if "alpha_l" in result.names:

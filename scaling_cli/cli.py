@@ -21,17 +21,41 @@ try:  # typer >= 0.2x vendors click; older typer uses the click package
 except ImportError:  # pragma: no cover
     from click import exceptions as click_exceptions
 
-from .errors import EXIT_BAD_INPUT, EXIT_FIT_FAILED, EXIT_NOT_CONVERGED, ScalefitError, ScalefitWarning
+from .errors import (
+    EXIT_BAD_INPUT,
+    EXIT_FIT_FAILED,
+    EXIT_NOT_CONVERGED,
+    ScalefitError,
+    ScalefitWarning,
+    cli_messages,
+)
 
 DEBUG_ENV = "SCALEFIT_DEBUG"
+# Old option names still accepted, rewritten before parsing so that --help shows only the new ones.
+HIDDEN_ALIASES = {"--configs": "--join"}
+TABLE_SUFFIXES = (".csv", ".tsv", ".tab", ".jsonl", ".ndjson", ".json", ".parquet", ".pq", ".gz", ".bz2",
+                  ".xz")
+FORM_SUFFIXES = (".yaml", ".yml")
+
+
+def _rewrite_aliases(args: list[str]) -> list[str]:
+    """`--configs FILE` (and `--configs=FILE`) become `--join FILE`; everything after `--` is left alone."""
+    out = []
+    for i, arg in enumerate(args):
+        if arg == "--":
+            return out + args[i:]
+        name, eq, value = arg.partition("=")
+        out.append(HIDDEN_ALIASES[name] + eq + value if name in HIDDEN_ALIASES else arg)
+    return out
 
 
 class ScalefitGroup(TyperGroup):
     """Runs a command and reports failures as a single line: `Error: <message>`."""
 
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        args = _rewrite_aliases(list(sys.argv[1:] if args is None else args))
         try:
-            with warnings.catch_warnings():
+            with warnings.catch_warnings(), cli_messages():
                 # soft problems are shown in the report; Python's warning lines would repeat them
                 warnings.simplefilter("ignore", ScalefitWarning)
                 # numpy's overflow and invalid-value warnings are handled where they matter (rows
@@ -95,7 +119,8 @@ DataArg = Annotated[Path, typer.Argument(help="Table of runs: .csv, .tsv, .jsonl
                                          show_default=False)]
 FormOpt = Annotated[str, typer.Option("--form", help="Built-in form: decomposed or chinchilla.")]
 ConfigOpt = Annotated[Path | None, typer.Option(
-    "--config", help="A form written in YAML (see configs/); overrides --form.")]
+    "--config", help="A form written in YAML, or the name of a shipped one (`scalefit forms` lists them); "
+                     "overrides --form.")]
 ObjectiveOpt = Annotated[str | None, typer.Option(
     "--objective", help="log-ls (sum of squared log errors; default), ls, or huber (on log errors).")]
 DeltaOpt = Annotated[float | None, typer.Option("--delta", help="Huber delta (default 1e-3).")]
@@ -108,15 +133,17 @@ ColumnOpt = Annotated[list[str] | None, typer.Option(
 FormatOpt = Annotated[str | None, typer.Option(
     "--format", help="csv, tsv, jsonl, json or parquet (default: from the extension).")]
 ConfigsOpt = Annotated[Path | None, typer.Option(
-    "--configs", help="An architecture table (width, depth per model) to join onto DATA.")]
+    "--join", metavar="FILE", help="An architecture table (width, depth per model) to join onto DATA "
+                                   "(--configs is an old name for it).")]
 OnOpt = Annotated[str | None, typer.Option(
-    "--on", help="Join key for --configs: KEY, or LEFT=RIGHT when the names differ.")]
+    "--on", help="Join key for --join: KEY, or LEFT=RIGHT when the names differ.")]
 DropMissingOpt = Annotated[bool, typer.Option(
     "--drop-missing", help="Drop rows with empty cells in the columns used (default: an error).")]
 JsonOpt = Annotated[str | None, typer.Option(
     "--json", help="Write the result as JSON to PATH ('-' for stdout, and nothing else there).")]
 PlotDirOpt = Annotated[Path | None, typer.Option("--plot-dir", help="Save figures into DIR.")]
-PlotFormatOpt = Annotated[str, typer.Option("--plot-format", help="png, pdf or svg.")]
+PlotFormatOpt = Annotated[str, typer.Option("--plot-format", help="png, pdf or svg (any case).",
+                                            callback=lambda value: value.lower())]
 FixOpt = Annotated[list[str] | None, typer.Option(
     "--fix", help="NAME=VALUE: hold a parameter at a value (e.g. --fix L0=1.69). Repeatable.")]
 BoundOpt = Annotated[list[str] | None, typer.Option(
@@ -155,7 +182,12 @@ class TableOptions:
     last_per_group: bool = False
 
     def load(self, path: Path, form):
+        from .errors import DataError
         from .io import load_runs
+
+        if self.configs is not None and self.configs.suffix.lower() in FORM_SUFFIXES:
+            raise DataError(f"{self.configs} looks like a form (YAML), but --join takes a table of "
+                            f"architectures to join onto DATA; for a form use --config {self.configs}")
 
         return load_runs(path, require=form.required_columns(), format=self.format,
                          columns=list(self.columns), configs=self.configs, on=self.on,
@@ -170,10 +202,17 @@ class TableOptions:
 
 
 def resolve_form(name: str, config: Path | None):
-    """The form chosen by --config (a YAML file) or else --form."""
+    """The form chosen by --config (a YAML file, or the name of a shipped form) or else --form."""
     if config is not None:
+        from .errors import SpecError
+        from .forms import shipped_form_path
         from .spec import load_form
 
+        if config.suffix.lower() in TABLE_SUFFIXES:
+            raise SpecError(f"{config} looks like a table, but --config takes a form written in YAML; to "
+                            f"join an architecture table onto DATA use --join {config} --on KEY")
+        if not config.exists() and shipped_form_path(str(config)) is not None:
+            config = shipped_form_path(str(config))
         return load_form(config)
     from .forms import get_form
 
@@ -319,7 +358,7 @@ def fit(
     console = console_for(json_path, quiet)
     if console is not None:
         render_fit(result, console)
-    write_outputs(result, console, json_path, plot_dir, plot_format, fit_figures)
+    write_outputs(result, console, json_path, plot_dir, plot_format, lambda r: fit_figures(r, runs))
     if not result.converged:
         raise typer.Exit(EXIT_NOT_CONVERGED)
 
@@ -461,6 +500,18 @@ def bootstrap(
             where = Path(json_path).parent if json_path != "-" else None
             result = replace(result, draws_file=relative_to(path, where) if where else str(path.resolve()))
     write_outputs(result, console, json_path, plot_dir, plot_format, BootstrapResult.figures)
+
+
+@app.command()
+def forms() -> None:
+    """List the forms you can fit: the built-in ones (--form NAME) and the shipped YAML ones (--config
+    NAME), with their formulas and references."""
+    from rich.console import Console
+
+    from .forms import SHIPPED_FORMS_DIR, form_catalog
+    from .report import render_forms
+
+    render_forms(form_catalog(), Console(highlight=False), str(SHIPPED_FORMS_DIR))
 
 
 def main() -> None:

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import numpy as np
 
-from .errors import DataError, FitError, ScalefitError, ScalefitWarning, SpecError
+from .errors import DataError, FitError, ScalefitError, ScalefitWarning, SpecError, column_option, option
 from .fitting import prediction_errors
 from .forms import BUILTIN_FORMS, Form, get_form
 from .io import Runs, load_runs
@@ -62,9 +62,9 @@ HUBER_AIC_NOTE = ("AIC and BIC use the Gaussian likelihood of the log residuals;
 def check_options(folds: int, holdout_top: float, by: str, rank_by: str, seed: int,
                   where: Mapping[str, str] | None = None) -> None:
     """Raise a SpecError for an impossible setting. `where` names each setting for the message
-    (default: the CLI option, `--holdout-top`)."""
+    (default: the CLI flag from the command line, `--holdout-top`, else the argument, `holdout_top`)."""
     def name(key: str) -> str:
-        return (where or {}).get(key, "--" + key.replace("_", "-"))
+        return (where or {}).get(key, option(key))
 
     if isinstance(folds, bool) or not isinstance(folds, (int, np.integer)) or folds < 2:
         raise SpecError(f"{name('folds')} must be an integer of 2 or more, not {folds!r}")
@@ -96,8 +96,15 @@ def resolve_form(item: Form | str | Path, base: Path | None = None) -> tuple[For
         except ImportError:  # pragma: no cover - while scaling_cli.spec is being written
             raise SpecError(f"{path}: YAML forms need scaling_cli.spec, which is not available") from None
         return load_form(path), str(path)
-    raise SpecError(f"unknown form '{text}': give a built-in form ({', '.join(BUILTIN_FORMS)}) or a "
-                    f"YAML file")
+    from .forms import shipped_form_path
+
+    shipped = shipped_form_path(text)
+    if shipped is not None:
+        from .spec import load_form
+
+        return load_form(shipped), shipped.name
+    raise SpecError(f"unknown form '{text}': give a built-in form ({', '.join(BUILTIN_FORMS)}), a "
+                    f"shipped form (`scalefit forms` lists them) or a YAML file")
 
 
 def resolve_objective(forms: Sequence[Form], objective: Objective | str | None,
@@ -110,7 +117,7 @@ def resolve_objective(forms: Sequence[Form], objective: Objective | str | None,
         if len(declared) > 1:
             listed = ", ".join(f"'{f.name}' {f.objective}" for f in forms)
             raise SpecError(f"the forms declare different objectives ({listed}); AIC and BIC compare "
-                            f"only fits of one objective: pass --objective")
+                            f"only fits of one objective: pass {option('objective')}")
         objective, form_delta = declared.pop() if declared else ("log-ls", None)
         delta = delta if delta is not None else form_delta
     return Objective(objective, delta)
@@ -150,8 +157,8 @@ def fold_labels(n: int, folds: int, groups: np.ndarray | None = None, seed: int 
     n_groups = int(inverse.max()) + 1 if n else 0
     if n_groups < folds:
         what = f"{n_groups} groups (runs)" if groups is not None else f"{n} rows"
-        raise DataError(f"{what} cannot be split into {folds} folds: pass --folds {max(n_groups, 2)} "
-                        f"or fewer")
+        raise DataError(f"{what} cannot be split into {folds} folds: pass "
+                        f"{option('folds', max(n_groups, 2))} or fewer")
     sizes = np.bincount(inverse, minlength=n_groups)
     order = np.random.default_rng(seed).permutation(n_groups)
     order = order[np.argsort(-sizes[order], kind="stable")]
@@ -167,14 +174,14 @@ def fold_labels(n: int, folds: int, groups: np.ndarray | None = None, seed: int 
 def holdout_key(runs: Runs, by: str) -> tuple[np.ndarray, str | None]:
     """The per-row value that orders runs for the holdout, and a note when it had to be derived."""
     if by not in HOLDOUT_BY:
-        raise SpecError(f"--by must be one of {', '.join(HOLDOUT_BY)}, not {by!r}")
+        raise SpecError(f"{option('by')} must be one of {', '.join(HOLDOUT_BY)}, not {by!r}")
 
     def column(role: str) -> np.ndarray:
         name = runs.roles.get(role, role)
         values = runs.data[name]
         if values.dtype.kind != "f" or not np.all(np.isfinite(values)) or np.any(values <= 0):
-            raise DataError(f"{runs.path}: column '{name}' ({role}, used to order runs for --by {by}) "
-                            f"must hold positive numbers in every row")
+            raise DataError(f"{runs.path}: column '{name}' ({role}, used to order runs for "
+                            f"{option('by', by)}) must hold positive numbers in every row")
         return values
 
     def params() -> tuple[np.ndarray, str | None]:
@@ -182,16 +189,16 @@ def holdout_key(runs: Runs, by: str) -> tuple[np.ndarray, str | None]:
             return column("params"), None
         if "width" in runs.roles and "depth" in runs.roles:
             return 12.0 * column("depth") * column("width") ** 2, PARAMS_NOTE
-        raise DataError(f"{runs.path}: --by {by} needs a params column (or width and depth, for "
-                        f"12 * depth * width^2); name it with --column params=NAME")
+        raise DataError(f"{runs.path}: {option('by', by)} needs a params column (or width and depth, for "
+                        f"12 * depth * width^2); name it with {column_option('params')}")
 
     def tokens() -> tuple[np.ndarray, str | None]:
         if "tokens" in runs.roles:
             return column("tokens"), None
         if "flops" in runs.roles and "params" in runs.roles:
             return column("flops") / (6.0 * column("params")), TOKENS_NOTE
-        raise DataError(f"{runs.path}: --by {by} needs a tokens column (or flops and params); name it "
-                        f"with --column tokens=NAME")
+        raise DataError(f"{runs.path}: {option('by', by)} needs a tokens column (or flops and params); "
+                        f"name it with {column_option('tokens')}")
 
     if by == "params":
         return params()
@@ -203,8 +210,9 @@ def holdout_key(runs: Runs, by: str) -> tuple[np.ndarray, str | None]:
         n_params, _ = params()
         n_tokens, _ = tokens()
     except DataError:
-        raise DataError(f"{runs.path}: --by flops needs a flops column, or params (or width and depth) "
-                        f"and tokens to compute 6 * params * tokens; name it with --column flops=NAME"
+        raise DataError(f"{runs.path}: {option('by', 'flops')} needs a flops column, or params (or width and "
+                        f"depth) and tokens to compute 6 * params * tokens; name it with "
+                        f"{column_option('flops')}"
                         ) from None
     return 6.0 * n_params * n_tokens, FLOPS_NOTE if "params" in runs.roles else FLOPS_FROM_SHAPE_NOTE
 
@@ -218,7 +226,7 @@ def holdout_mask(key: np.ndarray, top: float) -> np.ndarray:
     mask = key >= threshold
     if mask.all():
         raise DataError(f"every row ties at the holdout threshold {threshold:.6g}: nothing is left to fit "
-                        f"on; choose another --by")
+                        f"on; choose another {option('by')}")
     return mask
 
 
@@ -345,7 +353,7 @@ class CompareResult:
     def rerank(self, rank_by: str) -> CompareResult:
         """The same comparison ranked by another criterion (extrapolation, cv, aic or bic); no refits."""
         if rank_by not in RANK_BY:
-            raise SpecError(f"--rank-by must be one of {', '.join(RANK_BY)}, not {rank_by!r}")
+            raise SpecError(f"{option('rank_by')} must be one of {', '.join(RANK_BY)}, not {rank_by!r}")
         if rank_by in ("aic", "bic") and not self.aic_comparable:
             raise SpecError(f"cannot rank by {rank_by}: the fits' AIC and BIC are not comparable")
         return replace(self, entries=rank_entries(self.entries, rank_by), rank_by=rank_by)
@@ -478,6 +486,10 @@ def compare_forms(data: Runs | str | Path, forms: Sequence[Form | str | Path], *
     objects, built-in names or YAML files. Returns a `CompareResult`: ranked forms best first
     (smaller `rank_by` metric is better; forms without it last), then the forms that failed.
     Raises `FitError` when no form could be fitted, `SpecError` for impossible options.
+
+    >>> ranking = compare_forms("data/example_runs.csv", ["decomposed", "depth_free"], folds=2)
+    >>> ranking.best.name, [e.name for e in ranking.ranked]
+    ('decomposed', ['decomposed', 'depth_free'])
     """
     import time
 
@@ -695,8 +707,11 @@ def compare_table(result: CompareResult):
                   collapse_padding=True, pad_edge=False)
     for name in ("#", "form", "k", "ΔAIC", "ΔBIC", "Akaike\nweight", "CV\nerror", "CV RMSE\nlog",
                  "extrap.\nerror", "extrap.\nmax"):
+        # numbers never wrap or get cut (an Akaike weight of 4.54e-159 stays whole); a long form name
+        # folds instead
         table.add_column(name, justify="left" if name == "form" else "right",
-                         style="bold" if name == "form" else None, no_wrap=name == "form")
+                         style="bold" if name == "form" else None, no_wrap=name != "form",
+                         overflow="fold" if name == "form" else "ellipsis")
     finite_aic = [e.fit.stats.aic for e in result.ranked if math.isfinite(e.fit.stats.aic)]
     finite_bic = [e.fit.stats.bic for e in result.ranked if math.isfinite(e.fit.stats.bic)]
     best_aic, best_bic = min(finite_aic, default=math.nan), min(finite_bic, default=math.nan)
@@ -719,9 +734,9 @@ def params_summary(result: CompareResult):
     from .report import format_value_error
 
     table = Table(title="fits on all rows", title_justify="left", box=box.SIMPLE_HEAD)
-    table.add_column("form", style="bold", no_wrap=True)
-    table.add_column("parameters")
-    table.add_column("statistics")
+    table.add_column("form", style="bold", overflow="fold")
+    table.add_column("parameters", overflow="fold")
+    table.add_column("statistics", no_wrap=True)
     for e in result.ranked:
         fit = e.fit
         parts = [f"{est.name} = {format_value_error(est.value, est.stderr)}"

@@ -33,7 +33,7 @@ from .design import (
     groups_of,
     looks_like_curves,
 )
-from .errors import DataError, FitError, ScalefitWarning
+from .errors import DataError, FitError, ScalefitWarning, option
 from .forms import Form, get_form
 from .io import Runs
 from .objectives import Objective
@@ -42,6 +42,7 @@ from .solve import Problem, global_minimize, levenberg_marquardt, robust_minimiz
 CONDITION_LIMIT = 1e10  # of the column-scaled Jacobian; beyond it a direction counts as undetermined
 NULL_LOADING = 0.05  # a parameter loading a near-null direction by more than this is undetermined
 ERRORS = ("auto", "iid", "cluster")
+BOUNDED_INTERVAL_NOTE = "cut at bound"  # see interval_for
 HUBER_BOOTSTRAP_HINT = ("Huber objective: standard errors use Huber's (1981) asymptotic formula; "
                         "run `scalefit bootstrap` for intervals you can trust")
 
@@ -111,6 +112,31 @@ def _normal_quantile(p: float) -> float:
     e = 0.5 * math.erfc(-x / math.sqrt(2)) - p
     u = e * math.sqrt(2 * math.pi) * math.exp(x * x / 2)
     return x - u / (1 + x * u / 2)
+
+
+def interval_for(value: float, se: float, quantile: float, lower: float = -math.inf
+                 ) -> tuple[tuple[float, float], str]:
+    """The interval `value ± quantile·se`, cut at the parameter's finite lower bound when it would reach
+    below it (a coefficient ≥ 0 with a large error), so that no interval claims impossible values.
+    Returns the interval and a note: "" when whole, `BOUNDED_INTERVAL_NOTE` when cut; (NaN, NaN) without
+    a finite error.
+
+    Cutting never changes which true values the interval covers (they all respect the bound). A
+    log-scale interval, lower + (value − lower)·exp(±quantile·se/(value − lower)), respects the bound
+    too, but claims more: in the coverage simulation of benchmarks/coverage.py (400 tables) it covered
+    c_m 0.865 of the time against 0.888 for this one.
+
+    >>> interval_for(270.0, 140.0, 2.0)
+    ((-10.0, 550.0), '')
+    >>> interval_for(270.0, 140.0, 2.0, lower=0.0)
+    ((0.0, 550.0), 'cut at bound')
+    """
+    if not (math.isfinite(se) and math.isfinite(value)):
+        return (math.nan, math.nan), ""
+    lo, hi = value - quantile * se, value + quantile * se
+    if math.isfinite(lower) and lo < lower <= value:
+        return (float(lower), hi), BOUNDED_INTERVAL_NOTE
+    return (lo, hi), ""
 
 
 def prediction_errors(observed: np.ndarray, predicted: np.ndarray) -> tuple[np.ndarray, float]:
@@ -218,6 +244,16 @@ class FitResult:
         from .predict import predict
 
         return predict(self, points, level=level)
+    def __repr__(self) -> str:
+        """One line: `<FitResult decomposed, log-ls, 203 rows, converged: c_m=270±140, ...>`."""
+        from .report import fit_repr
+
+        return fit_repr(self)
+
+    def _repr_html_(self) -> str:
+        from .report import html_table
+
+        return html_table(self.to_frame(), repr(self)[1:-1].split(":")[0])
 
     def to_frame(self):
         """Parameters as a pandas DataFrame (value, stderr, ci95_lo, ci95_hi, note)."""
@@ -342,7 +378,13 @@ def fit(runs: Runs, form: Form | str = "decomposed", objective: Objective | str 
 
     `errors`: "auto" reports cluster-robust errors when the table has a group column with several
     rows in some group (checkpoints of runs), else iid Jacobian errors; "iid" and "cluster" force
-    one (cluster needs a group column)."""
+    one (cluster needs a group column).
+
+    >>> from scaling_cli import load_runs
+    >>> result = fit(load_runs("data/example_runs.csv"), "decomposed")
+    >>> round(result["alpha_l"], 2), result.estimate("alpha_l").note, result.converged
+    (1.2, '', True)
+    """
     t0 = time.perf_counter()
     if errors not in ERRORS:
         raise FitError(f"unknown errors '{errors}': use {', '.join(ERRORS)}")
@@ -356,7 +398,7 @@ def fit(runs: Runs, form: Form | str = "decomposed", objective: Objective | str 
         raise DataError(f"{runs.path}: the {objective.name} objective takes the log of the response "
                         f"'{form.response}', but it is not positive in rows "
                         f"{', '.join(map(str, rows[:5]))}{', ...' if rows.size > 5 else ''}; "
-                        f"use --objective ls")
+                        f"use {option('objective', 'ls')}")
     _check_fixed_and_bounds(form, fixed, bounds)
     problem = Problem.build(form, X, y, objective, fixed, bounds)
     n, k = len(y), int(problem.free.sum())
@@ -550,8 +592,8 @@ def _result(runs: Runs, form: Form, problem: Problem, theta: np.ndarray, value: 
         elif name in undetermined:
             note = "cannot be determined"
         se = float(stderr[i])
-        ci = (theta[i] - tq * se, theta[i] + tq * se) if np.isfinite(se) else (math.nan, math.nan)
-        estimates.append(Estimate(name, float(theta[i]), se, (float(ci[0]), float(ci[1])), note))
+        ci, how = interval_for(float(theta[i]), se, tq, float(problem.lower[i]))
+        estimates.append(Estimate(name, float(theta[i]), se, (float(ci[0]), float(ci[1])), note or how))
 
     derived = []
     for d in form.derived:

@@ -11,6 +11,7 @@ prediction is `design(...) @ linear + offset`, so the global search can solve th
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
 import numpy as np
@@ -317,12 +318,21 @@ BUILTIN_FORMS: dict[str, Callable[[], Form]] = {"decomposed": Decomposed, "chinc
 
 
 def get_form(name: str) -> Form:
-    """A built-in form by name."""
+    """A built-in form by name (`decomposed` or `chinchilla`); shipped YAML forms load with
+    `spec.load_form(shipped_form_path(name))`.
+
+    >>> form = get_form("chinchilla")
+    >>> form.params, form.required_columns()
+    (('E', 'A', 'alpha', 'B', 'beta'), ('params', 'tokens', 'loss'))
+    """
     try:
         return BUILTIN_FORMS[name]()
     except KeyError:
+        shipped = shipped_form_path(name) if isinstance(name, str) else None
+        hint = (f"'{name}' is a shipped YAML form: pass --config {name}" if shipped is not None
+                else "or pass --config FORM.yaml (`scalefit forms` lists the shipped ones)")
         raise SpecError(f"unknown form '{name}': built-in forms are {', '.join(BUILTIN_FORMS)}; "
-                        f"or pass --config FORM.yaml") from None
+                        f"{hint}") from None
 
 
 def check_params(form: Form, names: Sequence[str]) -> None:
@@ -330,3 +340,48 @@ def check_params(form: Form, names: Sequence[str]) -> None:
     if unknown:
         raise SpecError(f"form '{form.name}' has no parameter {', '.join(map(repr, unknown))}; "
                         f"its parameters are {', '.join(form.params)}")
+
+
+# ---------------------------------------------------------------- forms shipped as YAML
+
+SHIPPED_FORMS_DIR = Path(__file__).parent / "forms_yaml"
+
+
+def shipped_forms() -> dict[str, Path]:
+    """The YAML forms that ship with scalefit (package data), by name (the file's stem).
+
+    >>> sorted(shipped_forms())[:3]
+    ['chinchilla', 'decomposed', 'depth_free']
+    """
+    return {p.stem: p for p in sorted(SHIPPED_FORMS_DIR.glob("*.yaml"))}
+
+
+def shipped_form_path(name: str) -> Path | None:
+    """The file of the shipped form called `name` (`kaplan` or `kaplan.yaml`), or None.
+
+    >>> shipped_form_path("kaplan").name, shipped_form_path("no_such_form")
+    ('kaplan.yaml', None)
+    """
+    stem = name[: -len(".yaml")] if name.endswith(".yaml") else name
+    if "/" in stem or "\\" in stem:
+        return None
+    return shipped_forms().get(stem)
+
+
+def form_catalog() -> list[dict[str, str]]:
+    """Every form `--form` and `--config NAME` accept: the built-in ones, then the shipped YAML files,
+    each with its name, kind, expression and reference (read with yaml.safe_load; nothing compiled).
+
+    >>> [(f["name"], f["kind"]) for f in form_catalog()][:3]
+    [('decomposed', 'built-in'), ('chinchilla', 'built-in'), ('chinchilla', 'chinchilla.yaml')]
+    """
+    import yaml
+
+    rows = [{"name": name, "kind": "built-in", "expression": make().expression, "reference": make().reference}
+            for name, make in BUILTIN_FORMS.items()]
+    for name, path in shipped_forms().items():
+        doc = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        rows.append({"name": str(doc.get("name", name)), "kind": path.name,
+                     "expression": " ".join(str(doc.get("expression", "")).split()),
+                     "reference": str(doc.get("reference", ""))})
+    return rows

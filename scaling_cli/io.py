@@ -22,7 +22,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from .errors import DataError
+from .errors import DataError, column_option, from_cli, option
 
 ROLES = ("width", "depth", "tokens", "loss", "params", "flops", "group")
 NUMERIC_ROLES = ("width", "depth", "tokens", "loss", "params", "flops")
@@ -48,6 +48,12 @@ _NUMBER = re.compile(r"^([+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?)\s*([kKmM
 _MISSING = {"", "na", "n/a", "null", "none"}
 TOKENS_FROM_FLOPS_NOTE = "tokens were not in the table: computed as flops / (6 * params)"
 MAX_LISTED = 5
+
+
+def ordinal(n: int) -> str:
+    """`1st`, `2nd`, `3rd`, `4th`, `11th`, `21st`, `40th`."""
+    suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
+    return f"{n}{suffix}"
 
 
 def normalize_name(name: str) -> str:
@@ -142,6 +148,18 @@ class Runs:
     def has(self, key: str) -> bool:
         return key in self.roles or key in self.data
 
+    def __repr__(self) -> str:
+        """One line: `<Runs 203 rows from runs.csv (42 dropped); width=d_model, ..., loss=loss>`."""
+        dropped = f" ({self.n_excluded} dropped)" if self.n_excluded else ""
+        roles = ", ".join(f"{role}={column}" for role, column in self.roles.items())
+        return f"<Runs {len(self)} rows from {Path(self.path).name}{dropped}; {roles}>"
+
+    def _repr_html_(self) -> str:
+        from .report import html_table
+
+        frame = self.to_frame()
+        return html_table(frame.head(10), repr(self)[1:-1] + (" (first 10 rows)" if len(frame) > 10 else ""))
+
     def to_frame(self):
         """The rows as a pandas DataFrame (imports pandas)."""
         import pandas as pd
@@ -163,7 +181,7 @@ def detect_format(path: Path, fmt: str | None) -> str:
         suffix = Path(path.stem).suffix.lower()
     if suffix not in _EXTENSIONS:
         raise DataError(f"{path}: cannot tell the format from the extension '{path.suffix}': "
-                        f"pass --format ({', '.join(FORMATS)})")
+                        f"pass {option('format')} ({', '.join(FORMATS)})")
     return _EXTENSIONS[suffix]
 
 
@@ -189,7 +207,7 @@ def read_table(path: str | Path, fmt: str | None = None) -> Table:
             text = raw.decode("utf-8-sig")
         except UnicodeDecodeError:
             raise DataError(f"{path}: not a text file (not UTF-8); is the format right? "
-                            f"pass --format") from None
+                            f"pass {option('format')}") from None
         if "\x00" in text:
             raise DataError(f"{path}: not a text file (contains NUL bytes)")
         if fmt in ("csv", "tsv"):
@@ -398,16 +416,17 @@ def parse_column_overrides(items: Sequence[str] | Mapping[str, str] | None) -> d
         pairs = []
         for item in items:
             if "=" not in item:
-                raise DataError(f"--column '{item}': expected ROLE=NAME, e.g. --column width=d_model")
+                raise DataError(f"{option('columns')} '{item}': expected ROLE=NAME, e.g. "
+                                f"{option('columns', 'width=d_model')}")
             role, name = item.split("=", 1)
             pairs.append((role.strip(), name.strip()))
     out = {}
     for role, name in pairs:
         if role not in ROLES:
-            raise DataError(f"--column '{role}={name}': unknown role '{role}'; roles are "
+            raise DataError(f"{option('columns')} '{role}={name}': unknown role '{role}'; roles are "
                             f"{', '.join(ROLES)}")
         if not name:
-            raise DataError(f"--column '{role}=': the column name is empty")
+            raise DataError(f"{option('columns')} '{role}=': the column name is empty")
         out[role] = name
     return out
 
@@ -422,13 +441,14 @@ def resolve_role(path: str, names: Sequence[str], role: str,
         by_norm = [n for n in names if normalize_name(n) == normalize_name(wanted)]
         if len(by_norm) == 1:
             return by_norm[0]
-        raise DataError(f"{path}: --column {role}={wanted}: no such column{_did_you_mean(wanted, names)}")
+        raise DataError(f"{path}: {option('columns')} {role}={wanted}: no such column"
+                        f"{_did_you_mean(wanted, names)}")
     aliases = {normalize_name(a) for a in ROLE_ALIASES[role]}
     taken = set(overrides.values())
     hits = [n for n in names if normalize_name(n) in aliases and n not in taken]
     if len(hits) > 1:
         raise DataError(f"{path}: two columns could be the {role}: {', '.join(repr(h) for h in hits)}; "
-                        f"choose one with --column {role}=NAME")
+                        f"choose one with {column_option(role)}")
     return hits[0] if hits else None
 
 
@@ -488,7 +508,7 @@ def numeric_column(path: str, name: str, cells: Sequence[Any], *, positive: bool
     if missing:
         raise DataError(f"{path}: column '{name}' has {len(missing)} empty cell"
                         f"{'s' if len(missing) > 1 else ''} ({_format_rows(missing)}); "
-                        f"fill them or pass --drop-missing")
+                        f"fill them or pass {option('drop_missing')}")
     nan_rows = [rows[i] for i in np.flatnonzero(np.isnan(values))]
     if nan_rows:
         raise DataError(f"{path}: column '{name}' has NaN in {_format_rows(nan_rows)}")
@@ -514,14 +534,15 @@ def _parse_on(on: str | None, left: Table, right: Table) -> tuple[str, str]:
         shared = [n for n in left.names if n in right.names]
         if len(shared) == 1:
             return shared[0], shared[0]
-        raise DataError("--configs needs --on KEY or --on LEFT=RIGHT (the column that names the "
-                        "model in each table)")
+        raise DataError(f"{option('configs')} needs {option('on', 'KEY')} or {option('on', 'LEFT=RIGHT')} "
+                        f"(the column that names the model in each table)")
     left_key, right_key = (on.split("=", 1) + [None])[:2] if "=" in on else (on, on)
     left_key, right_key = left_key.strip(), right_key.strip()
     if left_key not in left.names:
-        raise DataError(f"{left.path}: --on: no column '{left_key}'{_did_you_mean(left_key, left.names)}")
+        raise DataError(f"{left.path}: {option('on')}: no column '{left_key}'"
+                        f"{_did_you_mean(left_key, left.names)}")
     if right_key not in right.names:
-        raise DataError(f"{right.path}: --on: no column '{right_key}'"
+        raise DataError(f"{right.path}: {option('on')}: no column '{right_key}'"
                         f"{_did_you_mean(right_key, right.names)}")
     return left_key, right_key
 
@@ -584,11 +605,11 @@ def join_configs(left: Table, right: Table, on: str | None) -> tuple[Table, str]
 # ---------------------------------------------------------------- the entry point
 
 
-def load_runs(path: str | Path, *, require: Sequence[str] = ("width", "depth", "tokens", "loss"),
+def load_runs(path: str | Path | Any, *, require: Sequence[str] | None = None,
               format: str | None = None, columns: Sequence[str] | Mapping[str, str] | None = None,
-              configs: str | Path | None = None, on: str | None = None, exclude_top_loss: int = 0,
+              configs: str | Path | Any | None = None, on: str | None = None, exclude_top_loss: int = 0,
               drop_missing: bool = False, response: str = "loss",
-              positive: Sequence[str] | None = None, group: str | None = None,
+              positive: Sequence[str] | None = None, form: Any = None, group: str | None = None,
               scale: Sequence[str] | Mapping[str, float] | None = None,
               min_values: Sequence[str] | Mapping[str, float] | None = None,
               max_values: Sequence[str] | Mapping[str, float] | None = None,
@@ -596,32 +617,53 @@ def load_runs(path: str | Path, *, require: Sequence[str] = ("width", "depth", "
     """Read a table of runs, resolve the columns `require`d (roles or column names), validate them,
     and drop the highest-loss rows.
 
-    In this order: rows with empty cells are dropped (`drop_missing`); columns are multiplied by
+    `path` is a file (CSV, TSV, JSON lines, JSON, Parquet) or a pandas DataFrame (empty cells: NaN or
+    None). `form` (a name such as "chinchilla", a shipped or YAML form, or a `Form`) says which columns
+    are needed: its variables and response; without it, `require` does (default: width, depth, tokens
+    and loss, what the decomposed law needs). `positive` lists the columns that must hold positive
+    values (default: every column used). `configs` (a file or DataFrame) is an architecture table
+    joined on the key `on`.
+
+    Rows, in this order: rows with empty cells are dropped (`drop_missing`); columns are multiplied by
     `scale` ({role or column: factor}, e.g. GPT-3's `step` in billions of tokens: {"tokens": 1e9});
     rows outside `min_values` / `max_values` ({role or column: value}, inclusive) are dropped;
     `last_per_group` keeps each run's row with the most tokens (final losses only); last,
     `exclude_top_loss=K` keeps rows whose `response` column is strictly below its K-th highest value
     (ties drop more rows), the rule Liu et al. and Epoch AI used. `group` names the column whose
     rows belong to one run (or several columns, comma-separated, whose combination does); by default
-    a column named group, run, run_name, run_id, model or model_name. `positive` lists the columns
-    that must hold positive values (default: every column used).
+    a column named group, run, run_name, run_id, model or model_name.
+
+    >>> runs = load_runs("data/example_runs.csv", exclude_top_loss=10)
+    >>> len(runs), runs.roles["width"], runs.n_excluded
+    (246, 'd_model', 10)
+    >>> import pandas as pd
+    >>> frame = pd.DataFrame({"N": [1e8, 4e8, 1.6e9], "D": [2e9, 8e9, 3.2e10], "loss": [3.1, 2.8, 2.5]})
+    >>> load_runs(frame, form="chinchilla").roles
+    {'tokens': 'D', 'loss': 'loss', 'params': 'N'}
     """
+    if form is not None:
+        the_form = _form_for(form)
+        require = the_form.required_columns() if require is None else require
+        response = the_form.response_columns()[0]
+        positive = the_form.positive_columns() if positive is None else positive
+    elif require is None:
+        require = DEFAULT_REQUIRE
     if exclude_top_loss < 0:
-        raise DataError(f"--exclude-top-loss must be 0 or more, not {exclude_top_loss}")
+        raise DataError(f"{option('exclude_top_loss')} must be 0 or more, not {exclude_top_loss}")
     overrides = parse_column_overrides(columns)
-    scales = parse_role_values(scale, "--scale", positive=True)
-    lows = parse_role_values(min_values, "--min")
-    highs = parse_role_values(max_values, "--max")
+    scales = parse_role_values(scale, option("scale"), positive=True)
+    lows = parse_role_values(min_values, option("min_values"))
+    highs = parse_role_values(max_values, option("max_values"))
     group_parts = [g.strip() for g in group.split(",")] if group else []
     if group_parts and (not all(group_parts)):
-        raise DataError(f"--group '{group}': empty column name")
-    table = read_table(path, format)
+        raise DataError(f"{option('group', group)}: empty column name")
+    table = _as_table(path, format)
     notes: list[str] = []
     if configs is not None:
-        table, note = join_configs(table, read_table(configs), on)
+        table, note = join_configs(table, _as_table(configs, None), on)
         notes.append(note)
     elif on:
-        raise DataError("--on is only used with --configs FILE")
+        raise DataError(f"{option('on')} is only used with {option('configs', 'FILE')}")
     names = table.names
     roles: dict[str, str] = {}
     for role in ROLES:
@@ -638,7 +680,8 @@ def load_runs(path: str | Path, *, require: Sequence[str] = ("width", "depth", "
         parts = [roles.get(g, g) for g in group_parts]
         for part, given in zip(parts, group_parts, strict=True):
             if part not in names:
-                raise DataError(f"{table.path}: --group: no column '{given}'{_did_you_mean(given, names)}")
+                raise DataError(f"{table.path}: {option('group')}: no column '{given}'"
+                                f"{_did_you_mean(given, names)}")
         roles["group"] = ",".join(parts)
     wanted = list(dict.fromkeys(list(require) + ([response] if response not in require else [])))
     filter_keys = list(dict.fromkeys(list(scales) + list(lows) + list(highs)))
@@ -651,8 +694,8 @@ def load_runs(path: str | Path, *, require: Sequence[str] = ("width", "depth", "
     wanted += [k for k in filter_keys if k not in wanted and k != "group"]
     if last_per_group:
         if "group" not in roles:
-            raise DataError(f"{table.path}: --last-per-group needs a group column (group, run, run_name, "
-                            f"run_id, model, model_name) or --group COLUMN")
+            raise DataError(f"{table.path}: {option('last_per_group')} needs a group column (group, run, "
+                            f"run_name, run_id, model, model_name) or {option('group', 'COLUMN')}")
         if "tokens" not in wanted:
             wanted.append("tokens")
     derive_tokens = "tokens" in wanted and "tokens" not in roles
@@ -676,7 +719,8 @@ def load_runs(path: str | Path, *, require: Sequence[str] = ("width", "depth", "
             missing = np.array([_is_missing(c) for c in table.cells[name]])
             keep &= ~missing
         if keep.sum() < n_total:
-            notes.append(f"{n_total - int(keep.sum())} rows with empty cells dropped (--drop-missing)")
+            notes.append(f"{n_total - int(keep.sum())} rows with empty cells dropped "
+                         f"({option('drop_missing')})")
     idx = np.flatnonzero(keep)
     # powers and logs need positive values; a form may say which of its columns need them
     must_be_positive = set(used_columns) if positive is None else {
@@ -715,22 +759,22 @@ def load_runs(path: str | Path, *, require: Sequence[str] = ("width", "depth", "
 
     for key, factor in scales.items():
         data[roles.get(key, key)] = data[roles.get(key, key)] * factor
-        notes.append(f"{key} = column '{roles.get(key, key)}' × {factor:g} (--scale)")
+        notes.append(f"{key} = column '{roles.get(key, key)}' × {factor:g} ({option('scale')})")
     mask = np.ones(len(idx), dtype=bool)
-    for bounds, word, keep_if in ((lows, "below", np.greater_equal), (highs, "above", np.less_equal)):
+    for bounds, word, keep_if, name in ((lows, "below", np.greater_equal, "min_values"),
+                                        (highs, "above", np.less_equal, "max_values")):
         for key, limit in bounds.items():
             inside = keep_if(data[roles.get(key, key)], limit)
             dropped = int((mask & ~inside).sum())
             mask &= inside
-            notes.append(f"dropped {dropped} rows with {key} {word} {limit:g} "
-                         f"(--{'min' if word == 'below' else 'max'})")
+            notes.append(f"dropped {dropped} rows with {key} {word} {limit:g} ({option(name)})")
     if not mask.any():
-        raise DataError(f"{table.path}: no rows left after --min / --max")
+        raise DataError(f"{table.path}: no rows left after {option('min_values')} / {option('max_values')}")
     if last_per_group:
         kept_before = int(mask.sum())
         mask &= _last_of_each_group(data[roles["group"]], data[roles["tokens"]], mask)
         notes.append(f"kept each run's last row (most tokens): {int(mask.sum())} of {kept_before} rows "
-                     f"(--last-per-group)")
+                     f"({option('last_per_group')})")
     n_filtered = int((~mask).sum())
     data = {k: v[mask] for k, v in data.items()}
     idx = idx[mask]
@@ -740,15 +784,16 @@ def load_runs(path: str | Path, *, require: Sequence[str] = ("width", "depth", "
     mask = np.ones(len(idx), dtype=bool)
     if exclude_top_loss:
         if exclude_top_loss > len(response_col):
-            raise DataError(f"{table.path}: --exclude-top-loss {exclude_top_loss} is more than the "
+            raise DataError(f"{table.path}: {option('exclude_top_loss', exclude_top_loss)} is more than the "
                             f"{len(response_col)} rows")
         threshold = np.sort(response_col)[::-1][exclude_top_loss - 1]
         mask = response_col < threshold
         n_excluded = int((~mask).sum())
         notes.append(f"excluded {n_excluded} rows with {roles.get(response, response)} >= "
-                     f"{threshold:.6g} (the {exclude_top_loss}-th highest)")
+                     f"{threshold:.6g} (the {ordinal(exclude_top_loss)} highest)")
         if not mask.any():
-            raise DataError(f"{table.path}: no rows left after --exclude-top-loss {exclude_top_loss}")
+            raise DataError(f"{table.path}: no rows left after "
+                            f"{option('exclude_top_loss', exclude_top_loss)}")
     data = {k: v[mask] for k, v in data.items()}
     options = {"format": format, "columns": overrides, "configs": None if configs is None else str(configs),
                "on": on, "exclude_top_loss": exclude_top_loss, "drop_missing": drop_missing,
@@ -759,7 +804,7 @@ def load_runs(path: str | Path, *, require: Sequence[str] = ("width", "depth", "
                 options=options)
 
 
-def parse_role_values(items: Sequence[str] | Mapping[str, float] | None, option: str,
+def parse_role_values(items: Sequence[str] | Mapping[str, float] | None, flag: str,
                       positive: bool = False) -> dict[str, float]:
     """`ROLE=VALUE` items (`--scale tokens=1e9`, `--min tokens=5B`) as {role or column: value}."""
     if not items:
@@ -768,7 +813,7 @@ def parse_role_values(items: Sequence[str] | Mapping[str, float] | None, option:
     if not isinstance(items, Mapping):
         for item in items:
             if "=" not in item:
-                raise DataError(f"{option} '{item}': expected ROLE=VALUE, e.g. {option} tokens=1e9")
+                raise DataError(f"{flag} '{item}': expected ROLE=VALUE, e.g. {flag} tokens=1e9")
             key, value = item.split("=", 1)
             pairs.append((key.strip(), value.strip()))
     out = {}
@@ -779,9 +824,9 @@ def parse_role_values(items: Sequence[str] | Mapping[str, float] | None, option:
             number = None
         if number is None or not math.isfinite(number) or (positive and number <= 0):
             kind = "a positive number" if positive else "a number"
-            raise DataError(f"{option} {key}={value}: the value must be {kind}")
+            raise DataError(f"{flag} {key}={value}: the value must be {kind}")
         if not key:
-            raise DataError(f"{option} '={value}': the role or column is empty")
+            raise DataError(f"{flag} '={value}': the role or column is empty")
         out[key] = number
     return out
 
@@ -798,6 +843,45 @@ def _last_of_each_group(groups: np.ndarray, tokens: np.ndarray, mask: np.ndarray
     return keep
 
 
+DEFAULT_REQUIRE = ("width", "depth", "tokens", "loss")
+FRAME_PATH = "<DataFrame>"
+
+
+def _form_for(form: Any):
+    """A form from what `load_runs(form=...)` accepts: a `Form`, a built-in or shipped name, a YAML path."""
+    from .forms import BUILTIN_FORMS, Form, get_form, shipped_form_path
+
+    if isinstance(form, Form):
+        return form
+    text = str(form)
+    if text in BUILTIN_FORMS:
+        return get_form(text)
+    from .spec import load_form
+
+    shipped = shipped_form_path(text)
+    return load_form(shipped if shipped is not None and not Path(text).is_file() else text)
+
+
+def _as_table(source: Any, fmt: str | None) -> Table:
+    """A raw `Table` from a file path, or from a pandas DataFrame (or a dict of columns), whose NaN
+    and None cells count as empty."""
+    if isinstance(source, (str, Path)):
+        return read_table(source, fmt)
+    if hasattr(source, "columns") and hasattr(source, "to_dict"):  # a pandas DataFrame, duck-typed
+        names = [str(c) for c in source.columns]
+        _check_duplicates(Path(FRAME_PATH), names)
+        columns = {str(c): source[c].tolist() for c in source.columns}
+    elif isinstance(source, Mapping):
+        names = [str(c) for c in source]
+        columns = {str(c): list(v) for c, v in source.items()}
+    else:
+        raise DataError(f"a table must be a file path or a pandas DataFrame, not {type(source).__name__}")
+    if not names or not any(len(v) for v in columns.values()):
+        raise DataError(f"{FRAME_PATH}: the table is empty")
+    cells = {name: tuple(None if _is_missing(v) else v for v in columns[name]) for name in names}
+    return Table(FRAME_PATH, tuple(names), cells, None)
+
+
 def _is_missing(cell: Any) -> bool:
     return cell is None or (isinstance(cell, str) and cell.strip().lower() in _MISSING) or (
         isinstance(cell, float) and math.isnan(cell))
@@ -808,5 +892,6 @@ def _missing_message(table: Table, role: str, overrides: Mapping[str, str]) -> s
     extra = ""
     if role == "tokens":
         extra = " (or both flops and params, to compute tokens = flops / (6 * params))"
+    law = "" if from_cli() else "; or pass form=... (e.g. form='chinchilla') to need only that law's columns"
     return (f"{table.path}: no column for {role}{extra}; looked for {aliases}; the table has "
-            f"{', '.join(repr(n) for n in table.names)}; name one with --column {role}=NAME")
+            f"{', '.join(repr(n) for n in table.names)}; name one with {column_option(role)}{law}")

@@ -7,6 +7,7 @@ matplotlib is imported inside the functions (with the Agg backend), never at mod
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Mapping, Sequence
 
@@ -46,6 +47,10 @@ STYLE = {
     "axes.spines.top": False,
     "axes.spines.right": False,
 }
+# How files are written: TrueType fonts embedded in PDF (Type 3 fonts are refused by some journals and
+# look poor when edited), real <text> elements in SVG so that labels stay editable.
+SAVE_STYLE = {"pdf.fonttype": 42, "ps.fonttype": 42, "svg.fonttype": "none"}
+TITLE_CHARS_PER_INCH = 11  # characters of an 11-12 pt title that fit in an inch of figure width
 POINT_COLOR = "#1f77b4"
 FIT_COLOR = "#d62728"
 MEAN_COLOR = "black"
@@ -53,13 +58,43 @@ BOOT_COLOR = "#ff7f0e"
 JACOBIAN_COLOR = "#2ca02c"
 
 # How each role is named on an axis; a symbol the table calls something else falls back to its name.
+# {col} is the table's column that played the role (the default in brackets when it is not known).
 ROLE_LABELS = {
-    "width": "width {sym} (d_model)",
-    "depth": "depth {sym} (layers)",
-    "tokens": "training tokens {sym}",
-    "params": "parameters {sym}",
-    "flops": "training compute {sym} (FLOP)",
+    "width": "width {sym} ({col})",
+    "depth": "depth {sym} ({col})",
+    "tokens": "training tokens {sym} ({col})",
+    "params": "parameters {sym} ({col})",
+    "flops": "training compute {sym} ({col})",
 }
+DEFAULT_COLUMNS = {"width": "d_model", "depth": "layers", "tokens": "tokens", "params": "params",
+                   "flops": "FLOP"}
+
+
+@dataclass(frozen=True)
+class AxisText:
+    """What the figures call things, from the table: the column that played each role, and the noun for
+    its rows ("checkpoints" when a group column holds several rows per group, else "runs")."""
+
+    columns: Mapping[str, str] = field(default_factory=dict)
+    unit: str = "runs"
+
+
+def axis_text(runs) -> AxisText:
+    """`AxisText` for a `Runs` table.
+
+    >>> from scaling_cli import load_runs
+    >>> axis_text(load_runs("data/example_runs.csv"))
+    AxisText(columns={'width': 'd_model', 'depth': 'n_layers', 'tokens': 'num_tokens', 'loss': 'loss', \
+'params': 'params', 'flops': 'flops'}, unit='runs')
+    """
+    if runs is None:
+        return AxisText()
+    unit = "runs"
+    group = runs.roles.get("group")
+    if group is not None and group in runs.data:
+        n_groups = len(set(runs.data[group].tolist()))
+        unit = "checkpoints" if 0 < n_groups < len(runs) else "runs"
+    return AxisText(dict(runs.roles), unit)
 SYMBOL_TEX = {"l": r"\ell", "alpha": r"\alpha", "beta": r"\beta", "gamma": r"\gamma", "delta": r"\delta",
               "sigma": r"\sigma", "mu": r"\mu", "nu": r"\nu", "lambda": r"\lambda", "eta": r"\eta"}
 DECOMPOSED_TERMS = (("c_m", "alpha_m", "m"), ("c_l", "alpha_l", "l"), ("c_D", "alpha_D", "D"))
@@ -67,6 +102,13 @@ AXIS_NOUNS = {"m": "width", "l": "depth", "D": "data"}
 
 
 # ---------------------------------------------------------------- helpers
+
+
+def _style():
+    """The house style as an rc context (fonts, sizes, spines), for figures made without pyplot."""
+    import matplotlib
+
+    return matplotlib.rc_context(STYLE)
 
 
 def _pyplot():
@@ -96,36 +138,57 @@ def _term_tex(c_name: str, a_name: str, symbol: str) -> str:
     return f"{tex(c_name)[1:-1]}\\,{tex(symbol)[1:-1]}^{{-{tex(a_name)[1:-1]}}}"
 
 
-def variable_label(symbol: str, role: str) -> str:
-    """An axis label for a variable: 'width $m$ (d_model)'."""
+def variable_label(symbol: str, role: str, column: str | None = None) -> str:
+    """An axis label for a variable, naming the column that was used: 'width $m$ (hidden_size)'.
+
+    >>> variable_label("m", "width", "hidden_size"), variable_label("m", "width", "width")
+    ('width $m$ (hidden_size)', 'width $m$')
+    """
     template = ROLE_LABELS.get(role)
     if template is None:
         return f"{role} {tex(symbol)}" if role != symbol else tex(symbol)
-    return template.format(sym=tex(symbol))
+    column = column or DEFAULT_COLUMNS[role]
+    if column.lower() == role:  # a column called "width" needs no "(width)"
+        return template.split(" (")[0].format(sym=tex(symbol))
+    return template.format(sym=tex(symbol), col=column)
+
+
+SUPERSCRIPTS = str.maketrans("-0123456789", "⁻⁰¹²³⁴⁵⁶⁷⁸⁹")
 
 
 def _tick_text(value: float) -> str:
+    """A tick label in plain text (`0.75`, `10⁹`, `2×10¹⁰`): unicode superscripts rather than mathtext,
+    which matplotlib parses once per label and which made up a sixth of a figure's drawing time.
+
+    >>> _tick_text(0.75), _tick_text(1e9), _tick_text(2e10), _tick_text(5e-5)
+    ('0.75', '10⁹', '2×10¹⁰', '5×10⁻⁵')
+    """
     if value == 0:
         return "0"
     exponent = math.floor(math.log10(abs(value)) + 1e-9)
     if -3 <= exponent <= 4:
         return f"{value:g}"
     mantissa = value / 10.0**exponent
+    power = f"10{str(exponent).translate(SUPERSCRIPTS)}"
     if abs(mantissa - 1) < 1e-9:
-        return f"$10^{{{exponent}}}$"
-    return f"${mantissa:g}\\times10^{{{exponent}}}$"
+        return power
+    return f"{mantissa:g}×{power}"
 
 
 def _readable_log_axis(axis, lo: float, hi: float) -> None:
     """On a log axis spanning less than two decades, matplotlib labels few ticks or crowds minor ones in
-    scientific notation; give it four to seven round ticks with plain labels instead."""
+    scientific notation; give it four to seven round ticks with plain labels instead, spread over the
+    whole range (an axis from 0.55 to 1.9 gets 0.75, 1, 1.25, 1.5, 1.75, not 0.6 to 1 only)."""
     from matplotlib.ticker import FixedLocator, FuncFormatter, MaxNLocator, NullFormatter, NullLocator
 
     if not (lo > 0 and hi > lo) or hi / lo > 100:
         return
-    if hi / lo < 3:  # narrower than half a decade: evenly spaced round values look even on log axes too
-        ticks = [t for t in MaxNLocator(nbins=5, steps=[1, 2, 2.5, 5, 10]).tick_values(lo, hi)
-                 if lo <= t <= hi]
+    if hi / lo < 10:  # within a decade: evenly spaced round values, which look even on log axes too
+        for nbins in (5, 8):  # and spread over the whole range, not bunched below the one power of ten
+            ticks = [t for t in MaxNLocator(nbins=nbins, steps=[1, 2, 2.5, 5, 10]).tick_values(lo, hi)
+                     if lo <= t <= hi]
+            if len(ticks) >= 4:
+                break
     else:
         decades = range(math.floor(math.log10(lo)) - 1, math.ceil(math.log10(hi)) + 1)
         for multipliers in ((1, 2, 5), (1, 2, 3, 5), (1, 1.5, 2, 3, 4, 5, 7), tuple(range(1, 10))):
@@ -136,6 +199,41 @@ def _readable_log_axis(axis, lo: float, hi: float) -> None:
     axis.set_major_formatter(FuncFormatter(lambda v, _pos: _tick_text(v)))
     axis.set_minor_locator(NullLocator())
     axis.set_minor_formatter(NullFormatter())
+
+
+def wrap_title(text: str, width_inches: float, scale: float = 1.0) -> str:
+    """`text` broken into lines that fit a figure `width_inches` wide (at ~11 characters an inch for
+    an 11-12 pt title; `scale` < 1 for smaller type), so that no title is clipped. Mathtext (`$...$`)
+    is never broken.
+
+    >>> title = "Residuals of the chinchilla fit (huber objective, n = 240); shaded: |r| <= 0.001"
+    >>> print(wrap_title(title, 3))
+    Residuals of the chinchilla fit
+    (huber objective, n = 240);
+    shaded: |r| <= 0.001
+    """
+    limit = max(20, int(width_inches * TITLE_CHARS_PER_INCH / scale))
+    lines = []
+    for paragraph in text.split("\n"):
+        words, current = paragraph.split(" "), ""
+        for word in words:  # keep $...$ pieces whole even when they hold spaces
+            candidate = f"{current} {word}" if current else word
+            if current and current.count("$") % 2 == 1:
+                current = candidate
+            elif len(_visible(candidate)) > limit and current:
+                lines.append(current)
+                current = word
+            else:
+                current = candidate
+        lines.append(current)
+    return "\n".join(lines)
+
+
+def _visible(text: str) -> str:
+    """Roughly the characters a reader sees: mathtext commands and braces dropped."""
+    import re
+
+    return re.sub(r"\\[a-zA-Z]+|[{}$_^]", "", text)
 
 
 def _log_limits(values: np.ndarray, pad: float = 1.15) -> tuple[float, float]:
@@ -202,8 +300,15 @@ def _group_means(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, 
 # ---------------------------------------------------------------- fit figures
 
 
-def observed_vs_predicted(result: FitResult, path: str | Path | None = None) -> Figure:
-    """Observed against predicted loss on log-log axes, with the line y = x and a ±1% band."""
+def observed_vs_predicted(result: FitResult, path: str | Path | None = None,
+                          labels: AxisText | None = None) -> Figure:
+    """Observed against predicted loss on log-log axes, with the line y = x and a ±1% band.
+
+    >>> from scaling_cli import fit, load_runs
+    >>> result = fit(load_runs("data/example_runs.csv"))
+    >>> print(observed_vs_predicted(result).axes[0].get_xlabel())
+    predicted loss $L_{\\rm pred}$
+    """
     import matplotlib
 
     plt = _pyplot()
@@ -218,7 +323,7 @@ def observed_vs_predicted(result: FitResult, path: str | Path | None = None) -> 
                         label=f"±{BAND_PERCENT:g}%")
         ax.plot(line, line, color="0.25", lw=1, label="observed = predicted")
         ax.scatter(pred[ok], obs[ok], s=14, color=POINT_COLOR, alpha=0.7, edgecolors="none",
-                   label=f"runs (n = {int(ok.sum())})")
+                   label=f"{(labels or AxisText()).unit} (n = {int(ok.sum())})")
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.set_xlim(lo, hi)
@@ -232,17 +337,24 @@ def observed_vs_predicted(result: FitResult, path: str | Path | None = None) -> 
         title = f"{result.form.name} fit, objective {result.objective.name}"
         legend_title = (f"RMSE(log) = {stats.rmse_log:.2g}, mean |rel. err.| = "
                         f"{100 * stats.mean_abs_rel_error:.2g}%")
-        ax.set_title(title)
+        ax.set_title(wrap_title(title, 5.2))
         ax.legend(loc="upper left", title=legend_title, title_fontsize=9)
         if not ok.all():
-            ax.text(0.98, 0.02, f"{int((~ok).sum())} runs with a non-positive or non-finite value not shown",
+            ax.text(0.98, 0.02, f"{int((~ok).sum())} {(labels or AxisText()).unit} with a non-positive or "
+                                f"non-finite value not shown",
                     transform=ax.transAxes, ha="right", va="bottom", fontsize=8)
     return _maybe_save(fig, path)
 
 
-def residuals(result: FitResult, path: str | Path | None = None) -> Figure:
+def residuals(result: FitResult, path: str | Path | None = None, labels: AxisText | None = None) -> Figure:
     """Residuals in the objective's space against each variable (log x axes), with the zero line; the
-    Huber δ zone shaded for a Huber fit."""
+    Huber δ zone shaded for a Huber fit.
+
+    >>> from scaling_cli import fit, load_runs
+    >>> result = fit(load_runs("data/example_runs.csv"))
+    >>> [ax.get_xscale() for ax in residuals(result).axes]
+    ['log', 'log', 'log']
+    """
     import matplotlib
 
     plt = _pyplot()
@@ -266,21 +378,28 @@ def residuals(result: FitResult, path: str | Path | None = None) -> Figure:
             lo, hi = _log_limits(x[ok], pad=1.08)
             ax.set_xlim(lo, hi)
             _readable_log_axis(ax.xaxis, lo, hi)
-            ax.set_xlabel(variable_label(symbol, role))
+            ax.set_xlabel(variable_label(symbol, role, (labels or AxisText()).columns.get(role)))
         axes[0].set_ylabel(ylabel)
         title = (f"Residuals of the {result.form.name} fit ({result.objective.name} objective, "
                  f"n = {int(finite.sum())})")
         if result.objective.name == "huber":
             title += f"; shaded: |r| ≤ δ = {result.objective.delta:g}, where the Huber loss is quadratic"
-        fig.suptitle(title)
+        fig.suptitle(wrap_title(title, fig.get_figwidth()))
     return _maybe_save(fig, path)
 
 
-def partial_terms(result: FitResult, path: str | Path | None = None) -> Figure:
+def partial_terms(result: FitResult, path: str | Path | None = None,
+                  labels: AxisText | None = None) -> Figure:
     """For the decomposed law, one panel per axis (width, depth, data): the observed loss minus the
     other two fitted terms and L0, against that variable on log-log axes, with the fitted power law
     c·x^-alpha and its ±1σ band. Runs whose partial loss is ≤ 0 cannot be drawn on log axes and are
-    counted in the panel's title."""
+    counted in the panel's title.
+
+    >>> from scaling_cli import fit, load_runs
+    >>> result = fit(load_runs("data/example_runs.csv"))
+    >>> [ax.get_title().split(":")[0] for ax in partial_terms(result).axes]
+    ['width', 'depth', 'data']
+    """
     import matplotlib
 
     plt = _pyplot()
@@ -298,14 +417,16 @@ def partial_terms(result: FitResult, path: str | Path | None = None) -> Figure:
             partial = obs - pred + c * x**-alpha
             shown = np.isfinite(partial) & (partial > 0)
             hidden = int((~shown).sum())
-            grid = np.geomspace(x.min(), x.max(), 200)
+            xlo, xhi = _log_limits(x, pad=1.06)
+            # one value of the variable: draw the law across the panel, or its legend entry has no line
+            grid = np.geomspace(x.min(), x.max(), 200) if x.max() > x.min() else np.geomspace(xlo, xhi, 200)
             fitted = c * grid**-alpha
 
             xs, means, errs = _group_means(x, partial)
             keep = means > 0
             ylo, yhi = _log_limits(np.concatenate([partial[shown], fitted, means[keep]]), pad=1.25)
             ax.scatter(x[shown], partial[shown], s=12, color=POINT_COLOR, alpha=0.35, edgecolors="none",
-                       label="runs", zorder=2)
+                       label=(labels or AxisText()).unit, zorder=2)
             band = power_law_band(c, alpha, cov[np.ix_([ic, ia], [ic, ia])], grid)
             if band is not None:
                 ax.fill_between(grid, band[0], band[1], color=FIT_COLOR, alpha=0.2, lw=0, zorder=1,
@@ -322,18 +443,19 @@ def partial_terms(result: FitResult, path: str | Path | None = None) -> Figure:
                             label=f"mean per {noun} ± s.e.")
             ax.set_xscale("log")
             ax.set_yscale("log")
-            xlo, xhi = _log_limits(x, pad=1.06)
             ax.set_xlim(xlo, xhi)
             ax.set_ylim(ylo, yhi)
             _readable_log_axis(ax.xaxis, xlo, xhi)
             _readable_log_axis(ax.yaxis, ylo, yhi)
-            ax.set_xlabel(variable_label(symbol, roles.get(symbol, symbol)))
+            role = roles.get(symbol, symbol)
+            ax.set_xlabel(variable_label(symbol, role, (labels or AxisText()).columns.get(role)))
             ax.set_ylabel(f"$L_{{\\rm obs}} - L_0 - {others}$")
             title = (f"{AXIS_NOUNS[symbol]}: {tex(a_name)} = "
                      f"{format_value_error(alpha, float(result.stderr[ia]))}")
             if hidden:
-                title += f"\n{hidden} of {len(x)} runs with partial loss ≤ 0 not shown"
-            ax.set_title(title)
+                unit = (labels or AxisText()).unit
+                title += f"\n{hidden} of {len(x)} {unit} with partial loss ≤ 0 not shown"
+            ax.set_title(wrap_title(title, 4.5))
             ax.legend(loc="lower left")
         fig.suptitle("Decomposed law, one axis at a time: loss minus the other fitted terms")
     return _maybe_save(fig, path)
@@ -346,7 +468,8 @@ def _nice_round(value: float) -> float:
     return float(candidates[np.argmin(np.abs(np.log(candidates / value)))])
 
 
-def loss_vs_compute(result: FitResult, path: str | Path | None = None) -> Figure:
+def loss_vs_compute(result: FitResult, path: str | Path | None = None,
+                    labels: AxisText | None = None) -> Figure:
     """For the Chinchilla law: loss against compute C = 6·N·D (log x), runs coloured by N, with the
     fitted L(N, D = C / 6N) for a few N spanning the data (solid where D lies in the data's range), and
     the compute-optimal envelope where its optimum lies inside the data's N range."""
@@ -365,7 +488,7 @@ def loss_vs_compute(result: FitResult, path: str | Path | None = None) -> Figure
     with matplotlib.rc_context(STYLE):
         fig, ax = plt.subplots(figsize=(7.2, 5.0), constrained_layout=True)
         points = ax.scatter(C, obs, c=N, cmap=cmap, norm=norm, s=16, alpha=0.8, edgecolors="none",
-                            label=f"runs (n = {len(obs)})", zorder=2)
+                            label=f"{(labels or AxisText()).unit} (n = {len(obs)})", zorder=2)
         iso = sorted({_nice_round(v) for v in np.geomspace(N.min(), N.max(), N_ISO_CURVES)})
         iso = [v for v in iso if N.min() / 1.5 <= v <= N.max() * 1.5]
         for n_value in iso:
@@ -399,15 +522,24 @@ def loss_vs_compute(result: FitResult, path: str | Path | None = None) -> Figure
     return _maybe_save(fig, path)
 
 
-def fit_figures(result: FitResult) -> dict[str, Figure]:
+def fit_figures(result: FitResult, runs=None) -> dict[str, Figure]:
     """Every figure for a fit, by file stem: observed vs predicted and residuals for any form; the
-    per-axis partial-loss panels for `decomposed`; loss against compute for `chinchilla`."""
-    figures = {"observed_vs_predicted": observed_vs_predicted(result), "residuals": residuals(result)}
+    per-axis partial-loss panels for `decomposed`; loss against compute for `chinchilla`. With the
+    `runs` that were fitted, axes name the columns used and a checkpoint table's rows "checkpoints".
+
+    >>> from scaling_cli import fit, load_runs
+    >>> runs = load_runs("data/example_runs.csv")
+    >>> sorted(fit_figures(fit(runs), runs))
+    ['observed_vs_predicted', 'partial_terms', 'residuals']
+    """
+    labels = axis_text(runs)
+    figures = {"observed_vs_predicted": observed_vs_predicted(result, labels=labels),
+               "residuals": residuals(result, labels=labels)}
     params = set(result.names)
     if result.form.name == "decomposed" and params >= {p for t in DECOMPOSED_TERMS for p in t[:2]}:
-        figures["partial_terms"] = partial_terms(result)
+        figures["partial_terms"] = partial_terms(result, labels=labels)
     elif result.form.name == "chinchilla" and {"N", "D"} <= set(result.inputs):
-        figures["loss_vs_compute"] = loss_vs_compute(result)
+        figures["loss_vs_compute"] = loss_vs_compute(result, labels=labels)
     return figures
 
 
@@ -452,7 +584,9 @@ def _histogram_panel(ax: Axes, values: np.ndarray, full: float, interval, jacobi
     marks = [full, *(interval or ()), *(jacobian or ())]
     span, outside = _hist_range(values, marks)
     bins = int(np.clip(math.sqrt(len(values)), 10, 50))
-    ax.hist(values, bins=bins, range=span, color="0.62", linewidth=0, zorder=2)
+    counts, edges = np.histogram(values, bins=bins, range=span)
+    # one filled outline rather than a rectangle per bin: a tenth of the drawing cost, same picture
+    ax.stairs(counts, edges, fill=True, color="0.62", linewidth=0, zorder=2, gid="histogram")
     _mark_interval(ax, interval, BOOT_COLOR, "--", "bootstrap interval", shade=True)
     _mark_interval(ax, jacobian, JACOBIAN_COLOR, ":", "Jacobian interval", shade=False)
     if math.isfinite(full):
@@ -499,9 +633,10 @@ def bootstrap_histograms(names: Sequence[str], draws, full_values, intervals: Ma
         if handles:
             fig.legend(handles, labels, loc="outside lower center", ncols=len(handles), frameon=False)
         total = len(ok) + failed
-        fig.suptitle(f"Bootstrap: {len(ok)} of {total} resamples"
-                     + (f" ({failed} failed, left out)" if failed else "")
-                     + "; titles show the full-data estimate ± bootstrap s.e.")
+        fig.suptitle(wrap_title(f"Bootstrap: {len(ok)} of {total} resamples"
+                                + (f" ({failed} failed, left out)" if failed else "")
+                                + "; titles show the full-data estimate ± bootstrap s.e.",
+                                fig.get_figwidth()))
     return _maybe_save(fig, path)
 
 
@@ -526,10 +661,21 @@ def _smooth(hist: np.ndarray) -> np.ndarray:
 
 
 def corner(names: Sequence[str], draws, full_values, intervals: Mapping[str, Sequence[float]],
-           exponents: Sequence[str] | None = None, path: str | Path | None = None) -> Figure | None:
+           exponents: Sequence[str] | None = None, path: str | Path | None = None,
+           log_scale: Sequence[str] = ()) -> Figure | None:
     """Corner plot of some parameters' bootstrap draws (default: the exponents, names starting with
     'alpha' or 'beta'): pairwise scatter with density contours enclosing 68% and 95% of the draws below
-    the diagonal, marginal histograms on it, correlations above it. None when there is nothing to show."""
+    the diagonal, marginal histograms on it, correlations (of the raw draws) above it. Parameters named
+    in `log_scale` whose draws are all positive are shown as log10, so that a coefficient's long right
+    tail does not squash its panels. None when there is nothing to show.
+
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(0)
+    >>> draws = np.column_stack([np.exp(rng.normal(5, 0.5, 200)), rng.normal(1, 0.1, 200)])
+    >>> fig = corner(["c", "alpha"], draws, [150.0, 1.0], {}, exponents=["c", "alpha"], log_scale=["c"])
+    >>> print(fig.axes[2].get_xlabel())
+    $\\log_{10}\\,c$
+    """
     import matplotlib
 
     names = list(names)
@@ -543,13 +689,29 @@ def corner(names: Sequence[str], draws, full_values, intervals: Mapping[str, Seq
         return None
     plt = _pyplot()
     ok, failed = _finite_draws(draws)
-    full_values = np.asarray(full_values, dtype=float)
+    full_values = np.asarray(full_values, dtype=float).copy()
     idx = [names.index(n) for n in chosen]
     k = len(idx)
     size = max(2.4, min(3.2, 9.0 / k))
+    raw = ok.copy()
+    intervals = dict(intervals)
+    logged = {n for n in log_scale if n in chosen and len(ok) and np.all(ok[:, names.index(n)] > 0)
+              and full_values[names.index(n)] > 0}
+    for n in logged:
+        j = names.index(n)
+        ok[:, j], full_values[j] = np.log10(ok[:, j]), math.log10(full_values[j])
+        if intervals.get(n) is not None:
+            intervals[n] = tuple(math.log10(v) if v > 0 else math.nan for v in intervals[n])
+
+    def label(n: str) -> str:
+        return f"$\\log_{{10}}\\,{tex(n)[1:-1]}$" if n in logged else tex(n)
     with matplotlib.rc_context(STYLE):
-        fig, axes = plt.subplots(k, k, figsize=(size * k + 0.5, size * k + 0.5), constrained_layout=True,
-                                 squeeze=False)
+        fig, axes = plt.subplots(k, k, figsize=(size * k + 0.5, size * k + 0.5), squeeze=False)
+        # a regular grid labelled only on its left column and bottom row: fixed margins in inches, since
+        # constrained layout measured every one of the k*k panels (a third of the figure's cost)
+        side = size * k + 0.5
+        fig.subplots_adjust(left=0.9 / side, right=1 - 0.15 / side, bottom=0.75 / side, top=1 - 0.75 / side,
+                            wspace=0.12, hspace=0.12)
         spans = {}
         for a in range(k):
             vals = ok[:, idx[a]] if len(ok) else np.zeros(0)
@@ -561,7 +723,7 @@ def corner(names: Sequence[str], draws, full_values, intervals: Mapping[str, Seq
                 ax = axes[row, col]
                 if col > row:
                     if len(ok) > 2:
-                        rho = np.corrcoef(ok[:, idx[col]], ok[:, idx[row]])[0, 1]
+                        rho = np.corrcoef(raw[:, idx[col]], raw[:, idx[row]])[0, 1]
                         ax.text(0.5, 0.5, f"ρ({tex(chosen[row])}, {tex(chosen[col])})\n= {rho:+.2f}",
                                 transform=ax.transAxes, ha="center", va="center", fontsize=10)
                     ax.axis("off")
@@ -589,28 +751,33 @@ def corner(names: Sequence[str], draws, full_values, intervals: Mapping[str, Seq
                     ax.set_ylim(*spans[row])
                     ax.ticklabel_format(style="sci", scilimits=(-3, 4), useMathText=True)
                     if col == 0:
-                        ax.set_ylabel(tex(chosen[row]))
+                        ax.set_ylabel(label(chosen[row]))
                     else:
                         ax.tick_params(labelleft=False)
                 if row == k - 1:
-                    ax.set_xlabel(tex(chosen[col]))
+                    ax.set_xlabel(label(chosen[col]))
                 else:
                     ax.tick_params(labelbottom=False)
         note = f"; {failed} failed resamples left out" if failed else ""
-        fig.suptitle(f"Bootstrap draws (n = {len(ok)}{note}): contours enclose "
-                     f"{' and '.join(f'{100 * m:.0f}%' for m in sorted(CORNER_LEVELS))}; + full-data fit")
+        fig.suptitle(wrap_title(f"Bootstrap draws (n = {len(ok)}{note}): contours enclose "
+                                f"{' and '.join(f'{100 * m:.0f}%' for m in sorted(CORNER_LEVELS))}; "
+                                f"+ full-data fit", fig.get_figwidth()))
     return _maybe_save(fig, path)
 
 
 def bootstrap_figures(names: Sequence[str], draws, full_values, intervals: Mapping[str, Sequence[float]],
                       jacobian_intervals: Mapping[str, Sequence[float]] | None = None,
-                      exponents: Sequence[str] | None = None) -> dict[str, Figure]:
+                      exponents: Sequence[str] | None = None, log_scale: Sequence[str] = (),
+                      corner_names: Sequence[str] | None = None) -> dict[str, Figure]:
     """The bootstrap's figures by file stem: `bootstrap_histograms` (one panel per parameter) and
     `bootstrap_corner` (the exponents, or the parameters named in `exponents`) when there is one to
     show. Rows of `draws` (B, P) holding NaN are failed resamples and are left out."""
     figures = {"bootstrap_histograms": bootstrap_histograms(names, draws, full_values, intervals,
                                                             jacobian_intervals)}
-    fig = corner(names, draws, full_values, intervals, exponents)
+    corner_names = list(names if corner_names is None else corner_names)
+    keep = [names.index(n) for n in corner_names]
+    fig = corner(corner_names, np.asarray(draws, dtype=float)[:, keep], np.asarray(full_values)[keep],
+                 intervals, exponents, log_scale=log_scale)
     if fig is not None:
         figures["bootstrap_corner"] = fig
     return figures
@@ -620,9 +787,16 @@ def bootstrap_figures(names: Sequence[str], draws, full_values, intervals: Mappi
 
 
 def _save_one(fig: Figure, path: Path, fmt: str) -> Path:
+    import matplotlib
+
     kwargs = {"dpi": PNG_DPI} if fmt == "png" else {}
+
+    def write(tmp: Path) -> None:
+        with matplotlib.rc_context(SAVE_STYLE):
+            fig.savefig(tmp, format=fmt, **kwargs)
+
     try:
-        return atomic_write(path, lambda tmp: fig.savefig(tmp, format=fmt, **kwargs))
+        return atomic_write(path, write)
     except OSError as exc:
         raise DataError(f"cannot write figure {path}: {exc.strerror or exc}") from None
 
@@ -639,7 +813,16 @@ def _maybe_save(fig: Figure, path: str | Path | None) -> Figure:
 
 def save_figures(figures: Mapping[str, Figure], directory: str | Path, fmt: str = "png") -> list[Path]:
     """Save each figure as `directory/NAME.fmt` (created with its parents if missing), each written whole
-    or not at all; close every figure, also on failure. Returns the paths written."""
+    or not at all; close every figure, also on failure. Returns the paths written. PDFs embed TrueType
+    fonts and SVGs keep their text editable (`SAVE_STYLE`).
+
+    >>> import tempfile
+    >>> from scaling_cli import fit, load_runs
+    >>> result = fit(load_runs("data/example_runs.csv"))
+    >>> with tempfile.TemporaryDirectory() as out:
+    ...     [p.name for p in save_figures(fit_figures(result), out, "pdf")]
+    ['observed_vs_predicted.pdf', 'residuals.pdf', 'partial_terms.pdf']
+    """
     plt = _pyplot()
     try:
         if fmt not in PLOT_FORMATS:
@@ -662,44 +845,47 @@ def save_figures(figures: Mapping[str, Figure], directory: str | Path, fmt: str 
 
 def compare_figures(result: CompareResult) -> dict[str, Figure]:
     """One figure, `compare_heldout`: two panels (extrapolation to the largest runs; out-of-fold
-    cross-validation), observed against predicted for every ranked form, with the line y = x."""
+    cross-validation), each form's held-out relative error (predicted / observed − 1, in %) against the
+    observed value, with the zero line. Relative errors keep many forms apart where observed-against-
+    predicted would stack them on the diagonal; each panel's legend sits below it, off the data."""
     from matplotlib.figure import Figure
 
     response = result.ranked[0].form.response if result.ranked else "response"
-    fig = Figure(figsize=(11, 5), layout="constrained")
-    axes = fig.subplots(1, 2)
+    n_forms = max(len(result.ranked), 1)
+    legend_rows = n_forms + 1
+    fig = Figure(figsize=(11, 4.6 + 0.2 * legend_rows), layout="constrained")
+    with _style():
+        axes = fig.subplots(1, 2)
     panels = (
         ("extrapolation", f"extrapolation: fit below, predict the top {100 * result.holdout_top:g}% "
                           f"by {result.by}"),
         ("cv", f"{result.folds}-fold cross-validation (out of fold)"),
     )
+    cycle = [f"C{i}" for i in range(10)]
     for ax, (attr, title) in zip(axes, panels, strict=True):
-        lo, hi = np.inf, -np.inf
+        drawn = False
         for i, entry in enumerate(result.ranked):
             held = getattr(entry, attr)
             if held is None or held.failed or not len(held.observed):
                 continue
-            ok = np.isfinite(held.predicted) & (held.predicted > 0)
+            ok = np.isfinite(held.predicted) & (held.predicted > 0) & (held.observed != 0)
             if not ok.any():
                 continue
+            rel = 100 * (held.predicted[ok] / held.observed[ok] - 1)
             label = f"{entry.rank}. {entry.name} (mean |rel. error| {100 * held.mean_abs_rel_error:.2f}%)"
-            ax.scatter(held.predicted[ok], held.observed[ok], s=18, alpha=0.7,
-                       marker=COMPARE_MARKERS[i % len(COMPARE_MARKERS)], label=label)
-            lo = min(lo, held.predicted[ok].min(), held.observed[ok].min())
-            hi = max(hi, held.predicted[ok].max(), held.observed[ok].max())
-        if np.isfinite(lo) and np.isfinite(hi):
-            pad = 0.02 * (hi - lo) if hi > lo else 0.05 * abs(hi) or 1.0
-            line = np.array([lo - pad, hi + pad])
-            ax.plot(line, line, color="0.3", lw=1, ls="--", label="y = x")
-            ax.set_xlim(*line)
-            ax.set_ylim(*line)
-            ax.legend(fontsize="small", loc="upper left")
+            ax.scatter(held.observed[ok], rel, s=14, alpha=0.65, color=cycle[i % len(cycle)],
+                       marker=COMPARE_MARKERS[i % len(COMPARE_MARKERS)], label=label, linewidths=0,
+                       zorder=3 + n_forms - i)  # the best-ranked forms on top
+            drawn = True
+        if drawn:
+            ax.axhline(0, color="0.3", lw=1, ls="--", label="predicted = observed", zorder=2)
+            ax.legend(fontsize="small", loc="upper center", bbox_to_anchor=(0.5, -0.16), frameon=False,
+                      ncols=1)
         else:
             ax.text(0.5, 0.5, "no held-out predictions", ha="center", va="center", transform=ax.transAxes)
-        ax.set_title(title, fontsize="medium")
-        ax.set_xlabel(f"predicted {response}")
-        ax.set_ylabel(f"observed {response}")
-        ax.set_aspect("equal", adjustable="box")
+        ax.set_title(wrap_title(title, 5.2, scale=0.9), fontsize="medium")
+        ax.set_xlabel(f"observed {response}")
+        ax.set_ylabel(f"predicted / observed {response} − 1 (%)")
     fig.suptitle(f"held-out predictions: {result.n_points} rows, ranked by {result.rank_by}")
     return {COMPARE_FIGURE: fig}
 

@@ -8,7 +8,7 @@ import os
 import sys
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -42,36 +42,66 @@ def _rounded(x: float, decimals: int) -> float:
     return round(x, decimals) + 0.0
 
 
+def _layout(value: float, err: float, sig: int = 2) -> tuple[int, int]:
+    """How a value with a (positive, finite) error prints: (exponent, decimals). The error is rounded to
+    `sig` significant digits and the value to the same place. Magnitudes from 1e-4 to 1e6 print plainly
+    (exponent 0); beyond them both are scaled by 10**exponent, the value's own power of ten when it
+    shows a digit (`(2 ± 64)e+5`, never `(0.2 ± 6.4)e+6`), else the error's. `decimals` may be negative:
+    the place (10**-decimals) both are rounded to."""
+    d = _decimals_for(err, sig)
+    err_exp = sig - 1 - d
+    shown = value != 0 and abs(_rounded(value, d)) > 0
+    value_exp = math.floor(math.log10(abs(value))) if shown else err_exp
+    if max(value_exp, err_exp) >= 6 or max(value_exp, err_exp) <= -4:
+        exponent = value_exp if shown else err_exp
+        return exponent, d + exponent
+    return 0, d
+
+
+def _fixed(x: float, decimals: int) -> str:
+    """`x` rounded to `decimals` places (negative: to tens, hundreds, ...), as plain text."""
+    return f"{_rounded(x, decimals):.{max(decimals, 0)}f}"
+
+
 def format_value_error(value: float, err: float | None, sig: int = 2) -> str:
     """`value ± err` with err rounded to `sig` significant digits and value to the same place;
-    scientific notation for very large or small magnitudes; `± n/a` without an error."""
+    scientific notation for very large or small magnitudes; `± n/a` without an error.
+
+    >>> format_value_error(0.94548, 0.08479), format_value_error(274.7, 143.3)
+    ('0.945 ± 0.085', '270 ± 140')
+    >>> format_value_error(2.0e5, 6.4e6), format_value_error(1.2345e-7, 2.1e-9)
+    ('(2 ± 64)e+5', '(1.235 ± 0.021)e-7')
+    """
     if value is None or not math.isfinite(value):
         return "n/a"
     if err is None or not math.isfinite(err) or err <= 0:
         return f"{value:.5g} ± n/a" if err is None or not math.isfinite(err) else f"{value:.6g} ± 0"
-    magnitude = math.floor(math.log10(abs(value))) if value != 0 else math.floor(math.log10(err))
-    big = max(magnitude, math.floor(math.log10(err)))
-    if big >= 6 or big <= -4:
-        scale = 10.0**big
-        d = max(0, _decimals_for(err / scale, sig))
-        return f"({_rounded(value / scale, d):.{d}f} ± {err / scale:.{d}f})e{big:+d}"
-    d = _decimals_for(err, sig)
-    if d > 0:
-        return f"{_rounded(value, d):.{d}f} ± {err:.{d}f}"
-    return f"{_rounded(value, d):.0f} ± {round(err, d):.0f}"
+    exponent, d = _layout(value, err, sig)
+    if exponent:
+        scale = 10.0**exponent
+        return f"({_fixed(value / scale, d)} ± {_fixed(err / scale, d)})e{exponent:+d}"
+    return f"{_fixed(value, d)} ± {_fixed(err, d)}"
 
 
-def format_interval(lo: float, hi: float, err: float | None, sig: int = 2) -> str:
-    """An interval printed to the precision of its parameter's error."""
+def format_interval(lo: float, hi: float, err: float | None, sig: int = 2, value: float | None = None) -> str:
+    """An interval rounded like its parameter's `value ± err` (the same place, the same power of ten),
+    so that `270 ± 140` stands beside `[-10, 560]`, not `[-8, 557]`. Without `value`, the interval's
+    midpoint stands in for it.
+
+    >>> format_interval(-7.94, 557.39, 143.3), format_interval(2.1e6, 4.3e6, 5.5e5, value=3.2e6)
+    ('[-10, 560]', '[2.10e+6, 4.30e+6]')
+    """
     if not (math.isfinite(lo) and math.isfinite(hi)):
         return "n/a"
     if err is None or not math.isfinite(err) or err <= 0:
         return f"[{lo:.4g}, {hi:.4g}]"
-    big = max(math.floor(math.log10(max(abs(lo), abs(hi), 1e-300))), math.floor(math.log10(err)))
-    if big >= 6 or big <= -4:
-        return f"[{lo:.3e}, {hi:.3e}]"
-    d = max(0, _decimals_for(err, sig))
-    return f"[{lo:.{d}f}, {hi:.{d}f}]"
+    if value is None or not math.isfinite(value):
+        value = (lo + hi) / 2
+    exponent, d = _layout(value, err, sig)
+    if exponent:
+        scale = 10.0**exponent
+        return f"[{_fixed(lo / scale, d)}e{exponent:+d}, {_fixed(hi / scale, d)}e{exponent:+d}]"
+    return f"[{_fixed(lo, d)}, {_fixed(hi, d)}]"
 
 
 # ---------------------------------------------------------------- files
@@ -226,17 +256,79 @@ def _regime_sentence(head: str, lo: float, hi: float, label: str) -> str:
 # ---------------------------------------------------------------- rich tables
 
 
+def _split_terms(expression: str) -> list[str]:
+    """The top-level terms of a formula, each but the first with its sign: `a * x**(-b) + c - d` ->
+    [`a * x**(-b)`, `+ c`, `- d`]. Signs inside parentheses, after an operator (`x**-b`) or in a number
+    (`1e-3`) do not split."""
+    terms, depth, start, prev, prev2 = [], 0, 0, "", ""
+    for i, ch in enumerate(expression):
+        if ch == "(":
+            depth += 1
+        elif ch == ")":
+            depth -= 1
+        elif (ch in "+-" and depth == 0 and i > start and (prev.isalnum() or prev in "_)")
+              and not (prev in "eE" and prev2.isdigit())):
+            terms.append(expression[start:i].strip())
+            start = i
+        if not ch.isspace():
+            prev2, prev = prev, ch
+    terms.append(expression[start:].strip())
+    return [t[0] + " " + t[1:].strip() if t[:1] in "+-" and len(terms) > 1 else t for t in terms if t]
+
+
+def formula_lines(name: str, expression: str, width: int = 80) -> list[str]:
+    """`name: expression` as lines of at most `width` characters, broken only between terms (a
+    continuation starts with the term's sign, under the first term); a single term longer than a line
+    stays whole.
+
+    >>> formula_lines("decomposed", "c_m * m**(-alpha_m) + c_l * l**(-alpha_l) + L0", 40)
+    ['decomposed: c_m * m**(-alpha_m)', '            + c_l * l**(-alpha_l) + L0']
+    """
+    head = f"{name}: "
+    indent = " " * len(head) if len(head) <= width // 3 else "    "
+    lines, current = [], head
+    for term in _split_terms(expression):
+        bare = current in (head, indent)
+        candidate = current + term if bare else f"{current} {term}"
+        if len(candidate) <= width or bare:
+            current = candidate
+        else:
+            lines.append(current)
+            current = indent + term
+    lines.append(current)
+    return lines
+
+
+def print_formula(console: Console, form, extra: str | None = None) -> None:
+    """Print a form's name and formula on lines of their own, broken between terms to fit the console;
+    `extra` (e.g. how a bootstrap resampled) follows on its own line."""
+    for line in formula_lines(form.name, form.describe(), console.width):
+        console.print(line, markup=False, highlight=False, overflow="fold")
+    if extra:
+        console.print(extra, markup=False, highlight=False)
+
+
 def params_table(result: FitResult, title: str | None = None):
     from rich.table import Table
 
-    table = Table(title=title or f"{result.form.name}: {result.form.describe()}", title_justify="left")
-    table.add_column("parameter", style="bold")
-    table.add_column("value ± standard error", justify="right")
-    table.add_column("95% interval", justify="right")
-    table.add_column("note")
+    """Parameters and derived quantities: value ± standard error, 95% interval, note. The numbers never
+    wrap; the note column takes what width is left. The formula is printed above it by `print_formula`
+    (a `title` is only shown when given)."""
+    from .fitting import BOUNDED_INTERVAL_NOTE
+
+    table = Table(title=title, title_justify="left")
+    table.add_column("parameter", style="bold", overflow="fold")  # a long name folds; numbers never do
+    table.add_column("value ± standard error", justify="right", no_wrap=True)
+    table.add_column("95% interval", justify="right", no_wrap=True)
+    table.add_column("note", overflow="fold")
     for e in result.estimates + result.derived:
-        table.add_row(e.name, format_value_error(e.value, e.stderr), format_interval(*e.ci95, e.stderr),
+        table.add_row(e.name, format_value_error(e.value, e.stderr),
+                      format_interval(*e.ci95, e.stderr, value=e.value),
                       e.note if e in result.estimates else f"derived: {e.note}")
+    if any(e.note == BOUNDED_INTERVAL_NOTE for e in result.estimates):
+        table.caption = ("cut at bound: value - t·s.e. falls below the lowest value the parameter "
+                         "can take (0), so the interval starts there")
+        table.caption_justify = "left"
     return table
 
 
@@ -316,6 +408,7 @@ def _num(x: float, fmt: str, suffix: str = "") -> str:
 
 def render_fit(result: FitResult, console: Console) -> None:
     """Print a fit: parameters, statistics, the depth-regime sentence, notes and warnings."""
+    print_formula(console, result.form)
     console.print(params_table(result))
     console.print(stats_table(result))
     sentence = depth_regime(result)
@@ -551,3 +644,64 @@ def render_optimum(result, console: Console) -> None:
                       f"{int(result.n_no_interior.max())} without an interior optimum.", markup=False)
     for warning in result.warnings:
         console.print(f"warning: {warning}", style="yellow", markup=False)
+
+
+# ---------------------------------------------------------------- scalefit forms
+
+
+def forms_table(catalog: Sequence[Mapping[str, str]]):
+    """The forms `scalefit forms` lists (`forms.form_catalog()`): name, where it comes from, and its
+    formula with its reference below it."""
+    from rich import box
+    from rich.table import Table
+    from rich.text import Text
+
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
+    table.add_column("name", style="bold", no_wrap=True)
+    table.add_column("use", no_wrap=True)
+    table.add_column("formula and reference", overflow="fold")
+    for row in catalog:
+        use = "--form" if row["kind"] == "built-in" else "--config"
+        cell = Text(row["expression"])
+        if row["reference"]:
+            cell.append("\n" + row["reference"], style="dim")
+        table.add_row(row["name"], f"{use} {row['name']}", cell, end_section=True)
+    return table
+
+
+def render_forms(catalog: Sequence[Mapping[str, str]], console: Console, directory: str) -> None:
+    """Print the catalog of forms and where the shipped YAML files are."""
+    console.print(forms_table(catalog))
+    console.print(f"shipped YAML forms are in {directory}; copy one to write your own (--config FILE)",
+                  markup=False, highlight=False)
+
+
+# ---------------------------------------------------------------- short reprs for notebooks
+
+
+def _short_estimates(pairs: Iterable[tuple[str, float, float]], limit: int = 4) -> str:
+    """`c_m=270±140, alpha_m=0.945±0.085, ...`: the first few parameters, compactly."""
+    pairs = list(pairs)
+    text = ", ".join(f"{name}={format_value_error(value, err).replace(' ± ', '±')}"
+                     for name, value, err in pairs[:limit])
+    return text + (f", ... ({len(pairs)} in all)" if len(pairs) > limit else "")
+
+
+def fit_repr(result: FitResult) -> str:
+    """One line for `repr(FitResult)`: form, objective, rows, convergence and the first parameters."""
+    flags = "converged" if result.converged else "NOT converged"
+    if result.at_bound:
+        flags += f"; at bound: {', '.join(result.at_bound)}"
+    if result.undetermined:
+        flags += f"; undetermined: {', '.join(result.undetermined)}"
+    estimates = _short_estimates((e.name, e.value, e.stderr) for e in result.estimates + result.derived)
+    return (f"<FitResult {result.form.name}, {result.objective.name}, {result.n_points} rows, {flags}: "
+            f"{estimates}>")
+
+
+def html_table(frame, heading: str) -> str:
+    """A notebook's HTML view: a heading line and a pandas table (values to 6 significant digits)."""
+    import html
+
+    return (f"<p><b>{html.escape(heading)}</b></p>"
+            + frame.to_html(float_format=lambda v: f"{v:.6g}", na_rep="n/a"))

@@ -141,6 +141,8 @@ def fit_to_dict(result: FitResult) -> dict:
             "dof": result.stats.dof,
         },
         "converged": result.converged,
+        "at_bound": list(result.at_bound),
+        "undetermined": list(result.undetermined),
         "convergence": result.convergence or ("converged" if result.converged else "did not converge"),
         "warnings": list(result.warnings),
         "versions": versions(),

@@ -984,7 +984,13 @@ def _looks_like_formula(text: str) -> bool:
 
 def parse_form(mapping: Any, source: str = "<string>") -> SpecForm:
     """A `Form` from a spec already read into Python values (e.g. by yaml.safe_load), checked in two
-    stages; raises `SpecError` with `SOURCE: key.path: what is wrong`."""
+    stages; raises `SpecError` with `SOURCE: key.path: what is wrong`.
+
+    >>> form = parse_form({"expression": "c * N**(-a) + L0", "variables": {"N": "params"},
+    ...                    "parameters": {"c": {"min": 0}, "a": {"min": 0, "max": 2}, "L0": {"min": 0}}})
+    >>> form.name, form.params, form.linear
+    ('custom', ('c', 'a', 'L0'), ('c', 'L0'))
+    """
     check = _Checker(source)
     spec = _check_shape(mapping, check)
     meaning = _check_meaning(spec, check)
@@ -1032,12 +1038,19 @@ _COMPILED: dict[tuple[str, str], SpecForm] = {}  # (path, sha256 of its bytes) -
 
 
 def load_form(path: str | Path) -> SpecForm:
-    """Read a form from a YAML file (see configs/); raises `SpecError` naming the file and key.
+    """Read a form from a YAML file (the shipped ones are in scaling_cli/forms_yaml/, listed by
+    `scalefit forms`); raises `SpecError` naming the file and key.
 
     Compiling a form (sympy's derivatives and common sub-expressions) takes a good part of a second, so
     a process keeps the forms it compiled, keyed by the file's path and content: loading the same file
     again (a notebook comparing forms repeatedly) returns the same form at once, and an edited file is
-    compiled afresh."""
+    compiled afresh.
+
+    >>> from scaling_cli.forms import shipped_form_path
+    >>> form = load_form(shipped_form_path("kaplan"))
+    >>> form.name, form.required_columns()
+    ('kaplan', ('params', 'tokens', 'loss'))
+    """
     import hashlib
 
     path = Path(path)

@@ -371,24 +371,24 @@ def test_every_resample_failing_is_a_fit_error(monkeypatch):
 @pytest.mark.parametrize("kwargs, message", [
     ({"method": "cases"}, "unknown bootstrap method 'cases': use one of case, group, wild, residual"),
     ({"ci": "bc"}, "unknown interval 'bc': use one of percentile, bca, basic"),
-    ({"level": 95}, "--level must be between 0 and 1 (e.g. 0.95), not 95"),
-    ({"n": 1}, "--n must be at least 2 resamples, not 1"),
-    ({"jobs": -1}, "--jobs must be 0 (one per CPU) or more, not -1"),
+    ({"level": 95}, "level must be between 0 and 1 (e.g. 0.95), not 95"),  # arguments, not flags
+    ({"n": 1}, "n must be at least 2 resamples, not 1"),
+    ({"jobs": -1}, "jobs must be 0 (one per CPU) or more, not -1"),
     ({"group": "nope"}, None),
 ])
 def test_bad_options(kwargs, message):
     with pytest.raises((SpecError, DataError)) as info:
         bootstrap(synthetic_runs(), **kwargs)
     if message is None:  # a group column that does not exist
-        assert str(info.value).startswith("<synthetic>: no column 'nope' for --group; the table has")
+        assert str(info.value).startswith("<synthetic>: no column 'nope' for group; the table has")
     else:
         assert str(info.value) == message
 
 
 def test_group_bootstrap_needs_a_group_column(wd_runs):
-    with pytest.raises(DataError, match="the group bootstrap needs --group COLUMN"):
+    with pytest.raises(DataError, match="the group bootstrap needs group='COLUMN'"):
         bootstrap(wd_runs, n=10, method="group")
-    with pytest.raises(DataError, match="no column 'nope' for --group"):
+    with pytest.raises(DataError, match="no column 'nope' for group"):
         bootstrap(wd_runs, n=10, method="group", group="nope")
 
 
@@ -534,7 +534,7 @@ def test_derived_quantities_are_bootstrapped_too(epoch_csv):
     """Issue 4: Chinchilla's compute-optimal split a = beta / (alpha + beta); Epoch: 0.513 +- 0.020."""
     from scaling_cli.spec import load_form
 
-    form = load_form(ROOT / "configs" / "chinchilla.yaml")
+    form = load_form(ROOT / "scaling_cli" / "forms_yaml" / "chinchilla.yaml")
     runs = load_runs(epoch_csv, require=form.required_columns(), exclude_top_loss=5)
     result = bootstrap(runs, form, "huber", 1e-3, n=2000, seed=1)
     (a,) = result.derived

@@ -21,7 +21,7 @@ N_ROWS = 30
 DECOMPOSED_PARAMS = ["c_m", "alpha_m", "c_l", "alpha_l", "c_D", "alpha_D", "L0"]
 TOP_KEYS = {"form", "objective", "n_points", "n_excluded", "params", "covariance", "stats", "converged",
             "convergence", "warnings", "versions", "input", "run", "groups", "columns", "design",
-            "schema_version", "form_spec", "data", "details"}
+            "schema_version", "form_spec", "data", "details", "at_bound", "undetermined"}
 STATS_KEYS = {"rss", "rmse_log", "mean_abs_rel_error", "r2", "aic", "bic", "dof"}
 
 
@@ -190,9 +190,9 @@ MALFORMED: list[Case] = [
     ("exclude-negative", lambda tmp: _good(tmp, "--exclude-top-loss", "-1"), 2,
      "Invalid value for '--exclude-top-loss': Input should be greater than or equal to 0"),
     ("on-without-configs", lambda tmp: _good(tmp, "--on", "model"), 2,
-     "--on is only used with --configs FILE"),
+     "--on is only used with --join FILE"),
     ("configs-without-on", _join(("model", "tokens", "loss"), CURVES[:2], None), 2,
-     "--configs needs --on KEY or --on LEFT=RIGHT (the column that names the model in each table)"),
+     "--join needs --on KEY or --on LEFT=RIGHT (the column that names the model in each table)"),
     ("configs-file-missing", lambda tmp: _good(tmp, "--configs", tmp / "configs.csv", "--on", "model"), 2,
      "{tmp}/configs.csv: no such file"),
     ("join-key-missing-left", _join(("model_id", "tokens", "loss"), CURVES[:2], "model=model_name"), 2,
@@ -211,7 +211,17 @@ MALFORMED: list[Case] = [
     ("delta-not-a-number", lambda tmp: _good(tmp, "--objective", "huber", "--delta", "small"), 2,
      "Invalid value for '--delta': Input should be a valid number, unable to parse string as a number"),
     ("unknown-form", lambda tmp: _good(tmp, "--form", "kaplan"), 2,
-     "unknown form 'kaplan': built-in forms are decomposed, chinchilla; or pass --config FORM.yaml"),
+     "unknown form 'kaplan': built-in forms are decomposed, chinchilla; 'kaplan' is a shipped YAML form: "
+     "pass --config kaplan"),
+    ("unknown-form-anywhere", lambda tmp: _good(tmp, "--form", "kapla"), 2,
+     "unknown form 'kapla': built-in forms are decomposed, chinchilla; or pass --config FORM.yaml (`scalefit "
+     "forms` lists the shipped ones)"),
+    ("yaml-given-to-join", lambda tmp: _good(tmp, "--join", tmp / "law.yaml", "--on", "m"), 2,
+     "{tmp}/law.yaml looks like a form (YAML), but --join takes a table of architectures to join onto DATA; "
+     "for a form use --config {tmp}/law.yaml"),
+    ("table-given-to-config", lambda tmp: _good(tmp, "--config", tmp / "arch.csv"), 2,
+     "{tmp}/arch.csv looks like a table, but --config takes a form written in YAML; to join an architecture "
+     "table onto DATA use --join {tmp}/arch.csv --on KEY"),
     ("bad-plot-format", lambda tmp: _good(tmp, "--plot-format", "gif"), 2,
      "Invalid value: --plot-format must be one of png, pdf, svg, not 'gif'"),
     ("too-few-rows", _rows(table_rows()[:7]), 1,
@@ -375,6 +385,8 @@ def check_fit_document(doc: dict, table: Path, n_points: int, n_excluded: int = 
     assert doc["stats"]["dof"] == n_points - 7 and isinstance(doc["stats"]["dof"], int)
     assert isinstance(doc["converged"], bool)
     assert isinstance(doc["warnings"], list) and all(isinstance(w, str) for w in doc["warnings"])
+    for key in ("at_bound", "undetermined"):
+        assert isinstance(doc[key], list) and set(doc[key]) <= set(DECOMPOSED_PARAMS)
     assert doc["versions"]["scalefit"] == __version__
     assert all(isinstance(v, str) for v in doc["versions"].values())
     assert set(doc["input"]) == {"path", "sha256"}
@@ -420,6 +432,7 @@ def test_all_runs_one_depth_cannot_determine_the_depth_term(cli, tmp_path):
     assert result.stderr == ""
     doc = _strict_json(target.read_text())
     check_fit_document(doc, table, N_ROWS)
+    assert {"c_l", "alpha_l"} <= set(doc["undetermined"])  # a list for scripts, not only a warning string
     for name in ("alpha_l", "c_l"):
         assert doc["params"][name]["stderr"] is None, name
         assert doc["params"][name]["ci95"] == [None, None]
@@ -508,3 +521,47 @@ def test_version(cli):
     result = cli("--version")
     assert result.exit_code == 0
     assert result.stdout == f"scalefit {__version__}\n"
+
+
+# ---------------------------------------------------------------- issue 11: names people get wrong
+
+
+def test_join_replaces_configs_which_still_works_unlisted(cli, tmp_path):
+    runs = write_table(tmp_path / "runs.csv", [["GPT-3 Small", 2e9, 3.1]], header=("model", "tokens", "loss"))
+    arch = write_table(tmp_path / "arch.csv", [["GPT-3 Small", 768, 12]],
+                       header=("model", "d_model", "n_layers"))
+    for flag in ("--join", "--configs", "--configs="):
+        args = [f"{flag}{arch}"] if flag.endswith("=") else [flag, arch]
+        result = cli("fit", runs, *args, "--on", "model")
+        # one row is too few to fit, but the join itself worked: the error is about fitting
+        assert "7 free parameters" in result.stderr, (flag, result.stderr)
+    help_text = cli("fit", "--help").stdout
+    assert re.search(r"│ --join ", help_text) and not re.search(r"│ --configs", help_text)  # not listed
+
+
+def test_plot_format_in_any_case(cli, tmp_path):
+    table = write_table(tmp_path / "runs.csv")
+    result = cli("fit", table, "--plot-dir", tmp_path / "figs", "--plot-format", "PDF", "-q")
+    assert result.exit_code == 0, result.stderr
+    assert sorted(p.suffix for p in (tmp_path / "figs").iterdir()) == [".pdf"] * 3
+
+
+def test_forms_lists_builtin_and_shipped_forms_with_references(cli):
+    from scaling_cli.forms import BUILTIN_FORMS, shipped_forms
+
+    result = cli("forms")
+    assert result.exit_code == 0, result.stderr
+    for name in BUILTIN_FORMS:
+        assert f"--form {name}" in result.stdout
+    for name in shipped_forms():
+        assert f"--config {name}" in result.stdout
+    assert "Kaplan et al. (2020), arXiv:2001.08361" in " ".join(result.stdout.split())
+
+
+def test_config_finds_a_shipped_form_by_name(cli, tmp_path):
+    table = write_table(tmp_path / "runs.csv")
+    by_name = cli("fit", table, "--config", "width_free", "--json", "-", "-q")
+    by_path = cli("fit", table, "--config", ROOT / "scaling_cli" / "forms_yaml" / "width_free.yaml",
+                  "--json", "-", "-q")
+    assert by_name.exit_code == 0, by_name.stderr
+    assert json.loads(by_name.stdout)["params"] == json.loads(by_path.stdout)["params"]

@@ -162,7 +162,7 @@ def test_ranking_follows_the_metric(runs_csv, rank_by):
     ranked = compare_forms(runs_csv, [DepthFree(), "chinchilla"], folds=2, rank_by=rank_by)
     metrics = [e.metric(rank_by) for e in ranked.entries]
     assert metrics == sorted(metrics) and [e.rank for e in ranked.entries] == [1, 2]
-    with pytest.raises(SpecError, match="^--rank-by must be one of extrapolation, cv, aic, bic, not 'r2'$"):
+    with pytest.raises(SpecError, match="^rank_by must be one of extrapolation, cv, aic, bic, not 'r2'$"):
         ranked.rerank("r2")
 
 
@@ -215,7 +215,7 @@ def test_folds_without_groups_are_balanced_and_seeded():
 
 
 def test_too_few_groups_for_the_folds():
-    with pytest.raises(DataError, match=r"^3 groups \(runs\) cannot be split into 5 folds: pass --folds 3 "
+    with pytest.raises(DataError, match=r"^3 groups \(runs\) cannot be split into 5 folds: pass folds=3 "
                                         r"or fewer$"):
         fold_labels(9, 5, np.repeat(["a", "b", "c"], 3))
 
@@ -258,7 +258,7 @@ def test_holdout_key_derives_params_and_flops_and_says_so(tmp_path):
 def test_holdout_key_without_params_or_shape(tmp_path):
     path = write_runs(tmp_path / "nos.csv", n_models=4, columns=("d_model", "tokens", "loss"))
     runs = load_runs(path, require=("width", "tokens", "loss"))
-    with pytest.raises(DataError, match=r"--by params needs a params column \(or width and depth"):
+    with pytest.raises(DataError, match=r"by='params' needs a params column \(or width and depth"):
         holdout_key(runs, "params")
 
 
@@ -328,7 +328,7 @@ def test_forms_declaring_different_objectives_need_one(runs_csv):
         objective = "huber"
 
     with pytest.raises(SpecError, match=r"the forms declare different objectives \('chinchilla' log-ls, "
-                                        r"'huberized' huber\).*pass --objective"):
+                                        r"'huberized' huber\).*pass objective"):
         compare_forms(runs_csv, ["chinchilla", Huberized()])
     res = compare_forms(runs_csv, ["chinchilla", Huberized()], objective="ls", folds=2)
     assert {e.fit.objective.name for e in res.ranked} == {"ls"}
@@ -346,12 +346,12 @@ def test_the_same_form_twice_is_refused(runs_csv):
 
 
 @pytest.mark.parametrize("kwargs, message", [
-    ({"folds": 1}, "--folds must be an integer of 2 or more, not 1"),
-    ({"holdout_top": 0.0}, "--holdout-top must be a fraction strictly between 0 and 1, not 0.0"),
-    ({"holdout_top": 1}, "--holdout-top must be a fraction strictly between 0 and 1, not 1"),
-    ({"by": "width"}, "--by must be one of flops, params, tokens, not 'width'"),
-    ({"rank_by": "r2"}, "--rank-by must be one of extrapolation, cv, aic, bic, not 'r2'"),
-    ({"seed": -1}, "--seed must be a non-negative integer, not -1"),
+    ({"folds": 1}, "folds must be an integer of 2 or more, not 1"),  # the library names its arguments
+    ({"holdout_top": 0.0}, "holdout_top must be a fraction strictly between 0 and 1, not 0.0"),
+    ({"holdout_top": 1}, "holdout_top must be a fraction strictly between 0 and 1, not 1"),
+    ({"by": "width"}, "by must be one of flops, params, tokens, not 'width'"),
+    ({"rank_by": "r2"}, "rank_by must be one of extrapolation, cv, aic, bic, not 'r2'"),
+    ({"seed": -1}, "seed must be a non-negative integer, not -1"),
 ])
 def test_bad_options_fail_before_any_work(kwargs, message):
     with pytest.raises(SpecError) as info:
@@ -459,7 +459,8 @@ def test_heldout_figure_has_every_form_and_the_diagonal(result):
     for ax in figures["compare_heldout"].axes:
         labels = [t.get_text() for t in ax.get_legend().get_texts()]
         assert labels[0].startswith("1. decomposed") and labels[1].startswith("2. depth_free")
-        assert labels[-1] == "y = x"
+        assert labels[-1] == "predicted = observed"  # the zero line of the relative error
+        assert ax.get_legend().get_window_extent().y1 < ax.get_window_extent().y0  # below the data
 
 
 def test_cli_takes_everything_from_a_compare_file(cli, tmp_path):
@@ -490,10 +491,10 @@ def test_cli_bad_options(cli, runs_csv, args, message):
 
 
 def test_cli_unknown_form(cli, runs_csv, tmp_path):
-    out = cli("compare", runs_csv, "decomposed", "kaplan")
+    out = cli("compare", runs_csv, "decomposed", "kapla")
     assert out.exit_code == 2
-    assert out.stderr == ("Error: unknown form 'kaplan': give a built-in form (decomposed, chinchilla) or "
-                          "a YAML file\n")
+    assert out.stderr == ("Error: unknown form 'kapla': give a built-in form (decomposed, chinchilla), a "
+                          "shipped form (`scalefit forms` lists them) or a YAML file\n")
     missing = tmp_path / "nope.yaml"
     out = cli("compare", runs_csv, "decomposed", missing)
     assert (out.exit_code, out.stderr) == (2, f"Error: {missing}: no such form file\n")

@@ -91,3 +91,21 @@ def test_cli_fit_on_example(cli, tmp_path, truth):
     for name, value in truth["params"].items():
         lo, hi = doc["params"][name]["ci95"]
         assert lo <= value <= hi, name
+
+
+def test_demo_prints_the_truth_beside_the_fit(tmp_path, capsys):
+    """`make demo` runs scripts/demo_truth.py on the fit's JSON: every interval beside the truth."""
+    spec = importlib.util.spec_from_file_location("demo_truth", ROOT / "scripts" / "demo_truth.py")
+    demo = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(demo)
+    fit_json = tmp_path / "fit.json"
+    fit_json.write_text(json.dumps(fit(load_runs(RUNS_CSV)).to_dict()))
+    assert demo.main([str(fit_json), str(TRUTH_JSON)]) == 0
+    out = capsys.readouterr().out
+    truth = json.loads(TRUTH_JSON.read_text())["params"]
+    rows = {line.split()[0]: line.split() for line in out.splitlines() if line.split()[:1] and
+            line.split()[0] in truth}
+    assert set(rows) == set(truth)
+    for name, value in truth.items():
+        assert rows[name][1] == f"{value:g}" and rows[name][-1] == "yes", rows[name]
+    assert out.rstrip().endswith("7 of 7 95% intervals cover the truth")

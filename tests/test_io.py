@@ -272,7 +272,7 @@ def test_two_candidates_for_one_role_is_an_error_naming_both(tmp_path):
     with pytest.raises(DataError) as info:
         load_runs(path)
     assert str(info.value) == (f"{path}: two columns could be the loss: 'loss', 'val_loss'; choose one "
-                               f"with --column loss=NAME")
+                               "with columns={'loss': NAME}")
     assert len(load_runs(path, columns=["loss=val_loss"])) == len(ROWS)
 
 
@@ -299,7 +299,8 @@ def test_a_missing_role_lists_the_names_looked_for(tmp_path):
         load_runs(path)
     assert str(info.value) == (
         f"{path}: no column for depth; looked for n_layers, num_layers, n_layer, layers, depth; the table "
-        f"has 'd_model', 'tokens', 'loss'; name one with --column depth=NAME")
+        f"has 'd_model', 'tokens', 'loss'; name one with columns={{'depth': NAME}}; or pass form=... (e.g. "
+        f"form='chinchilla') to need only that law's columns")
 
 
 def test_a_required_plain_column_that_is_missing_suggests_the_closest(tmp_path):
@@ -427,7 +428,7 @@ def test_exclude_top_loss_keeps_rows_strictly_below_the_kth_highest(k, kept, exc
     rows = [(256 * (i + 1), 4 + i, 1e9 * (i + 1), loss) for i, loss in enumerate(TIED_LOSSES)]
     path = write_csv(tmp_path / "runs.csv", COLUMNS, rows)
     if not kept:
-        with pytest.raises(DataError, match=rf"no rows left after --exclude-top-loss {k}$"):
+        with pytest.raises(DataError, match=rf"no rows left after exclude_top_loss={k}$"):
             load_runs(path, exclude_top_loss=k)
         return
     runs = load_runs(path, exclude_top_loss=k)
@@ -446,12 +447,12 @@ def test_exclude_top_loss_more_than_the_rows(tmp_path):
     path = write_csv(tmp_path / "runs.csv", COLUMNS, ROWS)
     with pytest.raises(DataError) as info:
         load_runs(path, exclude_top_loss=6)
-    assert str(info.value) == f"{path}: --exclude-top-loss 6 is more than the 5 rows"
+    assert str(info.value) == f"{path}: exclude_top_loss=6 is more than the 5 rows"
 
 
 def test_exclude_top_loss_must_not_be_negative(tmp_path):
     path = write_csv(tmp_path / "runs.csv", COLUMNS, ROWS)
-    with pytest.raises(DataError, match="--exclude-top-loss must be 0 or more, not -1"):
+    with pytest.raises(DataError, match="exclude_top_loss must be 0 or more, not -1"):
         load_runs(path, exclude_top_loss=-1)
 
 
@@ -482,13 +483,13 @@ def test_drop_missing_drops_only_rows_empty_in_the_columns_used(tmp_path):
     rows[3][0] = "NA"
     path = write_csv(tmp_path / "runs.csv", header, rows)
     with pytest.raises(DataError, match=r"column 'd_model' has 1 empty cell \(row 4\); fill them or pass "
-                                        r"--drop-missing"):
+                                        r"drop_missing"):
         load_runs(path)
     runs = load_runs(path, drop_missing=True)
     assert len(runs) == 3
     assert runs.n_excluded == 2
     assert list(runs.kept_rows) == [0, 2, 4]
-    assert "2 rows with empty cells dropped (--drop-missing)" in runs.notes
+    assert "2 rows with empty cells dropped (drop_missing)" in runs.notes
 
 
 def test_drop_missing_then_exclude_top_loss(tmp_path):
@@ -555,9 +556,9 @@ def test_a_repeated_key_in_the_configs_is_an_error(tmp_path):
 
 
 @pytest.mark.parametrize(("on", "message"), [
-    ("name", "curves.csv: --on: no column 'name'"),
-    ("model=name", "configs.csv: --on: no column 'name' (closest: 'model_name'"),
-    (None, "--configs needs --on KEY or --on LEFT=RIGHT"),
+    ("name", "curves.csv: on: no column 'name'"),
+    ("model=name", "configs.csv: on: no column 'name' (closest: 'model_name'"),
+    (None, "configs needs on='KEY' or on='LEFT=RIGHT'"),
 ])
 def test_join_key_errors(on, message, tmp_path):
     curves, configs = _curves_and_configs(tmp_path)
@@ -567,7 +568,7 @@ def test_join_key_errors(on, message, tmp_path):
 
 def test_on_without_configs_is_an_error(tmp_path):
     path = write_csv(tmp_path / "runs.csv", COLUMNS, ROWS)
-    with pytest.raises(DataError, match=r"^--on is only used with --configs FILE$"):
+    with pytest.raises(DataError, match=r"^on is only used with configs='FILE'$"):
         load_runs(path, on="model")
 
 
@@ -590,7 +591,7 @@ def test_gpt3_curves_need_drop_missing(gpt3_files, gpt3_cells):
         load_runs(curves, configs=configs, on="model=model_name", columns=["tokens=step"])
     assert str(info.value) == (
         f"{curves}: column 'val_loss' has {n_empty} empty cells (rows {', '.join(map(str, first))}, ... "
-        f"({n_empty} in all)); fill them or pass --drop-missing")
+        f"({n_empty} in all)); fill them or pass drop_missing")
 
 
 @pytest.mark.parametrize("loss", ["val_loss", "train_loss"])
@@ -691,3 +692,34 @@ def test_plain_number_fast_path_agrees_with_parse_number(cells):
     assert (fast is not None) == plain
     if fast is not None:
         assert [float(v) for v in fast] == [parse_number(c) for c in cells]
+
+# ---------------------------------------------------------------- from a notebook (issue 11)
+
+
+def test_load_runs_takes_a_dataframe_with_nan_as_empty(tmp_path):
+    import pandas as pd
+
+    path = write_csv(tmp_path / "runs.csv", COLUMNS, ROWS)
+    from_file = load_runs(path)
+    frame = pd.read_csv(path)
+    from_frame = load_runs(frame)
+    assert from_frame.path == "<DataFrame>" and from_frame.roles == from_file.roles
+    for name in from_file.data:
+        np.testing.assert_array_equal(from_frame.data[name], from_file.data[name])
+    frame.loc[2, "d_model"] = np.nan
+    with pytest.raises(DataError, match=r"column 'd_model' has 1 empty cell \(row 3\)"):
+        load_runs(frame)
+    assert len(load_runs(frame, drop_missing=True)) == len(ROWS) - 1
+
+
+def test_load_runs_needs_only_the_columns_of_the_form(tmp_path):
+    """Epoch's table has no width: with form="chinchilla" only params, tokens (or flops) and loss."""
+    path = write_csv(tmp_path / "epoch.csv", ("Model Size", "Training FLOP", "loss"),
+                     [(1e8, 6e18, 3.0), (4e8, 1e20, 2.7), (1.6e9, 2e21, 2.4)])
+    with pytest.raises(DataError, match="no column for width.*or pass form="):
+        load_runs(path)
+    runs = load_runs(path, form="chinchilla")
+    assert runs.roles == {"loss": "loss", "params": "Model Size", "flops": "Training FLOP",
+                          "tokens": "tokens"}
+    np.testing.assert_allclose(runs.column("tokens"), [6e18 / 6e8, 1e20 / 2.4e9, 2e21 / 9.6e9])
+    assert len(load_runs(path, form="kaplan")) == 3  # a shipped YAML form, by name

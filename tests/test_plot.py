@@ -289,8 +289,8 @@ def test_bootstrap_histograms_leave_out_failed_resamples(draws):
     hist = figures["bootstrap_histograms"]
     assert len([ax for ax in hist.axes if ax.get_visible()]) == 4
     for ax in hist.axes:
-        counts = [p.get_height() for p in ax.containers[0]]
-        assert sum(counts) == 463
+        (bars,) = [p for p in ax.patches if p.get_gid() == "histogram"]
+        assert bars.get_data().values.sum() == 463
     assert "463 of 500 resamples (37 failed, left out)" in hist.get_suptitle()
 
 
@@ -361,3 +361,89 @@ def test_one_depth_for_every_run_still_draws(decomposed_result):
     assert "± n/a" in depth.get_title()
     lo, hi = depth.get_xlim()
     assert 0 < lo < 24 < hi
+
+
+# ---------------------------------------------------------------- figures for papers (issue 11)
+
+
+def test_pdf_embeds_truetype_fonts_and_svg_keeps_text(decomposed_result, tmp_path):
+    """Journals refuse Type 3 fonts; an SVG whose labels are paths cannot be edited."""
+    pdf = save_figures(fit_figures(decomposed_result), tmp_path, "pdf")
+    for path in pdf:
+        data = path.read_bytes()
+        assert b"/Subtype /Type3" not in data, path.name
+        assert b"/Subtype /TrueType" in data or b"/Subtype /Type0" in data, path.name
+    svg = save_figures(fit_figures(decomposed_result), tmp_path, "svg")
+    for path in svg:
+        text = path.read_text()
+        assert "<text" in text and "partial" not in path.name or "<text" in text, path.name
+
+
+def test_one_valued_panel_draws_its_fitted_line(decomposed_result):
+    """Every run equally deep: the depth panel's legend entry for the fit has a line to point at."""
+    r = decomposed_result
+    flat = dataclasses.replace(r, inputs=dict(r.inputs, l=np.full(r.n_points, 24.0)))
+    depth = fit_figures(flat)["partial_terms"].axes[1]
+    (line,) = [ln for ln in depth.get_lines() if ln.get_gid() == "fit"]
+    xs = np.asarray(line.get_xdata())
+    lo, hi = depth.get_xlim()
+    assert xs.min() < 24 < xs.max() and xs.min() >= lo and xs.max() <= hi
+
+
+def test_long_titles_are_wrapped_to_the_figure(chinchilla_result):
+    """The Epoch Huber fit's residuals title was clipped at both ends of a two-panel figure."""
+    r = dataclasses.replace(chinchilla_result, objective=dataclasses.replace(
+        chinchilla_result.objective, name="huber", delta=1e-3))
+    fig = residuals(r)
+    title = fig.get_suptitle()
+    assert "\n" in title and "where the Huber loss is quadratic" in title.replace("\n", " ")
+    fig.canvas.draw()
+    box = fig._suptitle.get_window_extent()
+    assert box.x0 >= 0 and box.x1 <= fig.bbox.width  # not clipped
+
+
+def test_corner_plot_has_every_parameter_and_log_coefficients():
+    """The bootstrap's corner plot includes the constant (L0 or E), which trades against the exponents,
+    and puts the coefficients of power terms on log10 axes; the histograms include derived quantities."""
+    from scaling_cli.bootstrap import bootstrap
+    from scaling_cli.forms import shipped_form_path
+    from scaling_cli.spec import load_form
+
+    form = load_form(shipped_form_path("chinchilla"))
+    rng = np.random.default_rng(4)
+    n = 80
+    params = np.exp(rng.uniform(np.log(5e7), np.log(1.6e10), n))
+    tokens = np.exp(rng.uniform(np.log(1e9), np.log(3e11), n))
+    t = CHINCHILLA_TRUTH
+    loss = (t["E"] + t["A"] * params ** -t["alpha"] + t["B"] * tokens ** -t["beta"]) \
+        * np.exp(rng.normal(0, 0.005, n))
+    from scaling_cli.io import Runs
+
+    runs = Runs(path="<test>", sha256=None, data={"params": params, "tokens": tokens, "loss": loss},
+                roles={"params": "params", "tokens": "tokens", "loss": "loss"}, n_total=n)
+    result = bootstrap(runs, form, n=60, seed=0)
+    figures = result.figures()
+    corner = figures["bootstrap_corner"]
+    k = 5
+    assert len(corner.axes) == k * k
+    xlabels = [corner.axes[(k - 1) * k + c].get_xlabel() for c in range(k)]
+    assert xlabels == [tex("E"), "$\\log_{10}\\,A$", tex("alpha"), "$\\log_{10}\\,B$", tex("beta")]
+    hist_titles = [ax.get_title() for ax in figures["bootstrap_histograms"].axes if ax.get_visible()]
+    assert len(hist_titles) == 6 and hist_titles[-1].startswith(tex("a"))
+
+
+def test_a_log_axis_within_a_decade_has_labels_across_its_range():
+    """Gemstones' width panel ran from 0.55 to 1.9 and had no label above 1."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+
+    from scaling_cli.plot import _readable_log_axis
+
+    ax = Figure().subplots()
+    ax.set_yscale("log")
+    ax.set_ylim(0.55, 1.9)
+    _readable_log_axis(ax.yaxis, 0.55, 1.9)
+    ticks = [t for t in ax.get_yticks() if 0.55 <= t <= 1.9]
+    assert len(ticks) >= 4 and max(ticks) > 1.4 and min(ticks) < 0.8

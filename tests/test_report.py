@@ -5,11 +5,12 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-from scaling_cli.errors import DataError
+from scaling_cli.errors import DataError, ScalefitWarning
 from scaling_cli.fitting import Estimate
 from scaling_cli.report import (
     atomic_write,
@@ -44,6 +45,8 @@ NAN = float("nan")
     (4.2e-5, 1e-6, "(4.20 ± 0.10)e-5"),
     (2.14e3, 1.5e2, "2140 ± 150"),
     (6.8e9, 9.96e7, "(6.80 ± 0.10)e+9"),
+    (2.0e5, 6.4e6, "(2 ± 64)e+5"),  # the value's own power of ten: never (0.2 ± 6.4)e+6
+    (243000, 346000, "240000 ± 350000"),
     (1.0, NAN, "1 ± n/a"),
     (0.128172, None, "0.12817 ± n/a"),
     (1.0, math.inf, "1 ± n/a"),
@@ -62,15 +65,27 @@ def test_format_value_error_with_more_significant_digits():
 
 @pytest.mark.parametrize(("lo", "hi", "err", "text"), [
     (0.7782, 1.1127, 0.0848, "[0.778, 1.113]"),
-    (-7.94, 557.39, 143.3, "[-8, 557]"),
+    (-7.94, 557.39, 143.3, "[-10, 560]"),  # the place of 270 ± 140, not [-8, 557]
     (3.0, 3.4, 0.0996, "[3.00, 3.40]"),
-    (1e-7, 2e-7, 1e-8, "[1.000e-07, 2.000e-07]"),
+    (1e-7, 2e-7, 1e-8, "[1.00e-7, 2.00e-7]"),
     (0.5, 1.5, None, "[0.5, 1.5]"),
     (NAN, NAN, NAN, "n/a"),
     (0.0, math.inf, 1.0, "n/a"),
 ])
 def test_format_interval(lo, hi, err, text):
     assert format_interval(lo, hi, err) == text
+
+
+@pytest.mark.parametrize(("value", "err", "lo", "hi", "pair", "interval"), [
+    (243000, 346000, -445738, 931980, "240000 ± 350000", "[-450000, 930000]"),
+    (2.0e5, 6.4e6, -1.23e7, 1.27e7, "(2 ± 64)e+5", "[-123e+5, 127e+5]"),
+    (4880, 900, 3100.2, 6652.1, "4880 ± 900", "[3100, 6650]"),
+    (1.2345e-7, 2.1e-9, 1.2e-7, 1.28e-7, "(1.235 ± 0.021)e-7", "[1.200e-7, 1.280e-7]"),
+])
+def test_an_interval_is_rounded_like_its_value_and_error(value, err, lo, hi, pair, interval):
+    """One rule: the interval has the places (and the power of ten) of `value ± error` beside it."""
+    assert format_value_error(value, err) == pair
+    assert format_interval(lo, hi, err, value=value) == interval
 
 
 # ---------------------------------------------------------------- JSON-safe values
@@ -281,3 +296,114 @@ def test_the_sentence_shows_the_rounded_value():
 
 def test_forms_without_alpha_l_get_no_sentence():
     assert depth_regime(_Result(("E", "A", "alpha", "B", "beta"))) is None
+
+
+# ---------------------------------------------------------------- reports at 80 and 120 columns
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "data" / "example_runs.csv"
+
+
+def _run_at(width: int, *args: str) -> str:
+    """`scalefit ARGS` in-process with a terminal `width` columns wide; returns stdout."""
+    from typer.testing import CliRunner
+
+    from scaling_cli.cli import app
+
+    result = CliRunner().invoke(app, [str(a) for a in args], env={"COLUMNS": str(width)})
+    assert result.exit_code == 0, result.stderr
+    return result.stdout
+
+
+def _fits_in(text: str, width: int) -> None:
+    lines = text.splitlines()
+    too_long = [line for line in lines if len(line) > width]
+    assert not too_long, f"{len(too_long)} lines longer than {width}: {too_long[:2]}"
+    assert "…" not in text  # rich's sign that a cell was cut
+
+
+@pytest.mark.parametrize("width", [80, 120])
+def test_fit_report_fits_the_terminal_with_every_digit(width):
+    """The formula breaks between terms, numbers never wrap or get cut, a derived quantity's note
+    folds instead of splitting the `value ± standard error` header."""
+    from scaling_cli.fitting import fit
+    from scaling_cli.forms import shipped_form_path
+    from scaling_cli.io import load_runs
+    from scaling_cli.report import formula_lines
+    from scaling_cli.spec import load_form
+
+    form = load_form(shipped_form_path("chinchilla"))
+    out = _run_at(width, "fit", EXAMPLE, "--config", "chinchilla")
+    _fits_in(out, width)
+    assert "value ± standard error" in out
+    result = fit(load_runs(EXAMPLE, require=form.required_columns()), form)
+    for e in result.estimates + result.derived:
+        row = next(line for line in out.splitlines() if line.startswith(f"│ {e.name} "))
+        assert format_value_error(e.value, e.stderr) in row, row
+        assert format_interval(*e.ci95, e.stderr, value=e.value) in row, row
+    for line in formula_lines(form.name, form.describe(), width):
+        assert line in out.splitlines()
+
+
+@pytest.mark.parametrize("width", [80, 120])
+def test_bootstrap_report_fits_the_terminal_with_every_digit(width):
+    out = _run_at(width, "bootstrap", EXAMPLE, "--config", "chinchilla", "--n", "40")
+    _fits_in(out, width)
+    body = [line for line in out.splitlines() if line.startswith("│ ")]
+    assert [line.split()[1] for line in body] == ["E", "A", "alpha", "B", "beta", "a"]
+    for line in body:  # every cell whole on its row: the value ± error and both intervals
+        assert line.count("±") == 1 and line.count("[") == 2 and line.count("]") == 2, line
+
+
+@pytest.mark.parametrize("width", [80, 120])
+def test_compare_report_keeps_tiny_akaike_weights_whole(width):
+    from scaling_cli.compare import compare_forms
+
+    forms = ["decomposed", "chinchilla", "width_free", "depth_free"]
+    out = _run_at(width, "compare", EXAMPLE, *forms, "--folds", "2")
+    _fits_in(out, width)
+    result = compare_forms(EXAMPLE, forms, folds=2)
+    weights = [e.akaike_weight for e in result.ranked]
+    assert min(weights) < 1e-100  # the case that was cut to `4.54e-1…`
+    for e in result.ranked:
+        row = next(line for line in out.splitlines() if f" {e.name} " in line and line.strip()[0].isdigit())
+        assert f"{e.akaike_weight:.3g}" in row.split(), row
+
+
+def test_results_have_short_reprs_and_notebook_tables():
+    """Printing a Runs, FitResult or BootstrapResult gives one line, not every array."""
+    from scaling_cli.bootstrap import bootstrap
+    from scaling_cli.fitting import fit
+    from scaling_cli.io import load_runs
+
+    runs = load_runs(EXAMPLE, exclude_top_loss=6)
+    result = fit(runs)
+    boot = bootstrap(runs, fit_result=result, n=20, seed=0)
+    for obj, head in ((runs, "<Runs 250 rows from example_runs.csv (6 dropped); width=d_model"),
+                      (result, "<FitResult decomposed, log-ls, 250 rows, converged: c_m="),
+                      (boot, "<BootstrapResult decomposed, 20 case resamples (0 failed), percentile 95%: "
+                             "c_m=")):
+        text = repr(obj)
+        assert text.startswith(head), text
+        assert "\n" not in text and len(text) < 250 and "array" not in text
+        html = obj._repr_html_()
+        assert html.count("<table") == 1 and "<td>" in html
+    alpha_l = result.estimate("alpha_l")
+    assert f"alpha_l={format_value_error(alpha_l.value, alpha_l.stderr).replace(' ± ', '±')}" in repr(result)
+
+
+@pytest.mark.parametrize("width", [80, 120])
+def test_a_long_parameter_name_folds_and_the_numbers_stay_whole(width):
+    """The interaction form's derived `depth_over_width` made the bootstrap table cut its numbers."""
+    from scaling_cli.bootstrap import bootstrap
+    from scaling_cli.forms import shipped_form_path
+    from scaling_cli.io import load_runs
+    from scaling_cli.spec import load_form
+
+    out = _run_at(width, "bootstrap", EXAMPLE, "--config", "interaction", "--n", "30")
+    _fits_in(out, width)
+    form = load_form(shipped_form_path("interaction"))
+    with pytest.warns(ScalefitWarning, match="c_ml = 0 is at its bound 0"):  # in the report too
+        boot = bootstrap(load_runs(EXAMPLE, form=form), form, n=30, seed=0)
+    for e in boot.estimates + boot.derived:
+        assert format_value_error(e.value, e.se) in out, e.name
+        assert format_interval(*e.ci, e.se, value=e.value) in out, e.name

@@ -23,7 +23,7 @@ from scaling_cli.spec import (
     parse_formula,
 )
 
-CONFIGS = ROOT / "configs"
+CONFIGS = ROOT / "scaling_cli" / "forms_yaml"  # the shipped forms (package data)
 REJECT_SECONDS = 1.0
 PARAMS = "{c: {min: 0}, a: {min: 0, max: 5}, L0: {min: 0}}"
 FUNCTIONS = "exp, log, log2, log10, sqrt, abs, tanh, arctan, sin, cos"
