@@ -475,7 +475,7 @@ def prediction_table(prediction):
         table.add_column(f"±{s}" if len(p.variables) > 1 else "beyond", justify="right", no_wrap=True)
     for i in range(len(p)):
         table.add_row(*[_short(float(p.points[s][i])) for s in p.variables],
-                      _fixed(p.predicted[i], d), _pair(p.ci[i], d), _pair(p.pi[i], d),
+                      _fixed_or_na(p.predicted[i], d), _pair(p.ci[i], d), _pair(p.pi[i], d),
                       *[_beyond(p.beyond[s][i]) for s in p.variables])
     return table
 
@@ -486,7 +486,7 @@ def _beyond(x: float) -> str:
     return "·" if x == 0 else f"{x:+.2f}"
 
 
-def _fixed(x: float, d: int) -> str:
+def _fixed_or_na(x: float, d: int) -> str:
     return f"{x:.{d}f}" if math.isfinite(x) else "n/a"
 
 
