@@ -291,13 +291,13 @@ def test_scale_min_max_and_last_per_group(tmp_path):
     assert combined.group_index()[1] == 3 and combined.group_column == "d_model,n_layers"
 
 
-@pytest.mark.parametrize(("kwargs", "message"), [
-    ({"scale": ["tokens=0"]}, "--scale tokens=0: the value must be a positive number"),
-    ({"scale": ["tokens"]}, "--scale 'tokens': expected ROLE=VALUE, e.g. --scale tokens=1e9"),
-    ({"min_values": ["tokens=abc"]}, "--min tokens=abc: the value must be a number"),
+@pytest.mark.parametrize(("kwargs", "message"), [  # the library names its arguments, the CLI its flags
+    ({"scale": ["tokens=0"]}, "scale tokens=0: the value must be a positive number"),
+    ({"scale": ["tokens"]}, "scale 'tokens': expected ROLE=VALUE, e.g. scale tokens=1e9"),
+    ({"min_values": ["tokens=abc"]}, "min_values tokens=abc: the value must be a number"),
     ({"max_values": ["nope=3"]}, "{path}: no column or role 'nope' to scale or filter"),
-    ({"min_values": ["tokens=1e15"]}, "{path}: no rows left after --min / --max"),
-    ({"group": "runn"}, "{path}: --group: no column 'runn' (closest: 'run')"),
+    ({"min_values": ["tokens=1e15"]}, "{path}: no rows left after min_values / max_values"),
+    ({"group": "runn"}, "{path}: group: no column 'runn' (closest: 'run')"),
 ])
 def test_row_option_errors(tmp_path, kwargs, message):
     table = tmp_path / "t.csv"
@@ -310,7 +310,7 @@ def test_row_option_errors(tmp_path, kwargs, message):
 def test_last_per_group_needs_groups(tmp_path):
     table = tmp_path / "t.csv"
     table.write_text("d_model,n_layers,tokens,loss\n256,4,1e9,3\n256,4,2e9,2.9\n")
-    with pytest.raises(DataError, match="--last-per-group needs a group column"):
+    with pytest.raises(DataError, match="last_per_group needs a group column"):
         load_runs(table, last_per_group=True)
 
 
