@@ -271,6 +271,9 @@ def fit(
     quiet: QuietOpt = False,
     fix: FixOpt = None,
     bound: BoundOpt = None,
+    ci: Annotated[str, typer.Option(
+        "--ci", help="Intervals: jacobian (t intervals from the Jacobian) or profile (profile "
+                     "likelihood as well, asymmetric where the law is).")] = "jacobian",
 ) -> None:
     """Fit a scaling law to a table of runs: parameters with Jacobian errors, statistics, plots, JSON."""
     from .fitting import fit as fit_runs
@@ -278,10 +281,14 @@ def fit(
     from .report import render_fit
 
     check_outputs(plot_format, json_path, plot_dir=plot_dir)
+    if ci not in ("jacobian", "profile"):
+        raise typer.BadParameter(f"--ci must be jacobian or profile, not '{ci}'")
     table = TableOptions(format, tuple(column or ()), configs, on, exclude_top_loss, drop_missing)
     fixed, bounds = parameter_options(fix, bound)
     the_form, the_objective, runs = load_for(data, form, config, objective, delta, table)
     result = fit_runs(runs, the_form, the_objective, fixed=fixed, bounds=bounds)
+    if ci == "profile":
+        result = result.with_profile()
     console = console_for(json_path, quiet)
     if console is not None:
         render_fit(result, console)

@@ -161,6 +161,13 @@ class FitResult:
     n_escalated: int = 0  # starts solved again by the robust strategy after stopping short
     fixed_by_user: tuple[tuple[str, float], ...] = ()  # (name, value) held by `fixed=` (--fix)
     bounds_by_user: tuple[tuple[str, float, float], ...] = ()  # (name, lo, hi) set by `bounds=` (--bound)
+    profile: object | None = None  # profile.ProfileResult, when asked for (`with_profile`, --ci profile)
+
+    def with_profile(self, level: float = 0.95) -> FitResult:
+        """This result with profile-likelihood intervals (`profile.profile_intervals`) attached."""
+        from .profile import profile_intervals
+
+        return dataclasses.replace(self, profile=profile_intervals(self, level))
 
     def __getitem__(self, name: str) -> float:
         return float(self.values[self.names.index(name)])

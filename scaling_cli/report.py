@@ -125,6 +125,8 @@ def fit_to_dict(result: FitResult) -> dict:
         "versions": versions(),
         "input": {"path": result.input_path, "sha256": result.input_sha256},
     }
+    if result.profile is not None:
+        doc["profile"] = result.profile.to_dict()
     if result.fixed_by_user:
         doc["fixed"] = dict(result.fixed_by_user)
     if result.bounds_by_user:
@@ -293,6 +295,30 @@ def stats_table(result: FitResult):
     return table
 
 
+def profile_table(result: FitResult):
+    """Profile-likelihood intervals beside the Jacobian ones, with each end's distance from the
+    estimate (unequal where the objective is not quadratic)."""
+    from rich.table import Table
+
+    prof = result.profile
+    table = Table(title=f"profile-likelihood {100 * prof.level:g}% intervals", title_justify="left")
+    table.add_column("parameter")
+    table.add_column("profile interval", justify="right")
+    table.add_column("- / +", justify="right")
+    table.add_column("Jacobian interval", justify="right")
+    table.add_column("note")
+    for interval in prof.intervals:
+        est = result.estimate(interval.name)
+        err = est.stderr if math.isfinite(est.stderr) else None
+        lo, hi = interval.lower, interval.upper
+        span = (format_interval(lo, hi, err) if math.isfinite(lo) and math.isfinite(hi)
+                else f"[{lo:.4g}, {hi:.4g}]")
+        down, up = interval.value - lo, hi - interval.value
+        sides = f"-{down:.3g} / +{up:.3g}" if math.isfinite(down) and math.isfinite(up) else "n/a"
+        table.add_row(interval.name, span, sides, format_interval(*est.ci95, err), interval.note)
+    return table
+
+
 def _num(x: float, fmt: str, suffix: str = "") -> str:
     return f"{x:{fmt}}{suffix}" if x is not None and math.isfinite(x) else "n/a"
 
@@ -301,6 +327,8 @@ def render_fit(result: FitResult, console: Console) -> None:
     """Print a fit: parameters, statistics, the depth-regime sentence, notes and warnings."""
     console.print(params_table(result))
     console.print(stats_table(result))
+    if result.profile is not None:
+        console.print(profile_table(result))
     sentence = depth_regime(result)
     if sentence:
         console.print(sentence)

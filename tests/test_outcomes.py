@@ -101,11 +101,11 @@ def test_fix_on_a_yaml_form_lowers_nothing_it_should_not(cli, tmp_path):
 
     table = write_table(tmp_path / "runs.csv")
     free = tmp_path / "free.json"
-    assert cli("fit", table, "--config", ROOT / "configs" / "decomposed.yaml", "--json", free, "-q").exit_code == 0
+    form = ROOT / "configs" / "decomposed.yaml"
+    assert cli("fit", table, "--config", form, "--json", free, "-q").exit_code == 0
     alpha_d = json.loads(free.read_text())["params"]["alpha_D"]["value"]
     held = tmp_path / "held.json"
-    result = cli("fit", table, "--config", ROOT / "configs" / "decomposed.yaml", "--fix", f"alpha_D={alpha_d!r}",
-                 "--json", held, "-q")
+    result = cli("fit", table, "--config", form, "--fix", f"alpha_D={alpha_d!r}", "--json", held, "-q")
     assert result.exit_code == 0, result.stderr
     objective = [json.loads(p.read_text())["objective"]["value"] for p in (free, held)]
     assert objective[1] == pytest.approx(objective[0], rel=1e-9)
