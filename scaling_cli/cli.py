@@ -50,6 +50,9 @@ class ScalefitGroup(TyperGroup):
             _fail("interrupted", 130)
         except KeyboardInterrupt:
             _fail("interrupted", 130)
+        except MemoryError:
+            _fail("out of memory: the table, or the computation it asks for (rows x grid points x "
+                  "resamples), is too large for this machine; try fewer rows, --n or --jobs", EXIT_BAD_INPUT)
         except Exception as exc:  # a bug: say so in one line, keep the traceback for debugging
             if os.environ.get(DEBUG_ENV):
                 raise
@@ -243,10 +246,13 @@ def write_outputs(result, console, json_path: str | None, plot_dir: Path | None,
 def save_plots(plot_dir: Path, plot_format: str, figures, console) -> None:
     from .plot import save_figures
 
-    written = save_figures(figures, plot_dir, plot_format)
+    skipped: list[str] = []
+    written = save_figures(figures, plot_dir, plot_format, skipped)
     if console is not None:
         for path in written:
             console.print(f"wrote {path}", style="dim", markup=False)
+    for line in skipped:
+        sys.stderr.write(f"warning: figure not drawn: {line}\n")
 
 
 # ---------------------------------------------------------------- commands

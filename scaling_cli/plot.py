@@ -7,6 +7,7 @@ matplotlib is imported inside the functions (with the Agg backend), never at mod
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Mapping, Sequence
 
@@ -69,6 +70,15 @@ AXIS_NOUNS = {"m": "width", "l": "depth", "D": "data"}
 # ---------------------------------------------------------------- helpers
 
 
+SAFE_TEX_NAME = re.compile(r"[A-Za-z]+(_[A-Za-z0-9]+)?|[A-Za-z]+[0-9]")
+LARGEST_TICK = 1e250  # beyond this, round ticks (m * 10**k) would overflow: matplotlib's own are used
+
+
+def plain(text: str) -> str:
+    """A form, column or file name as plain text in a figure: a `$` would start mathtext."""
+    return str(text).replace("$", r"\$")
+
+
 def _pyplot():
     import matplotlib
 
@@ -83,6 +93,8 @@ def tex(name: str) -> str:
     def part(s: str) -> str:
         return SYMBOL_TEX.get(s, s)
 
+    if not SAFE_TEX_NAME.fullmatch(name):  # anything else stays text: never mathtext from a user
+        return plain(name)
     if "_" in name:
         head, sub = name.split("_", 1)
         return f"${part(head)}_{{{part(sub)}}}$"
@@ -100,7 +112,7 @@ def variable_label(symbol: str, role: str) -> str:
     """An axis label for a variable: 'width $m$ (d_model)'."""
     template = ROLE_LABELS.get(role)
     if template is None:
-        return f"{role} {tex(symbol)}" if role != symbol else tex(symbol)
+        return f"{plain(role)} {tex(symbol)}" if role != symbol else tex(symbol)
     return template.format(sym=tex(symbol))
 
 
@@ -121,7 +133,7 @@ def _readable_log_axis(axis, lo: float, hi: float) -> None:
     scientific notation; give it four to seven round ticks with plain labels instead."""
     from matplotlib.ticker import FixedLocator, FuncFormatter, MaxNLocator, NullFormatter, NullLocator
 
-    if not (lo > 0 and hi > lo) or hi / lo > 100:
+    if not (lo > 0 and hi > lo) or hi / lo > 100 or hi > LARGEST_TICK:
         return
     if hi / lo < 3:  # narrower than half a decade: evenly spaced round values look even on log axes too
         ticks = [t for t in MaxNLocator(nbins=5, steps=[1, 2, 2.5, 5, 10]).tick_values(lo, hi)
@@ -142,9 +154,12 @@ def _log_limits(values: np.ndarray, pad: float = 1.15) -> tuple[float, float]:
     values = np.asarray(values, dtype=float)
     values = values[np.isfinite(values) & (values > 0)]
     lo, hi = float(values.min()), float(values.max())
-    if hi == lo:
-        return lo / 2, hi * 2
-    return lo / pad, hi * pad
+    # values near 1e308 (or spans of hundreds of decades): matplotlib's log ticks, which run a stride
+    # past the limits, overflow to inf; keep the axis where they cannot
+    top = LARGEST_TICK
+    lo, hi = (lo / 2, hi * 2) if hi == lo else (lo / pad, hi * pad)
+    hi = min(hi, top)
+    return max(lo, hi / top, 1 / top), hi
 
 
 def _result_variables(result: FitResult) -> list[tuple[str, str]]:
@@ -229,7 +244,7 @@ def observed_vs_predicted(result: FitResult, path: str | Path | None = None) -> 
         ax.set_xlabel(r"predicted loss $L_{\rm pred}$")
         ax.set_ylabel(r"observed loss $L_{\rm obs}$")
         stats = result.stats
-        title = f"{result.form.name} fit, objective {result.objective.name}"
+        title = f"{plain(result.form.name)} fit, objective {result.objective.name}"
         legend_title = (f"RMSE(log) = {stats.rmse_log:.2g}, mean |rel. err.| = "
                         f"{100 * stats.mean_abs_rel_error:.2g}%")
         ax.set_title(title)
@@ -268,7 +283,7 @@ def residuals(result: FitResult, path: str | Path | None = None) -> Figure:
             _readable_log_axis(ax.xaxis, lo, hi)
             ax.set_xlabel(variable_label(symbol, role))
         axes[0].set_ylabel(ylabel)
-        title = (f"Residuals of the {result.form.name} fit ({result.objective.name} objective, "
+        title = (f"Residuals of the {plain(result.form.name)} fit ({result.objective.name} objective, "
                  f"n = {int(finite.sum())})")
         if result.objective.name == "huber":
             title += f"; shaded: |r| ≤ δ = {result.objective.delta:g}, where the Huber loss is quadratic"
@@ -637,9 +652,12 @@ def _maybe_save(fig: Figure, path: str | Path | None) -> Figure:
     return fig
 
 
-def save_figures(figures: Mapping[str, Figure], directory: str | Path, fmt: str = "png") -> list[Path]:
+def save_figures(figures: Mapping[str, Figure], directory: str | Path, fmt: str = "png",
+                 skipped: list[str] | None = None) -> list[Path]:
     """Save each figure as `directory/NAME.fmt` (created with its parents if missing), each written whole
-    or not at all; close every figure, also on failure. Returns the paths written."""
+    or not at all; close every figure, also on failure. Returns the paths written. A figure matplotlib
+    cannot draw because its values are near the float limit (1e308: its log ticks overflow) is left
+    out, and `skipped` (when given) gets a line saying so."""
     plt = _pyplot()
     try:
         if fmt not in PLOT_FORMATS:
@@ -651,7 +669,16 @@ def save_figures(figures: Mapping[str, Figure], directory: str | Path, fmt: str 
             raise DataError(f"cannot create plot directory {directory}: {exc.strerror or exc}") from None
         if not directory.is_dir():
             raise DataError(f"cannot save plots into {directory}: it is not a directory")
-        return [_save_one(fig, directory / f"{name}.{fmt}", fmt) for name, fig in figures.items()]
+        written = []
+        for name, fig in figures.items():
+            try:
+                written.append(_save_one(fig, directory / f"{name}.{fmt}", fmt))
+            except OverflowError:
+                if skipped is None:
+                    raise DataError(f"cannot draw figure {name}: its values are too large to plot "
+                                    f"(near 1e308)") from None
+                skipped.append(f"{name}: its values are too large to plot (near 1e308)")
+        return written
     finally:
         for fig in figures.values():
             plt.close(fig)
@@ -665,7 +692,7 @@ def compare_figures(result: CompareResult) -> dict[str, Figure]:
     cross-validation), observed against predicted for every ranked form, with the line y = x."""
     from matplotlib.figure import Figure
 
-    response = result.ranked[0].form.response if result.ranked else "response"
+    response = plain(result.ranked[0].form.response) if result.ranked else "response"
     fig = Figure(figsize=(11, 5), layout="constrained")
     axes = fig.subplots(1, 2)
     panels = (
@@ -682,7 +709,8 @@ def compare_figures(result: CompareResult) -> dict[str, Figure]:
             ok = np.isfinite(held.predicted) & (held.predicted > 0)
             if not ok.any():
                 continue
-            label = f"{entry.rank}. {entry.name} (mean |rel. error| {100 * held.mean_abs_rel_error:.2f}%)"
+            label = (f"{entry.rank}. {plain(entry.name)} (mean |rel. error| "
+                     f"{100 * held.mean_abs_rel_error:.2f}%)")
             ax.scatter(held.predicted[ok], held.observed[ok], s=18, alpha=0.7,
                        marker=COMPARE_MARKERS[i % len(COMPARE_MARKERS)], label=label)
             lo = min(lo, held.predicted[ok].min(), held.observed[ok].min())
