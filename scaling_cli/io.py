@@ -216,11 +216,13 @@ def _decompress(path: Path, raw: bytes) -> bytes:
     import importlib
 
     module = importlib.import_module(_COMPRESSED[suffix])
-    opener = {"gzip": "GzipFile", "bz2": "BZ2File", "lzma": "LZMAFile"}[_COMPRESSED[suffix]]
     chunks, size = [], 0
     try:
         # streamed, so that a small file that expands without end (a "zip bomb") is stopped at the limit
-        with getattr(module, opener)(_io.BytesIO(raw)) as stream:
+        source = _io.BytesIO(raw)
+        stream = (module.GzipFile(fileobj=source) if _COMPRESSED[suffix] == "gzip"
+                  else getattr(module, {"bz2": "BZ2File", "lzma": "LZMAFile"}[_COMPRESSED[suffix]])(source))
+        with stream:
             while chunk := stream.read(DECOMPRESS_CHUNK):
                 size += len(chunk)
                 if size > MAX_DECOMPRESSED_BYTES:
