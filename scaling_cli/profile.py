@@ -41,7 +41,7 @@ MAX_ROUNDS = 12
 # relative to S* - S_hat
 ROOT_RTOL = 1e-2
 # profile points are solved to this relative decrease of the objective (a fit: solve.FTOL)
-PROFILE_FTOL = 1e-10
+PROFILE_FTOL = 1e-8
 # searched in log v, a lower bound 0 is reached at this fraction of the estimate
 LOG_FLOOR = 1e-8
 
