@@ -54,7 +54,7 @@ def main(names: list[str]) -> int:
                     continue
                 doc = json.loads(out.read_text())
                 if start is None:
-                    ok = doc["converged"] and same_optimum(doc, nist)
+                    ok = doc["converged"] and same_optimum(doc, nist, name)
                 else:
                     ok = doc["converged"] and all(digits(doc["params"][b]["value"], c) >= PARAMETER_DIGITS
                                                   for b, c in nist["certified"].items())
