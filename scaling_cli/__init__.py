@@ -25,6 +25,7 @@ _EXPORTS = {
     "Objective": "objectives",
     "CompareResult": "compare", "compare_forms": "compare",
     "load_form": "spec", "parse_form": "spec",
+    "ProfileResult": "profile", "profile_intervals": "profile",
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__"]

@@ -301,7 +301,10 @@ def profile_table(result: FitResult):
     from rich.table import Table
 
     prof = result.profile
-    table = Table(title=f"profile-likelihood {100 * prof.level:g}% intervals", title_justify="left")
+    title = f"profile-likelihood {100 * prof.level:g}% intervals"
+    if not result.objective.least_squares:
+        title += " (Huber: the F threshold by analogy, not a likelihood; prefer the bootstrap)"
+    table = Table(title=title, title_justify="left")
     table.add_column("parameter")
     table.add_column("profile interval", justify="right")
     table.add_column("- / +", justify="right")
