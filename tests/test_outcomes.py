@@ -256,3 +256,22 @@ def test_names_are_text_in_figures(cli, tmp_path):
     result = cli("fit", path, "--config", form, "-q", "--plot-dir", tmp_path / "figs")
     assert result.exit_code == 0, result.stderr
     assert (tmp_path / "figs" / "observed_vs_predicted.png").exists()
+
+
+def test_the_forms_init_is_always_polished(tmp_path):
+    """An init giving every nonlinear parameter is a start of its own (linear ones solved for), not
+    just a grid value that must rank among the best grid points to be polished."""
+    from scaling_cli import fit, load_runs, parse_form
+    from scaling_cli.solve import N_POLISH
+
+    runs = load_runs(write_table(tmp_path / "runs.csv"))
+    spec = {"name": "d", "expression": "c_m * m**(-alpha_m) + c_l * l**(-alpha_l) + c_D * D**(-alpha_D) + L0",
+            "variables": {"m": "width", "l": "depth", "D": "tokens"},
+            "parameters": {p: {"min": 0} for p in ("c_m", "c_l", "c_D", "L0")}
+            | {p: {"min": 0, "max": 10, "init": 1.5} for p in ("alpha_m", "alpha_l", "alpha_D")}}
+    with_init = fit(runs, parse_form(spec, "<with init>"))
+    assert with_init.n_starts == N_POLISH + 1
+    del spec["parameters"]["alpha_D"]["init"]
+    partial = fit(runs, parse_form(spec, "<partial init>"))
+    assert partial.n_starts == N_POLISH
+    assert with_init.objective_value == pytest.approx(partial.objective_value, rel=1e-9)
