@@ -402,6 +402,8 @@ def bootstrap(
     plot_dir: PlotDirOpt = None,
     plot_format: PlotFormatOpt = "png",
     quiet: QuietOpt = False,
+    fix: FixOpt = None,
+    bound: BoundOpt = None,
 ) -> None:
     """Bootstrap a fit: refit thousands of resamples at once; standard errors and intervals beside the
     Jacobian ones."""
@@ -410,11 +412,13 @@ def bootstrap(
 
     check_outputs(plot_format, json_path, draws, plot_dir=plot_dir)
     table = TableOptions(format, tuple(column or ()), configs, on, exclude_top_loss, drop_missing)
+    fixed, bounds = parameter_options(fix, bound)
     the_form, the_objective, runs = load_for(data, form, config, objective, delta, table)
     console = console_for(json_path, quiet)
     with progress_bar(console) as progress:
         result = run_bootstrap(runs, the_form, the_objective, n=n, seed=seed, method=method, ci=ci,
-                               level=level, group=group, jobs=jobs, progress=progress)
+                               level=level, group=group, jobs=jobs, progress=progress, fixed=fixed,
+                               bounds=bounds)
     if console is not None:
         render_bootstrap(result, console)
     if draws is not None:

@@ -275,3 +275,17 @@ def test_the_forms_init_is_always_polished(tmp_path):
     partial = fit(runs, parse_form(spec, "<partial init>"))
     assert partial.n_starts == N_POLISH
     assert with_init.objective_value == pytest.approx(partial.objective_value, rel=1e-9)
+
+
+def test_bootstrap_takes_fix_and_bound_too(cli, tmp_path):
+    table = write_table(tmp_path / "runs.csv")
+    target = tmp_path / "boot.json"
+    result = cli("bootstrap", table, "--n", "50", "--fix", "L0=1.7", "--bound", "alpha_l=0.5:3",
+                 "--json", target)
+    assert result.exit_code == 0, result.stderr
+    doc = json.loads(target.read_text())
+    assert doc["fixed"] == {"L0": 1.7} and doc["bounds"] == {"alpha_l": [0.5, 3.0]}
+    assert doc["bootstrap"]["params"]["L0"]["ci"] == [1.7, 1.7]  # held in every resample
+    lo, hi = doc["bootstrap"]["params"]["alpha_l"]["ci"]
+    assert 0.5 <= lo <= hi <= 3.0
+    assert "L0 held at 1.7 (--fix)" in result.stdout
