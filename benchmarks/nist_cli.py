@@ -46,17 +46,18 @@ def main(names: list[str]) -> int:
                 nist, data, form = write_problem(name, start, folder)
                 out = folder / "fit.json"
                 t0 = time.perf_counter()
-                result = runner.invoke(app, ["fit", str(data), "--config", str(form), "--json", str(out), "-q"])
+                args = ["fit", str(data), "--config", str(form), "--json", str(out), "-q"]
+                result = runner.invoke(app, args)
                 seconds = time.perf_counter() - t0
                 if result.exit_code != 0:
                     print(f"{name:10s} {start!s:7s} FAIL exit {result.exit_code}: {result.output.strip()}")
                     continue
                 doc = json.loads(out.read_text())
                 if start is None:
-                    ok = doc["converged"] and same_optimum(doc, nist)
+                    ok = doc["converged"] and same_optimum(doc, nist, name)
                 else:
-                    ok = doc["converged"] and all(
-                        digits(doc["params"][b]["value"], c) >= PARAMETER_DIGITS for b, c in nist["certified"].items())
+                    ok = doc["converged"] and all(digits(doc["params"][b]["value"], c) >= PARAMETER_DIGITS
+                                                  for b, c in nist["certified"].items())
                     if name not in PARAMETERS_ONLY:
                         ok = ok and all(digits(doc["params"][b]["stderr"], c) >= STDERR_DIGITS
                                         for b, c in nist["stderr"].items())

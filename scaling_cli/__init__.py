@@ -27,6 +27,7 @@ _EXPORTS = {
     "load_form": "spec", "parse_form": "spec",
     "ResultError": "errors", "load_result": "results", "BootstrapResult": "bootstrap",
     "Prediction": "predict", "Constraints": "optimize", "OptimizeResult": "optimize",
+    "ProfileResult": "profile", "profile_intervals": "profile",
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__"]

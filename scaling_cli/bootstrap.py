@@ -41,7 +41,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 from statistics import NormalDist
-from typing import Callable, Iterator, Sequence
+from typing import Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -366,7 +366,9 @@ class BootstrapResult:
         from .plot import bootstrap_figures
 
         draws = np.where(self.ok[:, None], _with_derived(self.fit.form, self.draws), np.nan)
-        problem = Problem.build(self.fit.form, self.fit.inputs, self.fit.observed, self.fit.objective)
+        from .profile import problem_of
+
+        problem = problem_of(self.fit)  # with the fit's --fix and --bound
         paired = set(Centering(problem, self.fit.values).linear.tolist())
         free = [p for i, p in enumerate(self.names) if problem.free[i]]
         coefficients = [p for i, p in enumerate(self.names) if problem.free[i] and i in paired]
@@ -425,7 +427,9 @@ def bootstrap(runs: Runs, form: Form | str = "decomposed", objective: Objective 
               delta: float | None = None, *, n: int = DEFAULT_N, seed: int = 0, method: str | None = None,
               ci: str = "percentile", level: float = DEFAULT_LEVEL, group: str | None = None,
               jobs: int = 1, progress: Callable[[int, int], None] | None = None,
-              fit_result: FitResult | None = None, chunk_size: int | None = None) -> BootstrapResult:
+              fit_result: FitResult | None = None, chunk_size: int | None = None,
+              fixed: Mapping[str, float] | None = None,
+              bounds: Mapping[str, tuple[float, float]] | None = None) -> BootstrapResult:
     """Fit `form` to `runs`, refit it on `n` resamples and return a `BootstrapResult`.
 
     `method`: `group` (whole groups: `group` names the column, else the table's group role; the
@@ -437,7 +441,8 @@ def bootstrap(runs: Runs, form: Form | str = "decomposed", objective: Objective 
     `progress(done, total)` is called after every chunk. Pass `fit_result` to reuse a full-data fit
     of the same runs, form and objective.
     `chunk_size` (resamples solved together) defaults to what keeps a chunk's arrays near
-    CHUNK_FLOATS; the draws depend on it (and on the seed), never on `jobs`.
+    CHUNK_FLOATS; the draws depend on it (and on the seed), never on `jobs`. `fixed` and `bounds`
+    hold or narrow parameters as in `fitting.fit`, for the full-data fit and every resample.
 
     >>> from scaling_cli import load_runs
     >>> boot = bootstrap(load_runs("data/example_runs.csv"), "decomposed", n=200, seed=0)
@@ -461,9 +466,10 @@ def bootstrap(runs: Runs, form: Form | str = "decomposed", objective: Objective 
     if fit_result is not None and (fit_result.form.params != form.params or fit_result.objective != objective
                                    or fit_result.n_points != len(runs)):
         raise SpecError("fit_result is not a fit of these runs with this form and objective")
-    result = fit_result if fit_result is not None else fit(runs, form, objective)
+    result = fit_result if fit_result is not None else fit(runs, form, objective, fixed=fixed, bounds=bounds)
     X, y = form.inputs(runs), form.observed(runs)
-    problem = Problem.build(form, X, y, objective)
+    problem = Problem.build(form, X, y, objective, dict(result.fixed_by_user),
+                            {name: (lo, hi) for name, lo, hi in result.bounds_by_user})
     theta_hat = result.values
     n_rows, P = problem.n, len(form.params)
     if chunk_size is None:
@@ -805,6 +811,10 @@ def render_bootstrap(result: BootstrapResult, console) -> None:
         console.print(sentence, markup=False)
     for note in result.fit.notes + result.notes:
         console.print(f"note: {note}", style="dim", markup=False)
+    for name, value in result.fit.fixed_by_user:
+        console.print(f"note: {name} held at {value:g} (--fix)", style="dim", markup=False)
+    for name, lo, hi in result.fit.bounds_by_user:
+        console.print(f"note: {name} bounded to [{lo:g}, {hi:g}] (--bound)", style="dim", markup=False)
     for warning in result.fit.warnings + result.warnings:
         if warning != HUBER_BOOTSTRAP_HINT:  # this is the bootstrap it recommends
             console.print(f"warning: {warning}", style="yellow", markup=False)

@@ -74,6 +74,9 @@ class ScalefitGroup(TyperGroup):
             _fail("interrupted", 130)
         except KeyboardInterrupt:
             _fail("interrupted", 130)
+        except MemoryError:
+            _fail("out of memory: the table, or the computation it asks for (rows x grid points x "
+                  "resamples), is too large for this machine; try fewer rows, --n or --jobs", EXIT_BAD_INPUT)
         except Exception as exc:  # a bug: say so in one line, keep the traceback for debugging
             if os.environ.get(DEBUG_ENV):
                 raise
@@ -306,10 +309,13 @@ def write_outputs(result, console, json_path: str | None, plot_dir: Path | None,
 def save_plots(plot_dir: Path, plot_format: str, figures, console) -> None:
     from .plot import save_figures
 
-    written = save_figures(figures, plot_dir, plot_format)
+    skipped: list[str] = []
+    written = save_figures(figures, plot_dir, plot_format, skipped)
     if console is not None:
         for path in written:
             console.print(f"wrote {path}", style="dim", markup=False)
+    for line in skipped:
+        sys.stderr.write(f"warning: figure not drawn: {line}\n")
 
 
 # ---------------------------------------------------------------- commands
@@ -342,6 +348,9 @@ def fit(
     quiet: QuietOpt = False,
     fix: FixOpt = None,
     bound: BoundOpt = None,
+    ci: Annotated[str, typer.Option(
+        "--ci", help="Intervals: jacobian (t intervals from the Jacobian) or profile (profile "
+                     "likelihood as well, asymmetric where the law is).")] = "jacobian",
 ) -> None:
     """Fit a scaling law to a table of runs: parameters with Jacobian (or, on checkpoint tables,
     cluster-robust) errors, statistics, plots, JSON."""
@@ -350,11 +359,15 @@ def fit(
     from .report import render_fit
 
     check_outputs(plot_format, json_path, plot_dir=plot_dir)
+    if ci not in ("jacobian", "profile"):
+        raise typer.BadParameter(f"--ci must be jacobian or profile, not '{ci}'")
     table = TableOptions(format, tuple(column or ()), configs, on, exclude_top_loss, drop_missing, group,
                          tuple(scale or ()), tuple(min_value or ()), tuple(max_value or ()), last_per_group)
     fixed, bounds = parameter_options(fix, bound)
     the_form, the_objective, runs = load_for(data, form, config, objective, delta, table)
     result = fit_runs(runs, the_form, the_objective, fixed=fixed, bounds=bounds, errors=errors)
+    if ci == "profile":
+        result = result.with_profile()
     console = console_for(json_path, quiet)
     if console is not None:
         render_fit(result, console)
@@ -472,6 +485,8 @@ def bootstrap(
     plot_dir: PlotDirOpt = None,
     plot_format: PlotFormatOpt = "png",
     quiet: QuietOpt = False,
+    fix: FixOpt = None,
+    bound: BoundOpt = None,
 ) -> None:
     """Bootstrap a fit: refit thousands of resamples at once; standard errors and intervals beside the
     Jacobian ones."""
@@ -481,11 +496,12 @@ def bootstrap(
     check_outputs(plot_format, json_path, draws, plot_dir=plot_dir)
     table = TableOptions(format, tuple(column or ()), configs, on, exclude_top_loss, drop_missing, group,
                          tuple(scale or ()), tuple(min_value or ()), tuple(max_value or ()), last_per_group)
+    fixed, bounds = parameter_options(fix, bound)
     the_form, the_objective, runs = load_for(data, form, config, objective, delta, table)
     console = console_for(json_path, quiet)
     with progress_bar(console) as progress:
         result = run_bootstrap(runs, the_form, the_objective, n=n, seed=seed, method=method, ci=ci,
-                               level=level, jobs=jobs, progress=progress)
+                               level=level, jobs=jobs, progress=progress, fixed=fixed, bounds=bounds)
     if console is not None:
         render_bootstrap(result, console)
     if draws is not None:

@@ -218,6 +218,13 @@ class FitResult:
     roles: Mapping[str, str] = field(default_factory=dict)  # role -> column of the table fitted
     load_options: Mapping[str, object] = field(default_factory=dict)  # how the table was read
     ranges: Mapping[str, tuple[float, float]] = field(default_factory=dict)  # variable -> (min, max) fitted
+    profile: object | None = None  # profile.ProfileResult, when asked for (`with_profile`, --ci profile)
+
+    def with_profile(self, level: float = 0.95) -> FitResult:
+        """This result with profile-likelihood intervals (`profile.profile_intervals`) attached."""
+        from .profile import profile_intervals
+
+        return dataclasses.replace(self, profile=profile_intervals(self, level))
 
     def __getitem__(self, name: str) -> float:
         return float(self.values[self.names.index(name)])

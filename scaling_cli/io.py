@@ -48,6 +48,10 @@ _NUMBER = re.compile(r"^([+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?)\s*([kKmM
 _MISSING = {"", "na", "n/a", "null", "none"}
 TOKENS_FROM_FLOPS_NOTE = "tokens were not in the table: computed as flops / (6 * params)"
 MAX_LISTED = 5
+# A compressed table is decompressed in chunks and refused beyond this size (a table of runs is far
+# smaller; a "zip bomb" of 300 MB expands without end).
+MAX_DECOMPRESSED_BYTES = 512 * 2**20
+DECOMPRESS_CHUNK = 2**20
 
 
 def ordinal(n: int) -> str:
@@ -67,7 +71,12 @@ def parse_number(text: Any) -> float | None:
         return None
     if isinstance(text, bool):
         raise ValueError(text)
-    if isinstance(text, (int, float, np.integer, np.floating)):
+    if isinstance(text, (int, np.integer)):
+        try:
+            return float(text)
+        except OverflowError:  # a JSON integer of hundreds of digits
+            return math.inf if text > 0 else -math.inf
+    if isinstance(text, (float, np.floating)):
         return float(text)
     s = str(text).strip()
     if s.lower() in _MISSING:
@@ -84,7 +93,10 @@ def parse_number(text: Any) -> float | None:
     if not match:
         raise ValueError(text)
     # scale in decimal, then round once: 2.01k is 2010.0, not 2.01 * 1e3 = 2009.9999999999998
-    return float(Decimal(match.group(1)).scaleb(_SUFFIXES[match.group(2).lower()]))
+    try:
+        return float(Decimal(match.group(1)).scaleb(_SUFFIXES[match.group(2).lower()]))
+    except ArithmeticError:  # an exponent beyond Decimal's range (1e1000000): beyond float's too
+        return float(match.group(1)) * 10.0 ** _SUFFIXES[match.group(2).lower()]
 
 
 @dataclass(frozen=True)
@@ -195,6 +207,15 @@ def read_table(path: str | Path, fmt: str | None = None) -> Table:
         raise DataError(f"{path}: is a directory, not a table")
     fmt = detect_format(path, fmt)
     try:
+        return _read_table(path, fmt)
+    except MemoryError:
+        size = path.stat().st_size
+        raise DataError(f"{path}: out of memory reading the table ({size / 2**20:.0f} MiB on disk); "
+                        f"it is too large for this machine") from None
+
+
+def _read_table(path: Path, fmt: str) -> Table:
+    try:
         raw = path.read_bytes()
     except OSError as exc:
         raise DataError(f"{path}: cannot read: {exc.strerror or exc}") from None
@@ -247,10 +268,25 @@ def _decompress(path: Path, raw: bytes) -> bytes:
     import importlib
 
     module = importlib.import_module(_COMPRESSED[suffix])
+    chunks, size = [], 0
     try:
-        return module.decompress(raw)
+        # streamed, so that a small file that expands without end (a "zip bomb") is stopped at the limit
+        source = _io.BytesIO(raw)
+        stream = (module.GzipFile(fileobj=source) if _COMPRESSED[suffix] == "gzip"
+                  else getattr(module, {"bz2": "BZ2File", "lzma": "LZMAFile"}[_COMPRESSED[suffix]])(source))
+        with stream:
+            while chunk := stream.read(DECOMPRESS_CHUNK):
+                size += len(chunk)
+                if size > MAX_DECOMPRESSED_BYTES:
+                    limit = MAX_DECOMPRESSED_BYTES // 2**20
+                    raise DataError(f"{path}: decompresses to more than {limit} MiB, the limit for a "
+                                    f"table; decompress it yourself if it really is one")
+                chunks.append(chunk)
+    except DataError:
+        raise
     except Exception as exc:  # gzip, bz2 and lzma each raise their own error types
         raise DataError(f"{path}: cannot decompress ({exc})") from None
+    return b"".join(chunks)
 
 
 def _check_duplicates(path: Path, names: Sequence[str]) -> None:
@@ -342,10 +378,20 @@ def _read_jsonl(path: Path, text: str) -> tuple[list[str], list[dict]]:
             record = json.loads(line)
         except json.JSONDecodeError as exc:
             raise DataError(f"{path}: line {number} is not valid JSON ({exc.msg})") from None
+        except (RecursionError, ValueError) as exc:
+            raise DataError(f"{path}: line {number}: {_json_limit_message(exc)}") from None
         if not isinstance(record, dict):
             raise DataError(f"{path}: line {number} is not a JSON object")
         rows.append(record)
     return _collect_names(path, rows), rows
+
+
+def _json_limit_message(exc: Exception) -> str:
+    """Python's JSON reader stops at arrays or objects nested past its recursion limit and at integers
+    of more than 4300 digits; neither is a table of runs."""
+    if isinstance(exc, RecursionError):
+        return "JSON nested too deeply to be a table of runs (arrays or objects inside each other)"
+    return f"a JSON value scalefit cannot read ({exc})"
 
 
 def _read_json(path: Path, text: str) -> tuple[list[str], list[dict]]:
@@ -353,6 +399,8 @@ def _read_json(path: Path, text: str) -> tuple[list[str], list[dict]]:
         doc = json.loads(text)
     except json.JSONDecodeError as exc:
         raise DataError(f"{path}: not valid JSON (line {exc.lineno}: {exc.msg})") from None
+    except (RecursionError, ValueError) as exc:
+        raise DataError(f"{path}: {_json_limit_message(exc)}") from None
     # {"runs": [{...}, ...]} is records under a wrapper key, not one column of objects
     if isinstance(doc, dict) and len(doc) == 1:
         (only,) = doc.values()

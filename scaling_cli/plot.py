@@ -7,6 +7,7 @@ matplotlib is imported inside the functions (with the Agg backend), never at mod
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Mapping, Sequence
@@ -109,6 +110,13 @@ def _style():
     import matplotlib
 
     return matplotlib.rc_context(STYLE)
+SAFE_TEX_NAME = re.compile(r"[A-Za-z]+(_[A-Za-z0-9]+)?|[A-Za-z]+[0-9]")
+LARGEST_TICK = 1e250  # beyond this, round ticks (m * 10**k) would overflow: matplotlib's own are used
+
+
+def plain(text: str) -> str:
+    """A form, column or file name as plain text in a figure: a `$` would start mathtext."""
+    return str(text).replace("$", r"\$")
 
 
 def _pyplot():
@@ -125,6 +133,8 @@ def tex(name: str) -> str:
     def part(s: str) -> str:
         return SYMBOL_TEX.get(s, s)
 
+    if not SAFE_TEX_NAME.fullmatch(name):  # anything else stays text: never mathtext from a user
+        return plain(name)
     if "_" in name:
         head, sub = name.split("_", 1)
         return f"${part(head)}_{{{part(sub)}}}$"
@@ -146,7 +156,7 @@ def variable_label(symbol: str, role: str, column: str | None = None) -> str:
     """
     template = ROLE_LABELS.get(role)
     if template is None:
-        return f"{role} {tex(symbol)}" if role != symbol else tex(symbol)
+        return f"{plain(role)} {tex(symbol)}" if role != symbol else tex(symbol)
     column = column or DEFAULT_COLUMNS[role]
     if column.lower() == role:  # a column called "width" needs no "(width)"
         return template.split(" (")[0].format(sym=tex(symbol))
@@ -181,7 +191,7 @@ def _readable_log_axis(axis, lo: float, hi: float) -> None:
     whole range (an axis from 0.55 to 1.9 gets 0.75, 1, 1.25, 1.5, 1.75, not 0.6 to 1 only)."""
     from matplotlib.ticker import FixedLocator, FuncFormatter, MaxNLocator, NullFormatter, NullLocator
 
-    if not (lo > 0 and hi > lo) or hi / lo > 100:
+    if not (lo > 0 and hi > lo) or hi / lo > 100 or hi > LARGEST_TICK:
         return
     if hi / lo < 10:  # within a decade: evenly spaced round values, which look even on log axes too
         for nbins in (5, 8):  # and spread over the whole range, not bunched below the one power of ten
@@ -240,9 +250,12 @@ def _log_limits(values: np.ndarray, pad: float = 1.15) -> tuple[float, float]:
     values = np.asarray(values, dtype=float)
     values = values[np.isfinite(values) & (values > 0)]
     lo, hi = float(values.min()), float(values.max())
-    if hi == lo:
-        return lo / 2, hi * 2
-    return lo / pad, hi * pad
+    # values near 1e308 (or spans of hundreds of decades): matplotlib's log ticks, which run a stride
+    # past the limits, overflow to inf; keep the axis where they cannot
+    top = LARGEST_TICK
+    lo, hi = (lo / 2, hi * 2) if hi == lo else (lo / pad, hi * pad)
+    hi = min(hi, top)
+    return max(lo, hi / top, 1 / top), hi
 
 
 def _result_variables(result: FitResult) -> list[tuple[str, str]]:
@@ -334,7 +347,7 @@ def observed_vs_predicted(result: FitResult, path: str | Path | None = None,
         ax.set_xlabel(r"predicted loss $L_{\rm pred}$")
         ax.set_ylabel(r"observed loss $L_{\rm obs}$")
         stats = result.stats
-        title = f"{result.form.name} fit, objective {result.objective.name}"
+        title = f"{plain(result.form.name)} fit, objective {result.objective.name}"
         legend_title = (f"RMSE(log) = {stats.rmse_log:.2g}, mean |rel. err.| = "
                         f"{100 * stats.mean_abs_rel_error:.2g}%")
         ax.set_title(wrap_title(title, 5.2))
@@ -380,7 +393,7 @@ def residuals(result: FitResult, path: str | Path | None = None, labels: AxisTex
             _readable_log_axis(ax.xaxis, lo, hi)
             ax.set_xlabel(variable_label(symbol, role, (labels or AxisText()).columns.get(role)))
         axes[0].set_ylabel(ylabel)
-        title = (f"Residuals of the {result.form.name} fit ({result.objective.name} objective, "
+        title = (f"Residuals of the {plain(result.form.name)} fit ({result.objective.name} objective, "
                  f"n = {int(finite.sum())})")
         if result.objective.name == "huber":
             title += f"; shaded: |r| ≤ δ = {result.objective.delta:g}, where the Huber loss is quadratic"
@@ -811,10 +824,13 @@ def _maybe_save(fig: Figure, path: str | Path | None) -> Figure:
     return fig
 
 
-def save_figures(figures: Mapping[str, Figure], directory: str | Path, fmt: str = "png") -> list[Path]:
+def save_figures(figures: Mapping[str, Figure], directory: str | Path, fmt: str = "png",
+                 skipped: list[str] | None = None) -> list[Path]:
     """Save each figure as `directory/NAME.fmt` (created with its parents if missing), each written whole
     or not at all; close every figure, also on failure. Returns the paths written. PDFs embed TrueType
-    fonts and SVGs keep their text editable (`SAVE_STYLE`).
+    fonts and SVGs keep their text editable (`SAVE_STYLE`). A figure matplotlib cannot draw because its
+    values are near the float limit (1e308: its log ticks overflow) is left out, and `skipped` (when
+    given) gets a line saying so.
 
     >>> import tempfile
     >>> from scaling_cli import fit, load_runs
@@ -834,7 +850,16 @@ def save_figures(figures: Mapping[str, Figure], directory: str | Path, fmt: str 
             raise DataError(f"cannot create plot directory {directory}: {exc.strerror or exc}") from None
         if not directory.is_dir():
             raise DataError(f"cannot save plots into {directory}: it is not a directory")
-        return [_save_one(fig, directory / f"{name}.{fmt}", fmt) for name, fig in figures.items()]
+        written = []
+        for name, fig in figures.items():
+            try:
+                written.append(_save_one(fig, directory / f"{name}.{fmt}", fmt))
+            except OverflowError:
+                if skipped is None:
+                    raise DataError(f"cannot draw figure {name}: its values are too large to plot "
+                                    f"(near 1e308)") from None
+                skipped.append(f"{name}: its values are too large to plot (near 1e308)")
+        return written
     finally:
         for fig in figures.values():
             plt.close(fig)
@@ -850,7 +875,7 @@ def compare_figures(result: CompareResult) -> dict[str, Figure]:
     predicted would stack them on the diagonal; each panel's legend sits below it, off the data."""
     from matplotlib.figure import Figure
 
-    response = result.ranked[0].form.response if result.ranked else "response"
+    response = plain(result.ranked[0].form.response) if result.ranked else "response"
     n_forms = max(len(result.ranked), 1)
     legend_rows = n_forms + 1
     fig = Figure(figsize=(11, 4.6 + 0.2 * legend_rows), layout="constrained")
@@ -872,7 +897,8 @@ def compare_figures(result: CompareResult) -> dict[str, Figure]:
             if not ok.any():
                 continue
             rel = 100 * (held.predicted[ok] / held.observed[ok] - 1)
-            label = f"{entry.rank}. {entry.name} (mean |rel. error| {100 * held.mean_abs_rel_error:.2f}%)"
+            label = (f"{entry.rank}. {plain(entry.name)} (mean |rel. error| "
+                     f"{100 * held.mean_abs_rel_error:.2f}%)")
             ax.scatter(held.observed[ok], rel, s=14, alpha=0.65, color=cycle[i % len(cycle)],
                        marker=COMPARE_MARKERS[i % len(COMPARE_MARKERS)], label=label, linewidths=0,
                        zorder=3 + n_forms - i)  # the best-ranked forms on top

@@ -41,7 +41,7 @@ MAX_ROUNDS = 12
 # relative to S* - S_hat
 ROOT_RTOL = 1e-2
 # profile points are solved to this relative decrease of the objective (a fit: solve.FTOL)
-PROFILE_FTOL = 1e-10
+PROFILE_FTOL = 1e-8
 # searched in log v, a lower bound 0 is reached at this fraction of the estimate
 LOG_FLOOR = 1e-8
 
@@ -209,7 +209,8 @@ def _profile_one(problem: Problem, result: FitResult, j: int, theta_hat: np.ndar
                 w = (u - u0) / (u1 - u0) if u1 != u0 else 0.5
                 starts.append(th0 + w * (th1 - th0))
             else:
-                starts.append(th0 + (v - v0) * slope)
+                # the others move with theta_j along the covariance, linearly in u (log v when searched so)
+                starts.append(th0 + ((u - u0) * est if logged else v - v0) * slope)
             us.append(u)
             values.append(v)
         S, thetas = solve(np.array(values), np.array(starts))

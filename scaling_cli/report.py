@@ -400,6 +400,31 @@ def errors_note(result: FitResult) -> str | None:
                 f"freedom; the iid errors, which treat every row as an independent run, are in the JSON "
                 f"(stderr_iid) and with --errors iid")
     return None
+def profile_table(result: FitResult):
+    """Profile-likelihood intervals beside the Jacobian ones, with each end's distance from the
+    estimate (unequal where the objective is not quadratic)."""
+    from rich.table import Table
+
+    prof = result.profile
+    title = f"profile-likelihood {100 * prof.level:g}% intervals"
+    if not result.objective.least_squares:
+        title += " (Huber: the F threshold by analogy, not a likelihood; prefer the bootstrap)"
+    table = Table(title=title, title_justify="left")
+    table.add_column("parameter")
+    table.add_column("profile interval", justify="right")
+    table.add_column("- / +", justify="right")
+    table.add_column("Jacobian interval", justify="right")
+    table.add_column("note")
+    for interval in prof.intervals:
+        est = result.estimate(interval.name)
+        err = est.stderr if math.isfinite(est.stderr) else None
+        lo, hi = interval.lower, interval.upper
+        span = (format_interval(lo, hi, err) if math.isfinite(lo) and math.isfinite(hi)
+                else f"[{lo:.4g}, {hi:.4g}]")
+        down, up = interval.value - lo, hi - interval.value
+        sides = f"-{down:.3g} / +{up:.3g}" if math.isfinite(down) and math.isfinite(up) else "n/a"
+        table.add_row(interval.name, span, sides, format_interval(*est.ci95, err), interval.note)
+    return table
 
 
 def _num(x: float, fmt: str, suffix: str = "") -> str:
@@ -411,6 +436,8 @@ def render_fit(result: FitResult, console: Console) -> None:
     print_formula(console, result.form)
     console.print(params_table(result))
     console.print(stats_table(result))
+    if result.profile is not None:
+        console.print(profile_table(result))
     sentence = depth_regime(result)
     if sentence:
         console.print(sentence, markup=False)

@@ -168,6 +168,8 @@ def fit_to_dict(result: FitResult) -> dict:
             "n_escalated": result.n_escalated,
         },
     }
+    if result.profile is not None:
+        doc["profile"] = result.profile.to_dict()
     if result.fixed_by_user:
         doc["fixed"] = dict(result.fixed_by_user)
     if result.bounds_by_user:

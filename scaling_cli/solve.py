@@ -804,8 +804,9 @@ def global_minimize(problem: Problem, weights: np.ndarray | None = None,
                                theta0[rows])
             began = theta0[rows]
             rescued = robust_minimize(problem, np.concatenate([began, stopped]), w, polish_start=False)
-            sol = _keep_better(sol, rows, rescued, len(rows), tie_tolerance(problem, np.nanmin(
-                np.where(np.isfinite(sol.value), sol.value, np.nan)) if np.isfinite(sol.value).any() else 0.0))
+            finite = sol.value[np.isfinite(sol.value)]
+            tol = tie_tolerance(problem, float(finite.min())) if finite.size else 0.0
+            sol = _keep_better(sol, rows, rescued, len(rows), tol)
     values = np.where(np.isfinite(sol.value), sol.value, np.inf)
     best = np.min(values)
     tied = (values <= best + tie_tolerance(problem, best) if np.isfinite(best)

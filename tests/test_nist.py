@@ -194,14 +194,15 @@ def write_problem(name: str, start: str | None, folder) -> tuple:
     return nist, data, form
 
 
-def same_optimum(doc: dict, nist: dict) -> bool:
-    """The certified optimum, up to the model's symmetries: the RSS to 6 digits and the parameters'
-    magnitudes as a set (ENSO's two periods, Gauss1's two peaks, Lanczos's three decays may come in
-    another order; Eckerle4's b1, b2 with both signs flipped)."""
+def same_optimum(doc: dict, nist: dict, name: str) -> bool:
+    """The certified optimum, up to the model's symmetries: the RSS to 6 digits (not for Lanczos1,
+    whose RSS is rounding) and the parameters' magnitudes as a set (ENSO's two periods, Gauss1's two
+    peaks, Lanczos's three decays may come in another order; Eckerle4's b1, b2 with both signs
+    flipped)."""
     ours = sorted(abs(v["value"]) for v in doc["params"].values())
     theirs = sorted(abs(v) for v in nist["certified"].values())
-    return digits(doc["stats"]["rss"], nist["rss"]) >= RSS_DIGITS and all(
-        digits(a, b) >= PARAMETER_DIGITS for a, b in zip(ours, theirs, strict=True))
+    rss_ok = name in PARAMETERS_ONLY or digits(doc["stats"]["rss"], nist["rss"]) >= RSS_DIGITS
+    return rss_ok and all(digits(a, b) >= PARAMETER_DIGITS for a, b in zip(ours, theirs, strict=True))
 
 
 @pytest.mark.parametrize(("name", "start"), CLI_CASES, ids=[f"{n}-{s}" for n, s in CLI_CASES])
@@ -221,7 +222,7 @@ def test_cli_default_from_the_nist_start(name, start, cli, tmp_path):
             assert digits(doc["params"][b]["stderr"], certified) >= STDERR_DIGITS, (b, certified)
 
 
-@pytest.mark.parametrize("name", ["Lanczos3", "MGH10", "Eckerle4"])
+@pytest.mark.parametrize("name", ["Lanczos1", "MGH10", "Eckerle4"])
 def test_cli_default_without_any_init(name, cli, tmp_path):
     import json
 
@@ -230,4 +231,4 @@ def test_cli_default_without_any_init(name, cli, tmp_path):
     result = cli("fit", data, "--config", form, "--json", out, "--quiet")
     assert result.exit_code == 0, result.output
     doc = json.loads(out.read_text())
-    assert doc["converged"] is True and same_optimum(doc, nist)
+    assert doc["converged"] is True and same_optimum(doc, nist, name)
