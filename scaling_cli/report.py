@@ -367,6 +367,8 @@ def stats_table(result: FitResult):
 def _errors_label(result: FitResult) -> str:
     if result.covariance_type.startswith("cluster"):
         return f"{result.covariance_type}, t({result.ci_dof})"
+    if not result.objective.least_squares:
+        return f"iid, Huber's formula, t({result.ci_dof})"
     return f"iid Jacobian, t({result.ci_dof})"
 
 
