@@ -30,5 +30,9 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/run_all.py
 
+coverage: $(STAMP)
+	$(BIN)/python benchmarks/coverage.py
+	$(BIN)/python benchmarks/coverage_checkpoints.py
+
 clean:
 	rm -rf $(VENV) out .pytest_cache
