@@ -555,8 +555,10 @@ def _result(runs: Runs, form: Form, problem: Problem, theta: np.ndarray, value: 
     group_messages: list[str] = []
     between: tuple[str, ...] = ()
     too_few_groups = False
-    clustered = groups is not None and not groups.trivial and errors != "iid"
-    if groups is not None and not groups.trivial:
+    # "auto" clusters when some run has several rows; "cluster" also when every run has one (then the
+    # sandwich is the heteroskedasticity-robust HC2)
+    clustered = groups is not None and (errors == "cluster" or (errors == "auto" and not groups.trivial))
+    if groups is not None and (clustered or not groups.trivial):
         determined = cov_free & np.array([p not in undetermined for p in form.params])
         # in the prediction's own space: a log residual's column divides by the prediction, which
         # varies within a run even where the term does not
@@ -576,7 +578,8 @@ def _result(runs: Runs, form: Form, problem: Problem, theta: np.ndarray, value: 
         else:
             group_messages.append(
                 f"iid errors on a table of {groups.count} groups (column '{groups.column}'): they treat "
-                f"every row as an independent run and are too narrow when the rows of a run are correlated")
+                f"every row as an independent run, and are wrong (mostly too narrow) when the rows of a "
+                f"run are correlated")
         if too_few_groups:
             within = [p for p, d in zip(form.params, determined, strict=True) if d and p not in between]
             group_messages.append(

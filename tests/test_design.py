@@ -87,6 +87,10 @@ def test_one_row_per_group_changes_nothing():
                            runs.n_total), "decomposed")
     assert grouped.covariance_type == plain.covariance_type == "iid"
     np.testing.assert_array_equal(grouped.stderr, plain.stderr)
+    # asked for, the sandwich over one-row runs is the heteroskedasticity-robust one, near iid here
+    robust = quiet_fit(runs, "decomposed", errors="cluster")
+    assert robust.covariance_type == "cluster-robust CR2" and robust.ci_dof == 59
+    assert np.all(np.abs(robust.stderr / plain.stderr - 1) < 0.35)
 
 
 def test_cluster_errors_are_reported_with_groups_and_iid_ones_kept():
