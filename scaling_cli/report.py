@@ -228,11 +228,13 @@ def depth_regime(result: FitResult, interval: tuple[float, float] | None = None,
     if not (math.isfinite(lo) and math.isfinite(hi)):
         return (f"{head}: its interval is not available ({est.note or 'no standard error'}), so these "
                 f"runs cannot place depth scaling in a regime.")
-    return _regime_sentence(head, lo, hi, label) + POWER_LAW_CAVEAT
+    err = est.stderr if stderr is None else stderr
+    span = f"{label} {format_interval(lo, hi, err, value=est.value)}"
+    return _regime_sentence(head, lo, hi, span) + POWER_LAW_CAVEAT
 
 
-def _regime_sentence(head: str, lo: float, hi: float, label: str) -> str:
-    span = f"{label} [{lo:.2f}, {hi:.2f}]"
+def _regime_sentence(head: str, lo: float, hi: float, span: str) -> str:
+    """The claim the interval [lo, hi] (printed as `span`) supports about the two regimes."""
     if lo <= ENSEMBLE_ALPHA <= hi and hi < REFINEMENT_ALPHA:
         return (f"{head} ({span}): consistent with layers averaging like an ensemble (alpha_l ≈ 1, "
                 f"{PAPER_ALPHA_L}) and excludes smooth refinement (alpha_l ≥ 3).")

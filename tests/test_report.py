@@ -242,7 +242,8 @@ def test_an_interval_around_one_is_ensemble_averaging(lo, hi):
     sentence = _regime(lo, hi)
     assert "consistent with layers averaging like an ensemble" in sentence
     assert "excludes smooth refinement" in sentence
-    assert f"[{lo:.2f}, {hi:.2f}]" in sentence
+    # printed to the place of its value ± error, like every interval (error (hi - lo) / 4 here)
+    assert format_interval(lo, hi, (hi - lo) / 4, value=(lo + hi) / 2) in sentence
 
 
 @pytest.mark.parametrize(("lo", "hi"), [(0.5, 3.5), (1.0, 3.0), (-0.2, 8.0)])
