@@ -45,7 +45,7 @@ from typing import Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 
-from .design import Groups, groups_of
+from .design import GROUPS_PER_PARAMETER, Groups, groups_of
 from .errors import DataError, FitError, ScalefitWarning, SpecError, option
 from .fitting import FitResult, cluster_residuals, fit, interval_for, t_quantile
 from .forms import Form, get_form
@@ -711,6 +711,10 @@ def _notes(problem: Problem, good: np.ndarray, start_used: np.ndarray, starts: n
     notes = []
     if method == "group":
         notes.append(f"group bootstrap: {n_groups} groups of column '{group_column}' resampled whole")
+        if n_groups < GROUPS_PER_PARAMETER * int(problem.free.sum()):
+            notes.append(f"with only {n_groups} groups many resamples lose whole widths or depths and the "
+                         f"intervals of what varies between runs widen or break down; the wild cluster "
+                         f"bootstrap ({option('method', 'wild')}) keeps every run")
     elif method == "wild":
         weights = "Webb's six-point" if n_groups < WEBB_BELOW_GROUPS else "Rademacher"
         notes.append(f"wild cluster bootstrap: the CR2 residuals of each of {n_groups} groups of column "

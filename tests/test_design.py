@@ -137,6 +137,7 @@ def test_two_runs_cannot_pin_the_architecture_terms():
     for name in ("c_m", "alpha_m", "c_l", "alpha_l"):
         assert all(math.isnan(v) for v in boot[name].ci), name
     assert any("no bootstrap interval for" in note for note in boot.notes)
+    assert any("the wild cluster bootstrap (method='wild') keeps every run" in note for note in boot.notes)
 
 
 def test_identical_rows_give_no_confident_bootstrap_interval():
