@@ -33,7 +33,7 @@ from .design import (
     groups_of,
     looks_like_curves,
 )
-from .errors import DataError, FitError, ScalefitWarning, option
+from .errors import DataError, FitError, ScalefitWarning, SpecError, option
 from .forms import Form, get_form
 from .io import Runs
 from .objectives import Objective
@@ -394,7 +394,7 @@ def fit(runs: Runs, form: Form | str = "decomposed", objective: Objective | str 
     """
     t0 = time.perf_counter()
     if errors not in ERRORS:
-        raise FitError(f"unknown errors '{errors}': use {', '.join(ERRORS)}")
+        raise SpecError(f"unknown errors '{errors}': use {', '.join(ERRORS)}")
     form = get_form(form) if isinstance(form, str) else form
     if not isinstance(objective, Objective):
         objective = Objective(objective or form.objective, delta if delta is not None else form.delta)

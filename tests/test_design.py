@@ -319,6 +319,14 @@ def test_last_per_group_needs_groups(tmp_path):
         load_runs(table, last_per_group=True)
 
 
+def test_cli_unknown_errors_choice_is_bad_input(cli, tmp_path):
+    table = tmp_path / "t.csv"
+    table.write_text("run,d_model,n_layers,tokens,loss\nr1,256,4,1e9,3\nr1,256,4,2e9,2.9\n")
+    out = cli("fit", table, "--errors", "sandwich")
+    assert out.exit_code == 2
+    assert out.stderr == "Error: unknown errors 'sandwich': use auto, iid, cluster\n"
+
+
 def test_cli_row_option_error_is_one_line(cli, tmp_path):
     table = tmp_path / "t.csv"
     table.write_text("run,d_model,n_layers,tokens,loss\nr1,256,4,1e9,3\nr1,256,4,2e9,2.9\n")
