@@ -210,7 +210,7 @@ class FitResult:
     between: tuple[str, ...] = ()  # free parameters that only differences between groups pin
     design: Design | None = None
     columns: Mapping[str, str] = field(default_factory=dict)  # role or symbol -> column used
-    regime_allowed: bool = True  # whether the design can place alpha_l in a regime (report.depth_regime)
+    regime_withheld: str = ""  # why the design cannot place alpha_l in a regime ("" when it can)
     convergence: str = ""  # why the fit did not converge ("" when it did)
     n_escalated: int = 0  # starts solved again by the robust strategy after stopping short
     fixed_by_user: tuple[tuple[str, float], ...] = ()  # (name, value) held by `fixed=` (--fix)
@@ -228,6 +228,11 @@ class FitResult:
 
     def __getitem__(self, name: str) -> float:
         return float(self.values[self.names.index(name)])
+
+    @property
+    def regime_allowed(self) -> bool:
+        """Whether the design can place alpha_l in a regime (`report.depth_regime`)."""
+        return not self.regime_withheld
 
     def estimate(self, name: str) -> Estimate:
         return self.estimates[self.names.index(name)]
@@ -648,7 +653,8 @@ def _result(runs: Runs, form: Form, problem: Problem, theta: np.ndarray, value: 
     curves = looks_like_curves(form, runs, problem.X) if groups is None else None
     if curves:
         messages.append(curves)
-    regime_allowed = _regime_allowed(form, design, undetermined, at_bound_mask, too_few_groups)
+    too_few_runs = f"only {groups.count} runs for {k} parameters" if too_few_groups else ""
+    regime_withheld = _regime_withheld(form, design, undetermined, at_bound_mask, too_few_runs)
     for message in messages:
         warnings.warn(message, ScalefitWarning, stacklevel=3)
     if not objective.least_squares:
@@ -664,25 +670,33 @@ def _result(runs: Runs, form: Form, problem: Problem, theta: np.ndarray, value: 
         covariance_type=covariance_type, stderr_iid=stderr_iid, covariance_iid=cov_iid, ci_dof=ci_dof,
         group_column=groups.column if groups is not None else None,
         n_groups=groups.count if groups is not None else None, between=between, design=design,
-        columns=_columns_used(form, runs), regime_allowed=regime_allowed,
+        columns=_columns_used(form, runs), regime_withheld=regime_withheld,
         roles=dict(runs.roles), load_options=dict(runs.options),
         ranges={s: (float(np.min(x)), float(np.max(x))) for s, x in problem.X.items() if np.size(x)})
 
 
-def _regime_allowed(form: Form, design: Design, undetermined, at_bound: np.ndarray,
-                    too_few_groups: bool) -> bool:
-    """Whether the design can place alpha_l in a regime: width and depth determined, off their bounds,
-    each with at least 3 distinct values, and enough groups."""
-    if too_few_groups:
-        return False
-    for role, exponent in (("width", "alpha_m"), ("depth", "alpha_l")):
+def _regime_withheld(form: Form, design: Design, undetermined, at_bound: np.ndarray,
+                     too_few_runs: str) -> str:
+    """Why the design cannot place alpha_l in a regime ("" when it can): width or depth missing or with
+    fewer than 3 distinct values, its exponent undetermined or on a bound, or (`too_few_runs`, said
+    only when nothing else is) too few runs for the parameters."""
+    roles = (("width", "alpha_m"), ("depth", "alpha_l"))
+    reasons = []
+    for role, _ in roles:
         symbol = next((s for s, key in form.variables.items() if key == role), None)
         variable = design.variable(symbol) if symbol else None
-        if variable is None or variable.levels < 3:
-            return False
-        if exponent in form.params and (exponent in undetermined or at_bound[form.index(exponent)]):
-            return False
-    return True
+        if variable is None:
+            reasons.append(f"the form has no {role} variable")
+        elif variable.levels < 3:
+            reasons.append(f"{variable.column} has only {variable.levels} distinct value"
+                           f"{'s' if variable.levels != 1 else ''}")
+    for _, exponent in roles:
+        if exponent in form.params:
+            if at_bound[form.index(exponent)]:
+                reasons.append(f"{exponent} is at a bound")
+            elif exponent in undetermined:
+                reasons.append(f"{exponent} is undetermined")
+    return "; ".join(reasons) or too_few_runs
 
 
 def _columns_used(form: Form, runs: Runs) -> dict[str, str]:

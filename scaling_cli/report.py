@@ -190,26 +190,6 @@ REGIME_WITHHELD = ("{head}: these runs cannot place depth scaling in a regime ({
                    "about ensemble averaging (≈ 1) or smooth refinement (≥ 3).")
 
 
-def regime_withheld_because(result: FitResult) -> str | None:
-    """Why the design cannot place alpha_l in a regime, or None when it can."""
-    if getattr(result, "regime_allowed", True):
-        return None
-    reasons = []
-    design = result.design
-    for role in ("width", "depth"):
-        column = result.columns.get(role, role)
-        variable = design.variable(column) if design is not None else None
-        if variable is not None and variable.levels < 3:
-            reasons.append(f"{column} has only {variable.levels} distinct value"
-                           f"{'s' if variable.levels != 1 else ''}")
-    for name in ("alpha_m", "alpha_l"):
-        if name in result.names and (name in result.undetermined or name in result.at_bound):
-            reasons.append(f"{name} is {'at a bound' if name in result.at_bound else 'undetermined'}")
-    if result.n_groups is not None and not reasons:
-        reasons.append(f"only {result.n_groups} runs for {len(result.names)} parameters")
-    return "; ".join(reasons) or "the design is too thin"
-
-
 def depth_regime(result: FitResult, interval: tuple[float, float] | None = None,
                  stderr: float | None = None, label: str = "95% interval") -> str | None:
     """One sentence placing alpha_l and its interval against the paper's regimes, for `decomposed`.
@@ -222,8 +202,8 @@ def depth_regime(result: FitResult, interval: tuple[float, float] | None = None,
     est = result.estimate("alpha_l")
     lo, hi = interval if interval is not None else est.ci95
     head = f"alpha_l = {format_value_error(est.value, est.stderr if stderr is None else stderr)}"
-    why = regime_withheld_because(result)
-    if why is not None:
+    why = getattr(result, "regime_withheld", "")
+    if why:
         return REGIME_WITHHELD.format(head=head, why=why)
     if not (math.isfinite(lo) and math.isfinite(hi)):
         return (f"{head}: its interval is not available ({est.note or 'no standard error'}), so these "

@@ -164,7 +164,7 @@ def fit_to_dict(result: FitResult) -> dict:
             "seconds": result.seconds,
             "table_notes": list(result.notes),
             "covariance_iid": result.covariance_iid,
-            "regime_allowed": result.regime_allowed,
+            "regime_withheld": result.regime_withheld,
             "n_escalated": result.n_escalated,
         },
     }
@@ -241,7 +241,8 @@ def fit_from_dict(doc: Mapping[str, Any], where: str = "<dict>") -> FitResult:
             group_column=groups.get("column"), n_groups=groups.get("count"),
             between=tuple(groups.get("between", ())),
             design=design_from_dict(doc["design"]) if doc.get("design") else None,
-            columns=dict(doc.get("columns") or {}), regime_allowed=bool(details.get("regime_allowed", True)),
+            columns=dict(doc.get("columns") or {}),
+            regime_withheld=str(details.get("regime_withheld", "")),
             convergence="" if doc.get("converged", True) else str(doc.get("convergence", "")),
             n_escalated=int(details.get("n_escalated", 0)),
             fixed_by_user=tuple((k, float(v)) for k, v in (doc.get("fixed") or {}).items()),
