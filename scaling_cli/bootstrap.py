@@ -452,10 +452,10 @@ def bootstrap(runs: Runs, form: Form | str = "decomposed", objective: Objective 
     """
     t0 = time.perf_counter()
     if group is not None:
-        runs = replace(runs, roles={**runs.roles, "group": group}) if runs.has(group) else runs
         if not runs.has(group):
             names = ", ".join(repr(c) for c in runs.data)
             raise DataError(f"{runs.path}: no column '{group}' for {option('group')}; the table has {names}")
+        runs = replace(runs, roles={**runs.roles, "group": runs.roles.get(group, group)})
     if method is None:
         found = groups_of(runs)
         method = "group" if found is not None and not found.trivial else "case"
