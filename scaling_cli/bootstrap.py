@@ -47,7 +47,7 @@ import numpy as np
 
 from .design import GROUPS_PER_PARAMETER, Groups, groups_of
 from .errors import DataError, FitError, ScalefitWarning, SpecError, option
-from .fitting import FitResult, cluster_residuals, fit, interval_for, t_quantile
+from .fitting import FitResult, cluster_residuals, fit, interval_for, problem_of, t_quantile
 from .forms import Form, get_form
 from .io import Runs
 from .objectives import Objective
@@ -366,8 +366,6 @@ class BootstrapResult:
         from .plot import bootstrap_figures
 
         draws = np.where(self.ok[:, None], _with_derived(self.fit.form, self.draws), np.nan)
-        from .profile import problem_of
-
         problem = problem_of(self.fit)  # with the fit's --fix and --bound
         paired = set(Centering(problem, self.fit.values).linear.tolist())
         free = [p for i, p in enumerate(self.names) if problem.free[i]]

@@ -516,10 +516,17 @@ def _cr2_residuals(r: np.ndarray, Js: np.ndarray, bread: np.ndarray, groups: Gro
     return adjusted
 
 
+def problem_of(result: FitResult) -> Problem:
+    """The problem a fit solved (its form, inputs, response, objective, fixed parameters and bounds)."""
+    bounds = {name: (lo, hi) for name, lo, hi in result.bounds_by_user}
+    return Problem.build(result.form, result.inputs, result.observed, result.objective,
+                         dict(result.fixed_by_user), bounds)
+
+
 def cluster_residuals(result: FitResult, groups: Groups) -> np.ndarray:
     """The fit's residuals in the objective's space, CR2-adjusted per group for least-squares objectives
     (raw for Huber): what the wild cluster bootstrap flips."""
-    problem = Problem.build(result.form, result.inputs, result.observed, result.objective)
+    problem = problem_of(result)
     use = np.array([np.isfinite(result.stderr_iid[i]) if len(result.stderr_iid) else True
                     for i in range(len(result.names))]) & problem.free
     r, Js, _ = _scaled_jacobian(problem, result.values, np.flatnonzero(use))

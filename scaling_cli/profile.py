@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Sequence
 import numpy as np
 
 from .errors import FitError
+from .fitting import problem_of
 from .solve import BatchSolver, Problem, solve_linear
 
 if TYPE_CHECKING:
@@ -97,13 +98,6 @@ class _Profiled(Problem):
         others[self.held] = False
         theta[..., others] = self.fixed_values[others]
         return theta
-
-
-def problem_of(result: FitResult) -> Problem:
-    """The problem a fit solved (its form, inputs, response, objective, fixed parameters and bounds)."""
-    return Problem.build(result.form, result.inputs, result.observed, result.objective,
-                         dict(getattr(result, "fixed_by_user", ())),
-                         {name: (lo, hi) for name, lo, hi in getattr(result, "bounds_by_user", ())})
 
 
 def threshold(value: float, n: int, k: int, level: float = LEVEL) -> float:
