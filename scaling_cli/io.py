@@ -454,20 +454,25 @@ def _did_you_mean(name: str, options: Iterable[str]) -> str:
     return f" (closest: {', '.join(repr(c) for c in near)})" if near else ""
 
 
+def _pairs(items: Sequence[str] | Mapping[str, Any] | None, flag: str, expected: str, example: str
+           ) -> list[tuple[str, Any]]:
+    """`KEY=VALUE` items of a repeatable option (or a mapping, from the library) as (key, value) pairs."""
+    if not items:
+        return []
+    if isinstance(items, Mapping):
+        return list(items.items())
+    pairs = []
+    for item in items:
+        if "=" not in item:
+            raise DataError(f"{flag} '{item}': expected {expected}, e.g. {example}")
+        key, value = item.split("=", 1)
+        pairs.append((key.strip(), value.strip()))
+    return pairs
+
+
 def parse_column_overrides(items: Sequence[str] | Mapping[str, str] | None) -> dict[str, str]:
     """Turn `--column ROLE=NAME` items into a dict, checking the roles."""
-    if not items:
-        return {}
-    if isinstance(items, Mapping):
-        pairs = list(items.items())
-    else:
-        pairs = []
-        for item in items:
-            if "=" not in item:
-                raise DataError(f"{option('columns')} '{item}': expected ROLE=NAME, e.g. "
-                                f"{option('columns', 'width=d_model')}")
-            role, name = item.split("=", 1)
-            pairs.append((role.strip(), name.strip()))
+    pairs = _pairs(items, option("columns"), "ROLE=NAME", option("columns", "width=d_model"))
     out = {}
     for role, name in pairs:
         if role not in ROLES:
@@ -855,17 +860,8 @@ def load_runs(path: str | Path | Any, *, require: Sequence[str] | None = None,
 def parse_role_values(items: Sequence[str] | Mapping[str, float] | None, flag: str,
                       positive: bool = False) -> dict[str, float]:
     """`ROLE=VALUE` items (`--scale tokens=1e9`, `--min tokens=5B`) as {role or column: value}."""
-    if not items:
-        return {}
-    pairs = list(items.items()) if isinstance(items, Mapping) else []
-    if not isinstance(items, Mapping):
-        for item in items:
-            if "=" not in item:
-                raise DataError(f"{flag} '{item}': expected ROLE=VALUE, e.g. {flag} tokens=1e9")
-            key, value = item.split("=", 1)
-            pairs.append((key.strip(), value.strip()))
     out = {}
-    for key, value in pairs:
+    for key, value in _pairs(items, flag, "ROLE=VALUE", f"{flag} tokens=1e9"):
         try:
             number = parse_number(value)
         except ValueError:
