@@ -371,7 +371,7 @@ def fit(
     console = console_for(json_path, quiet)
     if console is not None:
         render_fit(result, console)
-    write_outputs(result, console, json_path, plot_dir, plot_format, lambda r: fit_figures(r, runs))
+    write_outputs(result, console, json_path, plot_dir, plot_format, fit_figures)
     if not result.converged:
         raise typer.Exit(EXIT_NOT_CONVERGED)
 

@@ -81,7 +81,7 @@ class AxisText:
 
 
 def axis_text(runs) -> AxisText:
-    """`AxisText` for a `Runs` table.
+    """`AxisText` for a `Runs` table, or for a `FitResult` (the roles and groups of the table it fitted).
 
     >>> from scaling_cli import load_runs
     >>> axis_text(load_runs("data/example_runs.csv"))
@@ -90,6 +90,9 @@ def axis_text(runs) -> AxisText:
     """
     if runs is None:
         return AxisText()
+    if hasattr(runs, "n_points"):  # a FitResult knows its table's roles and how many runs it had
+        checkpoints = runs.n_groups is not None and runs.n_groups < runs.n_points
+        return AxisText(dict(runs.roles), "checkpoints" if checkpoints else "runs")
     unit = "runs"
     group = runs.roles.get("group")
     if group is not None and group in runs.data:
@@ -537,15 +540,16 @@ def loss_vs_compute(result: FitResult, path: str | Path | None = None,
 
 def fit_figures(result: FitResult, runs=None) -> dict[str, Figure]:
     """Every figure for a fit, by file stem: observed vs predicted and residuals for any form; the
-    per-axis partial-loss panels for `decomposed`; loss against compute for `chinchilla`. With the
-    `runs` that were fitted, axes name the columns used and a checkpoint table's rows "checkpoints".
+    per-axis partial-loss panels for `decomposed`; loss against compute for `chinchilla`. Axes name the
+    columns used and call a checkpoint table's rows "checkpoints", from what the result recorded of its
+    table (or from `runs`, when given).
 
     >>> from scaling_cli import fit, load_runs
     >>> runs = load_runs("data/example_runs.csv")
     >>> sorted(fit_figures(fit(runs), runs))
     ['observed_vs_predicted', 'partial_terms', 'residuals']
     """
-    labels = axis_text(runs)
+    labels = axis_text(runs if runs is not None else result)
     figures = {"observed_vs_predicted": observed_vs_predicted(result, labels=labels),
                "residuals": residuals(result, labels=labels)}
     params = set(result.names)

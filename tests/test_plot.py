@@ -5,11 +5,14 @@ from __future__ import annotations
 import dataclasses
 import subprocess
 import sys
+import warnings
 
 import numpy as np
 import pytest
+from conftest import shared_file
 
 from scaling_cli import DataError, fit, load_runs
+from scaling_cli.errors import ScalefitWarning
 from scaling_cli.forms import Chinchilla
 from scaling_cli.plot import (
     bootstrap_figures,
@@ -85,7 +88,8 @@ def test_decomposed_figures_and_panels(decomposed_result):
     panels = figures["partial_terms"].axes
     assert [ax.get_xscale() for ax in panels] == ["log"] * 3
     assert [ax.get_yscale() for ax in panels] == ["log"] * 3
-    assert [ax.get_xlabel() for ax in panels] == ["width $m$ (d_model)", r"depth $\ell$ (layers)",
+    # the columns of the fitted table (d_model, n_layers), which the result recorded
+    assert [ax.get_xlabel() for ax in panels] == ["width $m$ (d_model)", r"depth $\ell$ (n_layers)",
                                                   "training tokens $D$"]
 
 
@@ -447,3 +451,19 @@ def test_a_log_axis_within_a_decade_has_labels_across_its_range():
     _readable_log_axis(ax.yaxis, 0.55, 1.9)
     ticks = [t for t in ax.get_yticks() if 0.55 <= t <= 1.9]
     assert len(ticks) >= 4 and max(ticks) > 1.4 and min(ticks) < 0.8
+
+
+def test_fit_figures_label_a_checkpoint_table_from_the_result():
+    """A fit of a table with runs calls its rows checkpoints and names the columns it used, without
+    being handed the table (a reloaded result labels its figures the same way)."""
+    from scaling_cli.plot import axis_text
+
+    runs = load_runs(shared_file("data", "gemstones", "hot.jsonl"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ScalefitWarning)
+        result = fit(runs, "decomposed")
+    assert axis_text(result) == axis_text(runs)
+    assert axis_text(result).unit == "checkpoints" and axis_text(result).columns["group"] == "run_name"
+    legend = fit_figures(result)["observed_vs_predicted"].axes[0].get_legend_handles_labels()[1]
+    assert any(label.startswith("checkpoints (n = 220)") for label in legend)
+
