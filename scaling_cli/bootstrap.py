@@ -454,8 +454,8 @@ def bootstrap(runs: Runs, form: Form | str = "decomposed", objective: Objective 
             names = ", ".join(repr(c) for c in runs.data)
             raise DataError(f"{runs.path}: no column '{group}' for {option('group')}; the table has {names}")
         runs = replace(runs, roles={**runs.roles, "group": runs.roles.get(group, group)})
+    found = groups_of(runs)
     if method is None:
-        found = groups_of(runs)
         method = "group" if found is not None and not found.trivial else "case"
     _check_options(n, method, ci, level, jobs)
     form = get_form(form) if isinstance(form, str) else form
@@ -477,10 +477,11 @@ def bootstrap(runs: Runs, form: Form | str = "decomposed", objective: Objective 
     group_column = None
     groups, n_groups, fitted, residuals = None, 0, None, None
     if method in ("group", "wild"):
-        group_column, groups, n_groups = _groups(runs, method)
+        found = _checked_groups(runs, found, method)
+        group_column, groups, n_groups = found.column, found.index, found.count
         if method == "wild":
             fitted = result.predicted
-            residuals = cluster_residuals(result, Groups(group_column, groups, n_groups))
+            residuals = cluster_residuals(result, found)
     elif method == "residual":
         fitted = result.predicted
         with np.errstate(all="ignore"):
@@ -620,16 +621,15 @@ def _check_options(n: int, method: str, ci: str, level: float, jobs: int) -> Non
         raise SpecError(f"{option('jobs')} must be 0 (one per CPU) or more, not {jobs}")
 
 
-def _groups(runs: Runs, method: str) -> tuple[str, np.ndarray, int]:
-    """The group column's name, each row's group index and the number of groups."""
-    found = groups_of(runs)
+def _checked_groups(runs: Runs, found: Groups | None, method: str) -> Groups:
+    """The table's groups (`design.groups_of`), checked to be at least 2 for a `method` that needs them."""
     if found is None:
         raise DataError(f"{runs.path}: the {method} bootstrap needs {option('group', 'COLUMN')} (no column "
                         f"is named group, run, run_name, run_id, model or model_name)")
     if found.count < 2:
         raise DataError(f"{runs.path}: column '{found.column}' has {found.count} distinct value(s); the "
                         f"{method} bootstrap needs at least 2 groups")
-    return found.column, found.index, found.count
+    return found
 
 
 def _starts(problem: Problem, result: FitResult, solver: BatchSolver) -> np.ndarray:
