@@ -62,10 +62,19 @@ INTERVALS = ("percentile", "bca", "basic")
 DEFAULT_N = 2000
 DEFAULT_LEVEL = 0.95
 FAILED_WARNING_FRACTION = 0.01
-# One chunk holds about this many floats in its (resamples, rows, parameters) arrays; the chunk size
-# depends on the table and the form only, never on `jobs`, so that the draws do not either.
+# One chunk of draws holds about this many floats in (resamples, rows, parameters); the chunk size
+# depends on the table and the form only, never on `jobs` or n, so that the draws do not either.
 CHUNK_FLOATS = 1_500_000
 MIN_CHUNK, MAX_CHUNK = 8, 2048
+# Resamples are solved in tasks of whole chunks, each task's (resamples, rows) weights or responses
+# within TASK_FLOATS (the solver bounds its own temporaries in blocks of rows), and at least MIN_TASKS
+# tasks so that every worker has work. Big tasks amortize the solver's per-step cost over many
+# resamples: on GPT-3's 8 runs a few resamples take 200+ steps along flat valleys and keep a task going.
+TASK_FLOATS = 1_500_000
+MIN_TASKS = 8
+# With jobs=0 the resamples are solved in one process per CPU when there is at least this much work
+# (rows x resamples); below it starting the workers costs more than they save.
+PARALLEL_WORK = 2_000_000
 # Starts of every resample: the full-data optimum and up to MAX_STARTS - 1 other distinct local minima
 # of the full-data search.
 MAX_STARTS = 6
@@ -134,6 +143,22 @@ class Resampler:
         r = self.residuals[rng.integers(0, n, size=(count, n))]
         return None, (self.fitted * np.exp(r) if self.log_space else self.fitted + r)
 
+    def tasks(self, n: int) -> list[tuple[int, int]]:
+        """(first resample, count) of the tasks solving resamples 0 .. n-1: runs of whole chunks."""
+        per = max(1, min(TASK_FLOATS // max(1, self.n_rows), -(-n // MIN_TASKS)) // self.chunk_size)
+        step = per * self.chunk_size
+        return [(start, min(step, n - start)) for start in range(0, n, step)]
+
+    def draw_span(self, start: int, count: int) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """`draw` for resamples start .. start + count - 1 (`start` a multiple of the chunk size), the
+        chunks they span drawn one by one and stacked."""
+        parts = [self.draw(c, min(self.chunk_size, start + count - first))
+                 for c, first in ((first // self.chunk_size, first)
+                                  for first in range(start, start + count, self.chunk_size))]
+        weights = None if parts[0][0] is None else np.concatenate([w for w, _ in parts])
+        y = None if parts[0][1] is None else np.concatenate([r for _, r in parts])
+        return weights, y
+
     def resample(self, k: int) -> tuple[np.ndarray | None, np.ndarray | None]:
         """Weights (n,) and response (n,) of resample `k` (None: 1, the observed response)."""
         chunk, row = divmod(k, self.chunk_size)
@@ -157,10 +182,10 @@ class _Engine:
     resampler: Resampler
     jackknife_units: int  # rows, or groups for the group bootstrap
 
-    def run(self, task: tuple[str, int, int, int]) -> tuple[str, int, int, tuple[np.ndarray, ...]]:
-        kind, chunk, start, count = task
+    def run(self, task: tuple[str, int, int]) -> tuple[str, int, int, tuple[np.ndarray, ...]]:
+        kind, start, count = task
         if kind == "boot":
-            weights, y = self.resampler.draw(chunk, count)
+            weights, y = self.resampler.draw_span(start, count)
         else:
             weights, y = self._leave_out(start, count), None
         return kind, start, count, self.solve(weights, y, count)
@@ -495,12 +520,12 @@ def bootstrap(runs: Runs, form: Form | str = "decomposed", objective: Objective 
     engine = _Engine(solver, starts, resampler,
                      n_groups if method in ("group", "wild") else n_rows)
 
-    tasks = [("boot", c, start, count) for c, start, count in resampler.chunks(n)]
+    tasks = [("boot", start, count) for start, count in resampler.tasks(n)]
     if ci == "bca":
         units = engine.jackknife_units
-        tasks += [("jack", -1, start, min(chunk_size, units - start))
+        tasks += [("jack", start, min(chunk_size, units - start))
                   for start in range(0, units, chunk_size)]
-    total = sum(t[3] for t in tasks)
+    total = sum(t[2] for t in tasks)
     draws = np.full((n, P), np.nan)
     values = np.full(n, np.inf)
     status = np.zeros(n, dtype=np.int8)
@@ -526,7 +551,7 @@ def bootstrap(runs: Runs, form: Form | str = "decomposed", objective: Objective 
 
     if progress is not None:
         progress(0, total)
-    workers = _workers(jobs, len(tasks))
+    workers = 1 if jobs == 0 and n_rows * n < PARALLEL_WORK else _workers(jobs, len(tasks))
     if workers > 1:
         workers = _run_pool(engine, tasks, workers, collect, notes)
     if workers <= 1:

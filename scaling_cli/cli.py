@@ -473,7 +473,8 @@ def bootstrap(
     ci: Annotated[str, typer.Option("--ci", help="Interval: percentile, bca or basic.")] = "percentile",
     level: Annotated[float, typer.Option("--level", help="Confidence level of the intervals.")] = 0.95,
     jobs: Annotated[int, typer.Option(
-        "--jobs", min=0, help="Worker processes solving chunks of resamples (0: one per CPU).")] = 1,
+        "--jobs", min=0, help="Worker processes solving chunks of resamples (0: one per CPU when the "
+                              "table and --n are big enough to gain from them).")] = 0,
     group: GroupOpt = None,
     scale: ScaleOpt = None,
     min_value: MinOpt = None,

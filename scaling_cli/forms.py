@@ -126,6 +126,13 @@ class Form:
         f = self.predict(theta, X)
         return f, self.jacobian(theta, X), self.second_order(theta, X, second_order_weights(f))
 
+    def power_sum(self) -> tuple[int | None, tuple[tuple[int, int, str], ...]] | None:
+        """When the form is a constant plus a sum of c * x^-a terms, and computes them as its class
+        does: (index of the constant or None, ((index of c, index of a, input symbol), ...)), which
+        lets the solver take every derivative from the powers alone (`solve.power_sum_sums`).
+        None for every other form."""
+        return None
+
     def _inherits_derivatives(self, cls: type) -> bool:
         """True when this form computes predict, jacobian and second_order as `cls` does, so that
         `cls.predict_derivatives` gives what the three separate methods would."""
@@ -151,6 +158,7 @@ class Inputs(dict):
 
     def __init__(self, X: Mapping[str, np.ndarray]) -> None:
         super().__init__(X)
+        self.logs: dict = {}  # see `input_log`
         self.distinct: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         for symbol, values in X.items():
             values = np.asarray(values)
@@ -161,13 +169,31 @@ class Inputs(dict):
                 self.distinct[symbol] = (distinct, where.ravel())
 
 
-def _negative_power(X: Mapping[str, np.ndarray], symbol: str, exponent: np.ndarray) -> np.ndarray:
-    """x ** -exponent for every row of input `symbol` and every exponent (K,), as (K, n)."""
+def input_log(X: Mapping[str, np.ndarray], symbol: str) -> np.ndarray:
+    """log of input `symbol`, computed once per `Inputs` (the solver asks for it at every step)."""
+    logs = getattr(X, "logs", None)
+    if logs is None:
+        return np.log(X[symbol])
+    if symbol not in logs:
+        logs[symbol] = np.log(X[symbol])
+    return logs[symbol]
+
+
+def _negative_power(X: Mapping[str, np.ndarray], symbol: str, exponent: np.ndarray,
+                    out: np.ndarray | None = None) -> np.ndarray:
+    """x ** -exponent for every row of input `symbol` and every exponent (K,), as (K, n) (into `out`
+    when given). Computed as exp(-exponent log x) from the log of x kept with the inputs (`input_log`),
+    half the cost of a power; for a repeating input, on its distinct values, then gathered."""
     distinct = getattr(X, "distinct", {}).get(symbol)
     if distinct is None:
-        return X[symbol][None, :] ** -exponent[:, None]
+        out = np.multiply(-exponent[:, None], input_log(X, symbol)[None, :], out=out)
+        return np.exp(out, out=out)
     values, where = distinct
-    return (values[None, :] ** -exponent[:, None])[:, where]
+    logs = getattr(X, "logs", {})
+    key = ("distinct", symbol)
+    if key not in logs:
+        logs[key] = np.log(values)
+    return np.take(np.exp(-exponent[:, None] * logs[key][None, :]), where, axis=1, out=out)
 
 
 def _power_terms_second_order(theta, v, terms) -> np.ndarray:
@@ -204,6 +230,11 @@ class Decomposed(Form):
 
     def _powers(self, theta, X):
         return [_negative_power(X, v, theta[:, self.index(a)]) for _, a, v in self._terms]
+
+    def power_sum(self):
+        if not self._inherits_derivatives(Decomposed):
+            return None
+        return self.index("L0"), tuple((self.index(c), self.index(a), v) for c, a, v in self._terms)
 
     def predict(self, theta, X):
         theta = np.atleast_2d(theta)
@@ -268,6 +299,12 @@ class Chinchilla(Form):
     def _powers(self, theta, X):
         return (_negative_power(X, "N", theta[:, self.index("alpha")]),
                 _negative_power(X, "D", theta[:, self.index("beta")]))
+
+    def power_sum(self):
+        if not self._inherits_derivatives(Chinchilla):
+            return None
+        return self.index("E"), ((self.index("A"), self.index("alpha"), "N"),
+                                 (self.index("B"), self.index("beta"), "D"))
 
     def predict(self, theta, X):
         theta = np.atleast_2d(theta)

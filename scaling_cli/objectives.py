@@ -42,10 +42,24 @@ class Objective:
 
     def residuals(self, y: np.ndarray, f: np.ndarray) -> np.ndarray:
         """Observed minus predicted, in the objective's space. NaN where a log of f <= 0 is needed."""
+        return self.residuals_from(self.transform(y), f)
+
+    def transform(self, y: np.ndarray) -> np.ndarray:
+        """The response in the objective's space (log y for log objectives), which `residuals_from`
+        takes: a solver that evaluates many predictions of one response transforms it once."""
         if self.log_space:
             with np.errstate(invalid="ignore", divide="ignore"):
-                return np.log(y) - np.where(f > 0, np.log(np.where(f > 0, f, 1.0)), np.nan)
-        return y - f
+                return np.log(y)
+        return y
+
+    def residuals_from(self, ty: np.ndarray, f: np.ndarray) -> np.ndarray:
+        """`residuals` from the transformed response `ty = transform(y)`."""
+        if not self.log_space:
+            return ty - f
+        with np.errstate(invalid="ignore", divide="ignore"):
+            r = ty - np.log(f)
+        nonpositive = f <= 0
+        return np.where(nonpositive, np.nan, r) if nonpositive.any() else r
 
     def residual_jacobian(self, f: np.ndarray, Jf: np.ndarray) -> np.ndarray:
         """d residual / d theta from d f / d theta (shapes (K, n) and (K, n, P))."""

@@ -23,7 +23,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from .forms import Form, Inputs
+from .forms import Form, Inputs, _negative_power, input_log
 from .objectives import Objective
 
 FTOL = 1e-13  # relative decrease of the objective below which a step no longer counts
@@ -269,6 +269,7 @@ class BatchSolver:
         self.problem = problem
         self.centering = Centering(problem, theta_hat) if center else None
         self._blocks: dict[int, list] = {}
+        self._ty = problem.objective.transform(problem.y)  # the response in the objective's space
 
     def _to_original(self, centered: np.ndarray, rows: np.ndarray | None = None) -> np.ndarray:
         return centered if self.centering is None else self.centering.to_original(centered, rows)
@@ -284,7 +285,7 @@ class BatchSolver:
         with np.errstate(all="ignore"):
             for rows, X in self._row_blocks(len(centered)):
                 f = pr.form.predict(theta, X)
-                r = pr.objective.residuals(_rows(y, idx, rows, pr.y), f)
+                r = pr.objective.residuals_from(_rows(y, idx, rows, self._ty), f)
                 S = S + pr.objective.value(r, _rows(w, idx, rows))
         return S
 
@@ -296,7 +297,8 @@ class BatchSolver:
         obj = pr.objective
         theta0 = np.clip(pr.with_fixed(np.atleast_2d(np.asarray(theta0, dtype=float))), pr.lower, pr.upper)
         K, P = theta0.shape
-        y = None if y is None else np.broadcast_to(np.asarray(y, dtype=float), (K, pr.n))
+        # the responses in the objective's space, once per solve (not at every step)
+        y = None if y is None else np.broadcast_to(obj.transform(np.asarray(y, dtype=float)), (K, pr.n))
         w_all = None if weights is None else np.broadcast_to(np.asarray(weights, dtype=float), (K, pr.n))
         if max_iter is None:
             max_iter = MAX_ITER_LS if obj.least_squares else MAX_ITER_HUBER
@@ -397,11 +399,10 @@ class BatchSolver:
         Residual Jacobians are never formed: for log residuals J_r = -J_f / f, so every J_r' C J_r is
         J_f' (C / f^2) J_f, one weighted product of the form's Jacobian. The sums over rows are taken a
         block of rows at a time (`_row_blocks`), so no array spans every row of every problem."""
-        pr = self.problem
         theta = self._to_original(x, idx)
         g, H, scaling = 0.0, 0.0, 0.0
         for rows, X in self._row_blocks(len(x)):
-            gb, Hb, sb = self._block_derivatives(theta, _rows(y, idx, rows, pr.y), _rows(w, idx, rows), X)
+            gb, Hb, sb = self._block_derivatives(theta, _rows(y, idx, rows, self._ty), _rows(w, idx, rows), X)
             g, H, scaling = g + gb, H + Hb, scaling + sb
         with np.errstate(all="ignore"):
             if self.centering is not None and self.centering.active:
@@ -427,10 +428,13 @@ class BatchSolver:
         original parameters; `y` and `w` are the block's responses and weights."""
         pr = self.problem
         obj, form = pr.objective, pr.form
+        spec = form.power_sum()
+        if spec is not None:
+            return _power_sum_derivatives(obj, spec, theta, y, w, X, len(pr.form.params))
         parts = {}
 
         def second_order_weights(f):
-            r = obj.residuals(y, f)
+            r = obj.residuals_from(y, f)
             if obj.least_squares:
                 curv = np.ones_like(r) if w is None else w
                 v = r if w is None else r * w
@@ -465,6 +469,76 @@ class BatchSolver:
                 scaling = _weighted_gram(Jf, curv)
                 H = scaling + second
         return g, H, scaling
+
+
+def _power_sum_derivatives(obj: Objective, spec, theta: np.ndarray, y: np.ndarray, w: np.ndarray | None,
+                           X: Mapping[str, np.ndarray], P: int):
+    """`BatchSolver._block_derivatives` for a form f = L + sum_t c_t x_t^-a_t (`Form.power_sum`), with
+    no Jacobian formed. Every column of the Jacobian is a multiple of one of the basis rows
+    b = (p_1, q_1, ..., p_T, q_T, 1), with p_t = x_t^-a_t and q_t = p_t log x_t (df/dc_t = p_t,
+    df/da_t = -c_t q_t, df/dL = 1), so each weighted Gram matrix is one batched product of the
+    contiguous (K, 2T + 1, n) basis with itself, scaled by (1, -c_t) afterwards, and the second
+    derivatives (d2f/dc_t da_t = -q_t, d2f/da_t^2 = c_t q_t log x_t) reuse the same rows. It gives
+    what the general path gives, to rounding, at a fraction of the memory traffic."""
+    i_const, terms = spec
+    K = theta.shape[0]
+    n = len(X[terms[0][2]])
+    T = len(terms)
+    nb = 2 * T + (i_const is not None)
+    basis = np.empty((K, nb, n))
+    f = np.zeros((K, n)) if i_const is None else np.repeat(theta[:, i_const, None], n, axis=1)
+    logs = []
+    for t, (ic, ia, var) in enumerate(terms):
+        p = _negative_power(X, var, theta[:, ia], out=basis[:, 2 * t])
+        logx = input_log(X, var)
+        np.multiply(p, logx, out=basis[:, 2 * t + 1])
+        f += theta[:, ic, None] * p
+        logs.append(logx)
+    if i_const is not None:
+        basis[:, 2 * T] = 1.0
+    r = obj.residuals_from(y, f)
+    if obj.least_squares:
+        curv = np.ones_like(r) if w is None else np.broadcast_to(w, r.shape)
+        v = r if w is None else r * w
+    else:  # exact Huber Hessian: rho'' is 1 inside delta and 0 outside; rho' = psi = omega r
+        curv = (np.abs(r) <= obj.delta).astype(float)
+        v = np.clip(r, -obj.delta, obj.delta)
+        if w is not None:
+            curv, v = curv * w, v * w
+    if obj.log_space:
+        inv = 1.0 / f
+        a = -v * inv  # g = sum a J, and the weight of the second derivatives
+        inv2 = inv * inv
+        w_hess = (curv + v) * inv2  # d2 r = -d2 f / f + J_r J_r': the outer product joins Gauss-Newton
+        if obj.least_squares:
+            w_scale = None
+        else:  # IRLS weights: positive, unlike the exact Huber curvature
+            w_scale = obj.irls_weights(r) * inv2 if w is None else obj.irls_weights(r) * w * inv2
+    else:
+        a, w_hess, w_scale = -v, curv, None
+    g_basis = (basis @ a[:, :, None])[:, :, 0]
+    basis_t = np.swapaxes(basis, 1, 2)
+    gram = (basis * w_hess[:, None, :]) @ basis_t
+    gram_scale = gram if w_scale is None else (basis * w_scale[:, None, :]) @ basis_t
+    index = [i for ic, ia, _ in terms for i in (ic, ia)] + ([] if i_const is None else [i_const])
+    factor = np.ones((K, nb))
+    for t, (ic, _, _) in enumerate(terms):
+        factor[:, 2 * t + 1] = -theta[:, ic]
+    sel = np.ix_(np.arange(K), index, index)
+    outer = factor[:, :, None] * factor[:, None, :]
+    g = np.zeros((K, P))
+    g[:, index] = factor * g_basis
+    scaling = np.zeros((K, P, P))
+    scaling[sel] = outer * gram_scale
+    H = scaling.copy() if w_scale is None else np.zeros((K, P, P))
+    if w_scale is not None:
+        H[sel] = outer * gram
+    for t, (ic, ia, _) in enumerate(terms):
+        cross = -g_basis[:, 2 * t + 1]
+        H[:, ic, ia] += cross
+        H[:, ia, ic] += cross
+        H[:, ia, ia] += theta[:, ic] * np.einsum("kn,kn->k", a, basis[:, 2 * t + 1] * logs[t])
+    return g, H, scaling
 
 
 def _rows(a: np.ndarray | None, idx: np.ndarray | None, rows: slice, default: np.ndarray | None = None):
@@ -608,7 +682,7 @@ def solve_linear(problem: Problem, theta: np.ndarray, weights: np.ndarray | None
         Bw = B * np.broadcast_to(row_w, target.shape)[:, :, None]
         tw = target * row_w
         A = np.swapaxes(Bw, 1, 2) @ Bw
-        b = np.einsum("gnl,gn->gl", Bw, tw)
+        b = (np.swapaxes(Bw, 1, 2) @ tw[:, :, None])[:, :, 0]
     ok = np.all(np.isfinite(A), axis=(1, 2)) & np.all(np.isfinite(b), axis=1)
     A = np.where(ok[:, None, None], A, np.eye(len(solve_cols)))
     b = np.where(ok[:, None], b, 0.0)
@@ -622,7 +696,7 @@ def solve_linear(problem: Problem, theta: np.ndarray, weights: np.ndarray | None
     if not predict:
         return theta
     with np.errstate(over="ignore", invalid="ignore", under="ignore"):
-        f = offset + np.einsum("gnl,gl->gn", design, theta[:, lin])
+        f = offset + (design @ theta[:, lin, None])[:, :, 0]
     return theta, f
 
 

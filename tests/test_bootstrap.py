@@ -259,6 +259,20 @@ def test_resampler_chunks_cover_every_resample_once():
     assert sum(count for _, _, count in chunks) == 1000 and chunks[-1] == (15, 960, 40)
 
 
+def test_tasks_are_runs_of_whole_chunks_and_draw_the_chunks_draws():
+    resampler = Resampler("case", 3, 8, 10)
+    tasks = resampler.tasks(1000)
+    assert len(tasks) >= 8  # every worker gets work
+    assert all(start % 8 == 0 for start, _ in tasks)
+    assert [s for s, _ in tasks] == list(np.cumsum([0] + [c for _, c in tasks])[:-1])
+    assert sum(c for _, c in tasks) == 1000
+    start, count = tasks[1]
+    weights, _ = resampler.draw_span(start, count)
+    one_by_one = np.concatenate([resampler.draw(c, 8)[0] for c in range(start // 8, (start + count) // 8)])
+    assert np.array_equal(weights, one_by_one)
+    assert np.array_equal(weights[5], resampler.resample(start + 5)[0])
+
+
 # ---------------------------------------------------------------- intervals
 
 
