@@ -10,7 +10,8 @@ import re
 import pytest
 from conftest import ROOT, SHARED_DATA
 
-DOCTESTED = ("errors", "report", "fitting", "forms", "io", "spec", "plot", "bootstrap", "compare")
+DOCTESTED = ("errors", "report", "fitting", "forms", "io", "spec", "bootstrap", "compare", "plot.style",
+             "plot.save", "plot.fit", "plot.bootstrap", "plot.compare", "plot.optimize")
 # The library's entry points: each has a docstring with a short example.
 ENTRY_POINTS = ("load_runs", "fit", "get_form", "load_form", "parse_form", "compare_forms")
 

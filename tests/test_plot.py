@@ -443,7 +443,7 @@ def test_a_log_axis_within_a_decade_has_labels_across_its_range():
     matplotlib.use("Agg")
     from matplotlib.figure import Figure
 
-    from scaling_cli.plot import _readable_log_axis
+    from scaling_cli.plot.style import _readable_log_axis
 
     ax = Figure().subplots()
     ax.set_yscale("log")
