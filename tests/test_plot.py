@@ -95,9 +95,11 @@ def test_decomposed_figures_and_panels(decomposed_result):
 
 def test_chinchilla_figures(chinchilla_result):
     figures = fit_figures(chinchilla_result)
-    # loss_vs_compute: the axes and its colour bar
-    assert _axis_count(figures) == {"observed_vs_predicted": 1, "residuals": 2, "loss_vs_compute": 2}
+    # loss_vs_compute: the axes, with its colour bar as a child
+    assert _axis_count(figures) == {"observed_vs_predicted": 1, "residuals": 2, "loss_vs_compute": 1}
     ax = figures["loss_vs_compute"].axes[0]
+    (bar,) = ax.child_axes
+    assert bar.get_ylabel() == "parameters $N$"
     assert ax.get_xscale() == "log"
     runs = next(c for c in ax.collections if c.get_label().startswith("runs"))
     N, D = chinchilla_result.inputs["N"], chinchilla_result.inputs["D"]
@@ -467,3 +469,42 @@ def test_fit_figures_label_a_checkpoint_table_from_the_result():
     legend = fit_figures(result)["observed_vs_predicted"].axes[0].get_legend_handles_labels()[1]
     assert any(label.startswith("checkpoints (n = 220)") for label in legend)
 
+
+
+def _check_layout(fig, name):
+    """Every panel's text (tick labels, axis labels, title, legend) inside the figure and off the other
+    panels' frames; the suptitle and a figure legend off every panel."""
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    width, height = fig.bbox.width, fig.bbox.height
+    panels = [ax for ax in fig.axes if ax.get_visible()]
+    boxes = {ax: ax.get_tightbbox(renderer) for ax in panels}
+    for ax, box in boxes.items():
+        assert box.x0 >= -1 and box.y0 >= -1 and box.x1 <= width + 1 and box.y1 <= height + 1, \
+            f"{name}: panel {ax.get_title() or ax.get_xlabel()!r} runs off the figure: {box}"
+        for other in panels:
+            if other is not ax:
+                assert not box.overlaps(other.bbox), \
+                    f"{name}: the text of {ax.get_xlabel()!r} runs into the panel of {other.get_xlabel()!r}"
+    extras = [fig._suptitle] if fig._suptitle is not None else []
+    extras += fig.legends
+    for artist in extras:
+        box = artist.get_window_extent(renderer)
+        assert box.x0 >= -1 and box.y0 >= -1 and box.x1 <= width + 1 and box.y1 <= height + 1, name
+        for ax, panel in boxes.items():
+            assert not box.overlaps(panel), f"{name}: {type(artist).__name__} overlaps {ax.get_xlabel()!r}"
+
+
+def test_fixed_margins_keep_text_inside_and_apart(decomposed_result, chinchilla_result, draws):
+    """The figures place their panels on margins computed from their text rather than by matplotlib's
+    layout engines; drawn, no text leaves the figure or runs into another panel."""
+    huber = dataclasses.replace(chinchilla_result, objective=dataclasses.replace(
+        chinchilla_result.objective, name="huber", delta=1e-3))
+    figures = {**fit_figures(decomposed_result), **{f"chinchilla {k}": v for k, v in
+                                                     fit_figures(chinchilla_result).items()},
+               "huber residuals": residuals(huber)}
+    figures.update(bootstrap_figures(NAMES, draws, np.array([6.0, 1.3, 1.75, 0.3]), _intervals(draws)))
+    for name, fig in figures.items():
+        if name != "bootstrap_corner":
+            assert fig.get_layout_engine() is None, name  # no measuring draw before each save
+        _check_layout(fig, name)

@@ -10,6 +10,7 @@ import numpy as np
 
 from ..errors import DataError
 from ..report import format_value_error
+from .layout import LEGEND_ROW, fixed_layout
 from .save import _maybe_save
 from .style import BOOT_COLOR, FIT_COLOR, JACOBIAN_COLOR, POINT_COLOR, STYLE, _pyplot, tex, wrap_title
 
@@ -89,8 +90,7 @@ def bootstrap_histograms(names: Sequence[str], draws, full_values, intervals: Ma
     ncols = min(4, P)
     nrows = math.ceil(P / ncols)
     with matplotlib.rc_context(STYLE):
-        fig, axes = plt.subplots(nrows, ncols, figsize=(3.2 * ncols, 2.6 * nrows + 0.7),
-                                 constrained_layout=True, squeeze=False)
+        fig, axes = plt.subplots(nrows, ncols, figsize=(3.2 * ncols, 2.6 * nrows + 0.7), squeeze=False)
         flat = axes.ravel()
         for i, name in enumerate(names):
             ax = flat[i]
@@ -107,12 +107,13 @@ def bootstrap_histograms(names: Sequence[str], draws, full_values, intervals: Ma
             ax.set_visible(False)
         handles, labels = flat[0].get_legend_handles_labels()
         if handles:
-            fig.legend(handles, labels, loc="outside lower center", ncols=len(handles), frameon=False)
+            fig.legend(handles, labels, loc="lower center", ncols=len(handles), frameon=False)
         total = len(ok) + failed
         fig.suptitle(wrap_title(f"Bootstrap: {len(ok)} of {total} resamples"
                                 + (f" ({failed} failed, left out)" if failed else "")
                                 + "; titles show the full-data estimate ± bootstrap s.e.",
                                 fig.get_figwidth()))
+        fixed_layout(fig, axes, below=LEGEND_ROW if handles else 0.0)
     return _maybe_save(fig, path)
 
 

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ..report import format_value_error
+from .layout import LEGEND_ROW, fixed_layout
 from .save import _maybe_save
 from .style import (
     FIT_COLOR,
@@ -37,6 +38,8 @@ BAND_PERCENT = 1.0  # the observed-vs-predicted band, in percent of the loss
 N_ISO_CURVES = 5  # iso-parameter curves on the Chinchilla loss-versus-compute figure
 MAX_GROUPS = 25  # a variable with at most this many distinct values gets one mean per value
 N_BINS = 8  # otherwise its points are averaged in this many log-spaced bins
+LEGEND_COLUMNS = 4  # of the legend under the loss-versus-compute figure
+COLORBAR_SPACE = 1.0  # inches right of the panel for a colorbar, its tick labels and its label
 DECOMPOSED_TERMS = (("c_m", "alpha_m", "m"), ("c_l", "alpha_l", "l"), ("c_D", "alpha_D", "D"))
 AXIS_NOUNS = {"m": "width", "l": "depth", "D": "data"}
 
@@ -115,7 +118,7 @@ def observed_vs_predicted(result: FitResult, path: str | Path | None = None,
 
     plt = _pyplot()
     with matplotlib.rc_context(STYLE):
-        fig, ax = plt.subplots(figsize=(5.2, 4.8), constrained_layout=True)
+        fig, ax = plt.subplots(figsize=(5.2, 4.8))
         obs, pred = np.asarray(result.observed, float), np.asarray(result.predicted, float)
         ok = (obs > 0) & (pred > 0) & np.isfinite(obs) & np.isfinite(pred)
         lo, hi = _log_limits(np.concatenate([obs[ok], pred[ok]]), pad=1.04)
@@ -145,6 +148,7 @@ def observed_vs_predicted(result: FitResult, path: str | Path | None = None,
             ax.text(0.98, 0.02, f"{int((~ok).sum())} {(labels or AxisText()).unit} with a non-positive or "
                                 f"non-finite value not shown",
                     transform=ax.transAxes, ha="right", va="bottom", fontsize=8)
+        fixed_layout(fig, ax)
     return _maybe_save(fig, path)
 
 
@@ -164,8 +168,7 @@ def residuals(result: FitResult, path: str | Path | None = None, labels: AxisTex
     r, ylabel = _residuals(result)
     with matplotlib.rc_context(STYLE):
         n = max(len(variables), 1)
-        fig, axes = plt.subplots(1, n, figsize=(3.8 * n + 0.6, 3.8), sharey=True, constrained_layout=True,
-                                 squeeze=False)
+        fig, axes = plt.subplots(1, n, figsize=(3.8 * n + 0.6, 3.8), sharey=True, squeeze=False)
         axes = axes[0]
         finite = np.isfinite(r)
         for ax, (symbol, role) in zip(axes, variables, strict=False):
@@ -187,6 +190,7 @@ def residuals(result: FitResult, path: str | Path | None = None, labels: AxisTex
         if result.objective.name == "huber":
             title += f"; shaded: |r| ≤ δ = {result.objective.delta:g}, where the Huber loss is quadratic"
         fig.suptitle(wrap_title(title, fig.get_figwidth()))
+        fixed_layout(fig, axes)
     return _maybe_save(fig, path)
 
 
@@ -211,7 +215,7 @@ def partial_terms(result: FitResult, path: str | Path | None = None,
     obs, pred = np.asarray(result.observed, float), np.asarray(result.predicted, float)
     roles = dict(result.form.variables)
     with matplotlib.rc_context(STYLE):
-        fig, axes = plt.subplots(1, 3, figsize=(13.5, 4.9), constrained_layout=True)
+        fig, axes = plt.subplots(1, 3, figsize=(13.5, 4.9))
         for ax, (c_name, a_name, symbol) in zip(axes, DECOMPOSED_TERMS, strict=True):
             ic, ia = names.index(c_name), names.index(a_name)
             c, alpha = theta[ic], theta[ia]
@@ -260,6 +264,7 @@ def partial_terms(result: FitResult, path: str | Path | None = None,
             ax.set_title(wrap_title(title, 4.5))
             ax.legend(loc="lower left")
         fig.suptitle("Decomposed law, one axis at a time: loss minus the other fitted terms")
+        fixed_layout(fig, axes)
     return _maybe_save(fig, path)
 
 
@@ -277,6 +282,7 @@ def loss_vs_compute(result: FitResult, path: str | Path | None = None,
     the compute-optimal envelope where its optimum lies inside the data's N range."""
     import matplotlib
     from matplotlib.colors import LogNorm
+    from matplotlib.ticker import FuncFormatter
 
     plt = _pyplot()
     N = np.asarray(result.inputs["N"], float)
@@ -288,7 +294,7 @@ def loss_vs_compute(result: FitResult, path: str | Path | None = None,
     cmap = matplotlib.colormaps["viridis"]
     c_grid = np.geomspace(C.min(), C.max(), 300)
     with matplotlib.rc_context(STYLE):
-        fig, ax = plt.subplots(figsize=(7.2, 5.0), constrained_layout=True)
+        fig, ax = plt.subplots(figsize=(7.2, 5.0))
         points = ax.scatter(C, obs, c=N, cmap=cmap, norm=norm, s=16, alpha=0.8, edgecolors="none",
                             label=f"{(labels or AxisText()).unit} (n = {len(obs)})", zorder=2)
         iso = sorted({_nice_round(v) for v in np.geomspace(N.min(), N.max(), N_ISO_CURVES)})
@@ -318,9 +324,12 @@ def loss_vs_compute(result: FitResult, path: str | Path | None = None,
         ax.set_ylabel("loss $L$")
         ax.set_title("Chinchilla fit: loss against compute (dotted: $D$ outside the data's range)",
                      fontsize=10)
-        bar = fig.colorbar(points, ax=ax, pad=0.02)
+        bar = fig.colorbar(points, cax=ax.inset_axes([1.025, 0, 0.035, 1]))
         bar.set_label("parameters $N$")
-        fig.legend(loc="outside lower center", ncols=4, frameon=False)
+        bar.ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _pos: _tick_text(v)))
+        legend = fig.legend(loc="lower center", ncols=LEGEND_COLUMNS, frameon=False)
+        rows = math.ceil(len(legend.get_texts()) / LEGEND_COLUMNS)
+        fixed_layout(fig, ax, below=rows * LEGEND_ROW, right=COLORBAR_SPACE)
     return _maybe_save(fig, path)
 
 

@@ -21,6 +21,10 @@ STYLE = {
     "legend.framealpha": 0.9,
     "axes.spines.top": False,
     "axes.spines.right": False,
+    # titles at a fixed height over their panel: left to matplotlib, every draw measures all the y tick
+    # labels of a titled panel to dodge an offset text (a quarter of a figure's drawing time);
+    # layout.fixed_layout lifts a title over an offset text itself
+    "axes.titley": 1.0,
 }
 # How files are written: TrueType fonts embedded in PDF (Type 3 fonts are refused by some journals and
 # look poor when edited), real <text> elements in SVG so that labels stay editable.
@@ -84,6 +88,7 @@ def _style():
 
     return matplotlib.rc_context(STYLE)
 SAFE_TEX_NAME = re.compile(r"[A-Za-z]+(_[A-Za-z0-9]+)?|[A-Za-z]+[0-9]")
+MAX_DECADES_TICKED = 9  # a log axis over more decades keeps matplotlib's locator (a tick every few)
 LARGEST_TICK = 1e250  # beyond this, round ticks (m * 10**k) would overflow: matplotlib's own are used
 
 
@@ -158,10 +163,22 @@ def _tick_text(value: float) -> str:
 def _readable_log_axis(axis, lo: float, hi: float) -> None:
     """On a log axis spanning less than two decades, matplotlib labels few ticks or crowds minor ones in
     scientific notation; give it four to seven round ticks with plain labels instead, spread over the
-    whole range (an axis from 0.55 to 1.9 gets 0.75, 1, 1.25, 1.5, 1.75, not 0.6 to 1 only)."""
+    whole range (an axis from 0.55 to 1.9 gets 0.75, 1, 1.25, 1.5, 1.75, not 0.6 to 1 only). A wider axis
+    keeps matplotlib's powers of ten, labelled in plain text (10⁹) rather than mathtext."""
     from matplotlib.ticker import FixedLocator, FuncFormatter, MaxNLocator, NullFormatter, NullLocator
 
-    if not (lo > 0 and hi > lo) or hi / lo > 100 or hi > LARGEST_TICK:
+    if not (lo > 0 and hi > lo) or hi > LARGEST_TICK:
+        return
+    if hi / lo > 100:  # powers of ten, labelled as plain text (10⁹) rather than mathtext
+        decades = range(math.floor(math.log10(lo)), math.ceil(math.log10(hi)) + 1)
+        if len(decades) <= MAX_DECADES_TICKED:
+            # matplotlib's own ticks, but only those inside the axis: its locator returns a decade more
+            # on each side, and every tick costs a Tick object (half of a log axis's drawing time)
+            axis.set_major_locator(FixedLocator([10.0**k for k in decades if lo <= 10.0**k <= hi]))
+            axis.set_minor_locator(FixedLocator([m * 10.0**k for k in decades for m in range(2, 10)
+                                                 if lo <= m * 10.0**k <= hi]))
+            axis.set_minor_formatter(NullFormatter())
+        axis.set_major_formatter(FuncFormatter(lambda v, _pos: _tick_text(v)))
         return
     if hi / lo < 10:  # within a decade: evenly spaced round values, which look even on log axes too
         for nbins in (5, 8):  # and spread over the whole range, not bunched below the one power of ten
