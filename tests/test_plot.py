@@ -508,3 +508,28 @@ def test_fixed_margins_keep_text_inside_and_apart(decomposed_result, chinchilla_
         if name != "bootstrap_corner":
             assert fig.get_layout_engine() is None, name  # no measuring draw before each save
         _check_layout(fig, name)
+
+
+def test_axis_labels_show_the_scale_a_column_was_read_with(tmp_path):
+    """A table whose tokens are in billions, read with scale={"tokens": 1e9} (`--scale tokens=1e9`):
+    the tokens axes say the column and its factor; the other axes say no factor."""
+    import pandas as pd
+    from conftest import ROOT
+
+    frame = pd.read_csv(ROOT / "data" / "example_runs.csv")
+    tokens = frame.pop("num_tokens").to_numpy()
+    frame["step"] = tokens / 1e9
+    path = tmp_path / "billions.csv"
+    frame.to_csv(path, index=False)
+    runs = load_runs(path, columns={"tokens": "step"}, scale={"tokens": 1e9})
+    np.testing.assert_allclose(runs.data["step"], tokens)
+    figures = fit_figures(fit(runs, "decomposed"))  # from the result alone: it recorded how it was read
+    for name in ("residuals", "partial_terms"):
+        labels = [ax.get_xlabel() for ax in figures[name].axes]
+        assert labels == ["width $m$ (d_model)", r"depth $\ell$ (n_layers)",
+                          "training tokens $D$ (step ×1e9)"]
+    # a factor keyed by the column's name is the same scale
+    by_column = load_runs(path, columns={"tokens": "step"}, scale={"step": 1e9})
+    from scaling_cli.plot import axis_text
+
+    assert axis_text(by_column).scales == {"tokens": 1e9} == axis_text(runs).scales

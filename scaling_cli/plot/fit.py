@@ -25,7 +25,6 @@ from .style import (
     axis_text,
     plain,
     tex,
-    variable_label,
     wrap_title,
 )
 
@@ -183,7 +182,7 @@ def residuals(result: FitResult, path: str | Path | None = None, labels: AxisTex
             lo, hi = _log_limits(x[ok], pad=1.08)
             ax.set_xlim(lo, hi)
             _readable_log_axis(ax.xaxis, lo, hi)
-            ax.set_xlabel(variable_label(symbol, role, (labels or AxisText()).columns.get(role)))
+            ax.set_xlabel((labels or AxisText()).label(symbol, role))
         axes[0].set_ylabel(ylabel)
         title = (f"Residuals of the {plain(result.form.name)} fit ({result.objective.name} objective, "
                  f"n = {int(finite.sum())})")
@@ -254,7 +253,7 @@ def partial_terms(result: FitResult, path: str | Path | None = None,
             _readable_log_axis(ax.xaxis, xlo, xhi)
             _readable_log_axis(ax.yaxis, ylo, yhi)
             role = roles.get(symbol, symbol)
-            ax.set_xlabel(variable_label(symbol, role, (labels or AxisText()).columns.get(role)))
+            ax.set_xlabel((labels or AxisText()).label(symbol, role))
             ax.set_ylabel(f"$L_{{\\rm obs}} - L_0 - {others}$")
             title = (f"{AXIS_NOUNS[symbol]}: {tex(a_name)} = "
                      f"{format_value_error(alpha, float(result.stderr[ia]))}")
@@ -325,7 +324,7 @@ def loss_vs_compute(result: FitResult, path: str | Path | None = None,
         ax.set_title("Chinchilla fit: loss against compute (dotted: $D$ outside the data's range)",
                      fontsize=10)
         bar = fig.colorbar(points, cax=ax.inset_axes([1.025, 0, 0.035, 1]))
-        bar.set_label("parameters $N$")
+        bar.set_label((labels or AxisText()).label("N", result.form.variables.get("N", "params")))
         bar.ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _pos: _tick_text(v)))
         legend = fig.legend(loc="lower center", ncols=LEGEND_COLUMNS, frameon=False)
         rows = math.ceil(len(legend.get_texts()) / LEGEND_COLUMNS)

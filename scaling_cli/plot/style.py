@@ -50,32 +50,52 @@ DEFAULT_COLUMNS = {"width": "d_model", "depth": "layers", "tokens": "tokens", "p
 
 @dataclass(frozen=True)
 class AxisText:
-    """What the figures call things, from the table: the column that played each role, and the noun for
-    its rows ("checkpoints" when a group column holds several rows per group, else "runs")."""
+    """What the figures call things, from the table: the column that played each role, the noun for
+    its rows ("checkpoints" when a group column holds several rows per group, else "runs"), and the
+    factor each role's column was multiplied by when it was read (`--scale tokens=1e9`)."""
 
     columns: Mapping[str, str] = field(default_factory=dict)
     unit: str = "runs"
+    scales: Mapping[str, float] = field(default_factory=dict)
+
+    def label(self, symbol: str, role: str) -> str:
+        """The axis label of a variable: its role, symbol, column and scale (`variable_label`).
+
+        >>> AxisText({"tokens": "step"}, scales={"tokens": 1e9}).label("D", "tokens")
+        'training tokens $D$ (step ×1e9)'
+        """
+        return variable_label(symbol, role, self.columns.get(role), self.scales.get(role))
+
+
+def _role_scales(roles: Mapping[str, str], options: Mapping) -> dict[str, float]:
+    """{role: factor} from how a table was read: `scale` is keyed by role or by column."""
+    by_column = {column: role for role, column in roles.items()}
+    return {key if key in roles else by_column.get(key, key): float(factor)
+            for key, factor in dict(options.get("scale") or {}).items()}
 
 
 def axis_text(runs) -> AxisText:
-    """`AxisText` for a `Runs` table, or for a `FitResult` (the roles and groups of the table it fitted).
+    """`AxisText` for a `Runs` table, or for a `FitResult` (the roles, groups and scales of the table it
+    fitted).
 
     >>> from scaling_cli import load_runs
-    >>> axis_text(load_runs("data/example_runs.csv"))
-    AxisText(columns={'width': 'd_model', 'depth': 'n_layers', 'tokens': 'num_tokens', 'loss': 'loss', \
-'params': 'params', 'flops': 'flops'}, unit='runs')
+    >>> axis_text(load_runs("data/example_runs.csv", scale={"tokens": 1e-9})).scales
+    {'tokens': 1e-09}
+    >>> axis_text(load_runs("data/example_runs.csv")).columns["tokens"]
+    'num_tokens'
     """
     if runs is None:
         return AxisText()
     if hasattr(runs, "n_points"):  # a FitResult knows its table's roles and how many runs it had
         checkpoints = runs.n_groups is not None and runs.n_groups < runs.n_points
-        return AxisText(dict(runs.roles), "checkpoints" if checkpoints else "runs")
+        return AxisText(dict(runs.roles), "checkpoints" if checkpoints else "runs",
+                        _role_scales(runs.roles, runs.load_options))
     unit = "runs"
     group = runs.roles.get("group")
     if group is not None and group in runs.data:
         n_groups = len(set(runs.data[group].tolist()))
         unit = "checkpoints" if 0 < n_groups < len(runs) else "runs"
-    return AxisText(dict(runs.roles), unit)
+    return AxisText(dict(runs.roles), unit, _role_scales(runs.roles, runs.options))
 
 
 SYMBOL_TEX = {"l": r"\ell", "alpha": r"\alpha", "beta": r"\beta", "gamma": r"\gamma", "delta": r"\delta",
@@ -123,19 +143,30 @@ def tex(name: str) -> str:
 
 
 
-def variable_label(symbol: str, role: str, column: str | None = None) -> str:
-    """An axis label for a variable, naming the column that was used: 'width $m$ (hidden_size)'.
+def variable_label(symbol: str, role: str, column: str | None = None, scale: float | None = None) -> str:
+    """An axis label for a variable, naming the column that was used and the factor it was multiplied
+    by when read, if any: 'width $m$ (hidden_size)', 'training tokens $D$ (step ×1e9)'.
 
     >>> variable_label("m", "width", "hidden_size"), variable_label("m", "width", "width")
     ('width $m$ (hidden_size)', 'width $m$')
+    >>> variable_label("D", "tokens", "step", 1e9), variable_label("D", "tokens", "tokens", 1e9)
+    ('training tokens $D$ (step ×1e9)', 'training tokens $D$ (×1e9)')
     """
+    times = f"×{_factor_text(scale)}" if scale is not None and scale != 1 else ""
     template = ROLE_LABELS.get(role)
     if template is None:
-        return f"{plain(role)} {tex(symbol)}" if role != symbol else tex(symbol)
+        label = f"{plain(role)} {tex(symbol)}" if role != symbol else tex(symbol)
+        return f"{label} ({times})" if times else label
     column = column or DEFAULT_COLUMNS[role]
     if column.lower() == role:  # a column called "width" needs no "(width)"
-        return template.split(" (")[0].format(sym=tex(symbol))
-    return template.format(sym=tex(symbol), col=column)
+        label = template.split(" (")[0].format(sym=tex(symbol))
+        return f"{label} ({times})" if times else label
+    return template.format(sym=tex(symbol), col=f"{plain(column)} {times}" if times else plain(column))
+
+
+def _factor_text(factor: float) -> str:
+    """A scale factor as a user would type it: 1e9, 0.001, 2.5e-06 -> '1e9', '0.001', '2.5e-6'."""
+    return re.sub(r"e\+?(-?)0*(\d)", r"e\1\2", f"{factor:g}")
 
 
 SUPERSCRIPTS = str.maketrans("-0123456789", "⁻⁰¹²³⁴⁵⁶⁷⁸⁹")
