@@ -151,7 +151,13 @@ def prediction_errors(observed: np.ndarray, predicted: np.ndarray) -> tuple[np.n
 
 @dataclass(frozen=True)
 class Estimate:
-    """One parameter: value, standard error (NaN when not available) and 95% interval."""
+    """One parameter: value, standard error (NaN when not available) and 95% interval.
+
+    >>> from scaling_cli import fit, load_runs
+    >>> estimate = fit(load_runs("data/example_runs.csv")).estimate("alpha_D")
+    >>> round(estimate.value, 3), round(estimate.stderr, 4), [round(v, 3) for v in estimate.ci95]
+    (0.302, 0.0045, [0.293, 0.31])
+    """
 
     name: str
     value: float
@@ -162,6 +168,15 @@ class Estimate:
 
 @dataclass(frozen=True)
 class FitStats:
+    """How well a fit fits: residual sum of squares (in the objective's space), RMSE of log loss, mean
+    |relative error|, R², AIC, BIC and residual degrees of freedom.
+
+    >>> from scaling_cli import fit, load_runs
+    >>> stats = fit(load_runs("data/example_runs.csv")).stats
+    >>> stats.dof, round(stats.rmse_log, 4), stats.aic < stats.bic
+    (249, 0.0051, True)
+    """
+
     rss: float
     rmse_log: float
     mean_abs_rel_error: float
@@ -173,7 +188,15 @@ class FitStats:
 
 @dataclass(frozen=True)
 class FitResult:
-    """Everything one fit found. Index by parameter name for the value: `result["alpha_l"]`."""
+    """Everything one fit found. Index by parameter name for the value: `result["alpha_l"]`.
+
+    >>> from scaling_cli import fit, load_runs
+    >>> result = fit(load_runs("data/example_runs.csv"))
+    >>> result
+    <FitResult decomposed, log-ls, 256 rows, converged: c_m=263±12, alpha_m=0.9731±0.0079, ...>
+    >>> round(result["alpha_l"], 2), result.correlation().shape, list(result.to_frame().columns)[:3]
+    (1.2, (7, 7), [...])
+    """
 
     form: Form
     objective: Objective

@@ -15,7 +15,11 @@ DEFAULT_DELTA = 1e-3
 @dataclass(frozen=True)
 class Objective:
     """`log-ls`: sum (log y - log f)^2; `ls`: sum (y - f)^2; `huber`: sum Huber_delta(log y - log f),
-    with Huber_delta(r) = r^2/2 for |r| <= delta and delta (|r| - delta/2) beyond (Hoffmann et al.)."""
+    with Huber_delta(r) = r^2/2 for |r| <= delta and delta (|r| - delta/2) beyond (Hoffmann et al.).
+
+    >>> Objective("huber", 1e-3), Objective().log_space
+    (Objective(name='huber', delta=0.001), True)
+    """
 
     name: str = "log-ls"
     delta: float | None = None

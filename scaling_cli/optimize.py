@@ -57,7 +57,14 @@ SLSQP_STARTS = 4
 @dataclass(frozen=True)
 class Constraints:
     """What a trainable shape must satisfy: width a multiple of `width_multiple`, integer depth,
-    bounds on width and depth, and width / depth at most `max_aspect`."""
+    bounds on width and depth, and width / depth at most `max_aspect`.
+
+    >>> from scaling_cli import fit, load_runs
+    >>> result = fit(load_runs("data/example_runs.csv"))
+    >>> shape = optimize(result, [1e21], constraints=Constraints(width_multiple=128)).shape
+    >>> shape["width"], shape["depth"]
+    (array([1920.]), array([...]))
+    """
 
     width_multiple: int = 1
     min_width: float | None = None
@@ -94,7 +101,13 @@ class Constraints:
 class OptimizeResult:
     """Compute-optimal quantities per budget. `optimum` and `shape` map a quantity (width, depth,
     tokens, params, loss, tokens_per_param, aspect; NaN where the form has no such variable) to an
-    array over budgets; `intervals` maps a quantity to (B, 2) percentile intervals from bootstrap draws."""
+    array over budgets; `intervals` maps a quantity to (B, 2) percentile intervals from bootstrap draws.
+
+    >>> from scaling_cli import fit, load_runs
+    >>> best = optimize(fit(load_runs("data/example_runs.csv")), [1e20, 1e21])
+    >>> best.optimum["width"].round(), best.optimum["depth"].round(), best.optimum["loss"].round(3)
+    (array([1294., 1896.]), array([33., 45.]), array([2.499, 2.268]))
+    """
 
     form: str
     method: str
@@ -568,7 +581,13 @@ def optimize(result: FitResult | BootstrapResult, flops: Sequence[float] | np.nd
              level: float | None = None) -> OptimizeResult:
     """The compute-optimal width, depth, tokens, parameters and loss for each budget in `flops`, the
     best trainable shape under `constraints` (decomposed law), and with a bootstrap result percentile
-    intervals at `level` (default: the bootstrap's) over its draws."""
+    intervals at `level` (default: the bootstrap's) over its draws.
+
+    >>> from scaling_cli import fit, load_runs
+    >>> best = optimize(fit(load_runs("data/example_runs.csv")), 1e21, constraints=Constraints(max_aspect=40))
+    >>> float(best.shape["width"][0] / best.shape["depth"][0]) <= 40
+    True
+    """
     from .bootstrap import OK, BootstrapResult
     from .forms import Chinchilla, Decomposed
 

@@ -417,7 +417,17 @@ def _read_draws(path: str, names: tuple[str, ...], status_names, where: str, bas
 
 def load_result(path: str | Path) -> FitResult | BootstrapResult:
     """Load a saved fit or bootstrap (the JSON of `fit --json` / `bootstrap --json`). Raises
-    `ResultError` for a file that is not one, is damaged, or comes from a newer scalefit."""
+    `ResultError` for a file that is not one, is damaged, or comes from a newer scalefit.
+
+    >>> import json, pathlib, tempfile
+    >>> from scaling_cli import fit, load_runs
+    >>> result = fit(load_runs("data/example_runs.csv"))
+    >>> path = pathlib.Path(tempfile.mkdtemp()) / "fit.json"
+    >>> _ = path.write_text(json.dumps(result.to_dict()))
+    >>> again = load_result(path)
+    >>> type(again).__name__, again["alpha_l"] == result["alpha_l"]
+    ('FitResult', True)
+    """
     path = Path(path)
     where = str(path)
     try:

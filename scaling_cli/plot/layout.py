@@ -104,7 +104,7 @@ def fixed_layout(fig: Figure, axes, *, below: float = 0.0, right: float = 0.0) -
     >>> ax = fig.subplots()
     >>> _ = ax.set_ylabel("loss"), ax.set_xlim(0, 1000)
     >>> fixed_layout(fig, ax)
-    >>> 0.1 < fig.subplotpars.left < 0.25 and fig.subplotpars.top > 0.9
+    >>> bool(0.1 < fig.subplotpars.left < 0.25 and fig.subplotpars.top > 0.9)
     True
     """
     grid = np.atleast_2d(np.asarray(axes, dtype=object))
