@@ -504,6 +504,14 @@ def test_fixed_margins_keep_text_inside_and_apart(decomposed_result, chinchilla_
                                                      fit_figures(chinchilla_result).items()},
                "huber residuals": residuals(huber)}
     figures.update(bootstrap_figures(NAMES, draws, np.array([6.0, 1.3, 1.75, 0.3]), _intervals(draws)))
+    from conftest import ROOT
+
+    from scaling_cli.optimize import Constraints, optimize
+    from scaling_cli.plot import optimize_figures
+
+    example = fit(load_runs(ROOT / "data" / "example_runs.csv"), "decomposed")
+    figures.update(optimize_figures(optimize(example, np.geomspace(1e20, 1e24, 5),
+                                             constraints=Constraints(width_multiple=64)), example))
     for name, fig in figures.items():
         if name != "bootstrap_corner":
             assert fig.get_layout_engine() is None, name  # no measuring draw before each save

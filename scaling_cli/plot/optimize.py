@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from .layout import LEGEND_ROW, fixed_layout
 from .save import _maybe_save
 from .style import STYLE, _pyplot, _readable_log_axis, _tick_text
 
@@ -40,8 +41,7 @@ def frontier(result, path: str | Path | None = None) -> Figure:
     panels = [(q, label) for q, label in FRONTIER_PANELS if np.isfinite(result.optimum[q]).any()]
     C = np.asarray(result.flops, float)
     with matplotlib.rc_context(STYLE):
-        fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3.4), constrained_layout=True,
-                                 squeeze=False)
+        fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3.4), squeeze=False)
         for ax, (q, label) in zip(axes[0], panels, strict=True):
             ax.plot(C, result.optimum[q], color="C0", lw=2, label="optimum (fit)")
             if result.intervals is not None:
@@ -60,8 +60,9 @@ def frontier(result, path: str | Path | None = None) -> Figure:
             ax.set_xlabel("compute $C$ (FLOP)")
             ax.set_title(label, fontsize=10)
         handles, labels = axes[0][0].get_legend_handles_labels()
-        fig.legend(handles, labels, loc="outside lower center", ncols=3, frameon=False)
+        fig.legend(handles, labels, loc="lower center", ncols=3, frameon=False)
         fig.suptitle(f"{result.form}: compute-optimal frontier ({result.cost_model})", fontsize=10)
+        fixed_layout(fig, axes, below=LEGEND_ROW)
     return _maybe_save(fig, path)
 
 
@@ -78,7 +79,8 @@ def isoflop(result, fit_result, index: int | None = None, path: str | Path | Non
     form = fit_result.form
     with matplotlib.rc_context(STYLE):
         if form.name == "chinchilla":
-            fig, ax = plt.subplots(figsize=(5.5, 4.0), constrained_layout=True)
+            fig, axes = plt.subplots(figsize=(5.5, 4.0))
+            ax = axes
             n_star = float(result.optimum["params"][i])
             N = np.geomspace(n_star / 30, n_star * 30, 300)
             L = form.predict(theta, {"N": N, "D": C / (6 * N)})[0]
@@ -89,7 +91,7 @@ def isoflop(result, fit_result, index: int | None = None, path: str | Path | Non
             ax.set_ylabel("loss $L$")
             ax.legend(frameon=False)
         else:
-            fig, axes = plt.subplots(1, 2, figsize=(10, 4.0), constrained_layout=True)
+            fig, axes = plt.subplots(1, 2, figsize=(10, 4.0))
             vocab = result.vocab
             m_star, l_star = float(result.optimum["width"][i]), float(result.optimum["depth"][i])
             widths = np.geomspace(m_star / 20, m_star * 20, 200)
@@ -116,4 +118,5 @@ def isoflop(result, fit_result, index: int | None = None, path: str | Path | Non
                 ax.set_ylim(lo - 0.01 * abs(lo), lo + 0.15 * abs(lo))
                 ax.legend(frameon=False, fontsize=8)
         fig.suptitle(f"{result.form}: iso-FLOP view at C = {C:.3g} FLOP", fontsize=10)
+        fixed_layout(fig, axes)
     return _maybe_save(fig, path)

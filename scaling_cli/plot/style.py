@@ -201,6 +201,8 @@ def _readable_log_axis(axis, lo: float, hi: float) -> None:
     if not (lo > 0 and hi > lo) or hi > LARGEST_TICK:
         return
     if hi / lo > 100:  # powers of ten, labelled as plain text (10⁹) rather than mathtext
+        view_lo, view_hi = sorted(axis.get_view_interval())  # an autoscaled axis's margins get ticks too
+        lo, hi = (min(lo, view_lo), max(hi, view_hi)) if view_lo > 0 else (lo, hi)
         decades = range(math.floor(math.log10(lo)), math.ceil(math.log10(hi)) + 1)
         if len(decades) <= MAX_DECADES_TICKED:
             # matplotlib's own ticks, but only those inside the axis: its locator returns a decade more
