@@ -51,7 +51,11 @@ def t_quantile(p: float, dof: float) -> float:
     """Quantile of Student's t with integer `dof` (numpy-free, so scipy.stats stays out of start-up).
 
     A Cornish-Fisher start (Abramowitz & Stegun 26.7.5) refined by Newton steps on the exact
-    integer-dof distribution function (A&S 26.7.3-4); agrees with scipy to 1e-10."""
+    integer-dof distribution function (A&S 26.7.3-4); agrees with scipy to 1e-10.
+
+    >>> round(t_quantile(0.975, 10), 4)  # scipy.stats.t.ppf(0.975, 10) = 2.2281...
+    2.2281
+    """
     if not math.isfinite(dof) or dof < 1:
         return float("nan")
     dof = int(dof)

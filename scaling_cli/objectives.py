@@ -86,7 +86,12 @@ class Objective:
 
 
 def choose_objective(form, name: str | None = None, delta: float | None = None) -> Objective:
-    """The objective asked for, else the form's own; `delta` only goes with huber."""
+    """The objective asked for, else the form's own; `delta` only goes with huber.
+
+    >>> from scaling_cli.forms import get_form
+    >>> choose_objective(get_form("decomposed")), choose_objective(get_form("decomposed"), "huber", 1e-3)
+    (Objective(name='log-ls', delta=None), Objective(name='huber', delta=0.001))
+    """
     name = name or form.objective
     if delta is not None and name != "huber":
         raise SpecError(f"--delta is the Huber threshold: it needs --objective huber (not '{name}')")

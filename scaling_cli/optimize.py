@@ -169,7 +169,11 @@ class OptimizeResult:
 
 
 def parse_flops(items: Sequence[str] | str) -> np.ndarray:
-    """Budgets from `1e24`, `5.76e23`, `3e21` or a log-spaced range `1e20:1e25:11` (start:stop:count)."""
+    """Budgets from `1e24`, `5.76e23`, `3e21` or a log-spaced range `1e20:1e25:11` (start:stop:count).
+
+    >>> parse_flops("1e20:1e24:5"), parse_flops(["1e24", "5.76e23"])
+    (array([1.e+20, 1.e+21, 1.e+22, 1.e+23, 1.e+24]), array([1.00e+24, 5.76e+23]))
+    """
     from .io import parse_number
 
     out: list[float] = []
@@ -355,7 +359,12 @@ def _no_shape() -> dict[str, float]:
 
 def chinchilla_optimum(theta: np.ndarray, flops: np.ndarray) -> dict[str, np.ndarray]:
     """N* = G (C/6)^(b/(a+b)), G = (a A / (b B))^(1/(a+b)), D* = C / (6 N*), for rows `theta`
-    (K, 5: E, A, alpha, B, beta) and budgets (B,): arrays (K, B); NaN without an interior optimum."""
+    (K, 5: E, A, alpha, B, beta) and budgets (B,): arrays (K, B); NaN without an interior optimum.
+
+    >>> best = chinchilla_optimum(np.array([[1.69, 406.4, 0.34, 410.7, 0.28]]), np.array([5.76e23]))
+    >>> [f"{float(best[q][0, 0]):.3g}" for q in ("params", "tokens", "loss")]  # Chinchilla's budget
+    ['3.22e+10', '2.98e+12', '1.93']
+    """
     theta = np.atleast_2d(np.asarray(theta, dtype=float))
     E, A, a, B, b = (theta[:, i, None] for i in range(5))
     interior = np.all((theta[:, 1:] > 0) & np.isfinite(theta[:, 1:]), axis=1)[:, None]

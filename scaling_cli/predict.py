@@ -354,7 +354,11 @@ def _draw_percentiles(form, draws: np.ndarray, X: Mapping[str, np.ndarray], leve
 
 def parse_at(items: list[str] | tuple[str, ...]) -> dict[str, list[str]]:
     """`--at width=8192,depth=80,tokens=1.4T` items (one point each) as {name: [value per point]};
-    every item names the same variables. Values stay text: `resolve_points` parses them."""
+    every item names the same variables. Values stay text: `resolve_points` parses them.
+
+    >>> parse_at(["width=8192,depth=80,tokens=1.4T", "width=4096,depth=48,tokens=300B"])
+    {'width': ['8192', '4096'], 'depth': ['80', '48'], 'tokens': ['1.4T', '300B']}
+    """
     points: dict[str, list[str]] = {}
     for n, item in enumerate(items):
         pairs = {}

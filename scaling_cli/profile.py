@@ -108,7 +108,11 @@ class _Profiled(Problem):
 
 
 def threshold(value: float, n: int, k: int, level: float = LEVEL) -> float:
-    """S* = S_hat (1 + F(1, n - k; level) / (n - k)), F(1, dof) being the square of t(dof)."""
+    """S* = S_hat (1 + F(1, n - k; level) / (n - k)), F(1, dof) being the square of t(dof).
+
+    >>> round(threshold(1.0, n=12, k=2), 4)  # 1 + 2.2281**2 / 10
+    1.4965
+    """
     from .fitting import t_quantile
 
     dof = n - k

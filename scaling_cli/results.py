@@ -45,7 +45,12 @@ NOT_A_RESULT = ("{path}: not a saved scalefit fit (no schema_version); write one
 
 
 def jsonable(value: Any) -> Any:
-    """Plain Python values for JSON: numpy scalars to floats/ints, NaN and inf to None."""
+    """Plain Python values for JSON: numpy scalars to floats/ints, NaN and inf to None.
+
+    >>> import numpy as np
+    >>> jsonable({"a": np.float64(1.5), "b": np.nan, "c": [np.int64(2), np.inf]})
+    {'a': 1.5, 'b': None, 'c': [2, None]}
+    """
     if isinstance(value, dict):
         return {str(k): jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
