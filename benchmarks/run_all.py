@@ -76,6 +76,21 @@ def big_table_lines(rows: list[dict]) -> list[str]:
     return lines
 
 
+def plot_lines(rows: list[dict]) -> list[str]:
+    """The figure benchmark's rows: each case's figures against plain matplotlib and its fit, and what
+    the figures add to the whole process."""
+    lines = []
+    for row in rows:
+        if row.get("figure") == "all" and "fit_s" in row:
+            lines.append(f"figures of the {row['case']} fit\n    {row['scalefit_s']:.2f} s vs "
+                         f"{row['plain_s']:.2f} s in plain matplotlib = {row['ratio']:.2f}x; "
+                         f"{row['scalefit_s'] / row['fit_s']:.1f}x the fit's {row['fit_s']:.2f} s")
+        elif "figures_s" in row:
+            lines.append(f"figures in the whole process (matplotlib's import included)\n    "
+                         f"{row['figures_s']:.2f} s CPU")
+    return lines
+
+
 def summary_lines(fit_rows: list[dict], epoch_rows: list[dict]) -> list[str]:
     """One entry per target: what was measured, the target, and whether it was met."""
     lines = []
@@ -113,12 +128,14 @@ def main(argv: list[str] | None = None) -> int:
         opt_code, opt_rows = run_benchmark("bench_optimize.py", [], Path(tmp))
         big_code, big_rows = run_benchmark("bench_big_tables.py", ["--quick"] if args.quick else [],
                                            Path(tmp))
-    codes = (fit_code, epoch_code, boot_code, opt_code, big_code)
+        plot_code, plot_rows = run_benchmark("bench_plots.py", ["--repeats", "3"] if args.quick else [],
+                                             Path(tmp))
+    codes = (fit_code, epoch_code, boot_code, opt_code, big_code, plot_code)
     if 2 in codes:
         return 2
     print("=" * 30, f"summary ({time.perf_counter() - t0:.0f} s)", "=" * 30)
     for line in (summary_lines(fit_rows, epoch_rows) + bootstrap_lines(boot_rows) + bootstrap_lines(opt_rows)
-                 + big_table_lines(big_rows)):
+                 + big_table_lines(big_rows) + plot_lines(plot_rows)):
         print(line)
     return 0 if all(code == 0 for code in codes) else 1
 

@@ -297,7 +297,14 @@ class BootstrapEstimate:
 @dataclass(frozen=True)
 class BootstrapResult:
     """A bootstrap: the full-data fit, every resample's parameters and status, and the intervals.
-    Index by parameter name: `result["alpha_l"].ci`."""
+    Index by parameter name: `result["alpha_l"].ci`.
+
+    >>> from scaling_cli import load_runs
+    >>> boot = bootstrap(load_runs("data/example_runs.csv"), n=40, seed=0)
+    >>> estimate = boot["alpha_D"]
+    >>> estimate.ci[0] < estimate.value < estimate.ci[1], 0.002 < estimate.se < 0.01
+    (True, True)
+    """
 
     fit: FitResult
     method: str

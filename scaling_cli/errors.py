@@ -17,7 +17,15 @@ EXIT_NOT_CONVERGED = 3
 
 
 class ScalefitError(Exception):
-    """Base class of every error scalefit raises on purpose."""
+    """Base class of every error scalefit raises on purpose.
+
+    >>> from scaling_cli import load_runs
+    >>> try:
+    ...     load_runs("data/no_such_table.csv")
+    ... except ScalefitError as error:
+    ...     print(type(error).__name__, error.exit_code)
+    DataError 2
+    """
 
     exit_code = EXIT_BAD_INPUT
 

@@ -51,7 +51,11 @@ def t_quantile(p: float, dof: float) -> float:
     """Quantile of Student's t with integer `dof` (numpy-free, so scipy.stats stays out of start-up).
 
     A Cornish-Fisher start (Abramowitz & Stegun 26.7.5) refined by Newton steps on the exact
-    integer-dof distribution function (A&S 26.7.3-4); agrees with scipy to 1e-10."""
+    integer-dof distribution function (A&S 26.7.3-4); agrees with scipy to 1e-10.
+
+    >>> round(t_quantile(0.975, 10), 4)  # scipy.stats.t.ppf(0.975, 10) = 2.2281...
+    2.2281
+    """
     if not math.isfinite(dof) or dof < 1:
         return float("nan")
     dof = int(dof)
@@ -151,7 +155,13 @@ def prediction_errors(observed: np.ndarray, predicted: np.ndarray) -> tuple[np.n
 
 @dataclass(frozen=True)
 class Estimate:
-    """One parameter: value, standard error (NaN when not available) and 95% interval."""
+    """One parameter: value, standard error (NaN when not available) and 95% interval.
+
+    >>> from scaling_cli import fit, load_runs
+    >>> estimate = fit(load_runs("data/example_runs.csv")).estimate("alpha_D")
+    >>> round(estimate.value, 3), round(estimate.stderr, 4), [round(v, 3) for v in estimate.ci95]
+    (0.302, 0.0045, [0.293, 0.31])
+    """
 
     name: str
     value: float
@@ -162,6 +172,15 @@ class Estimate:
 
 @dataclass(frozen=True)
 class FitStats:
+    """How well a fit fits: residual sum of squares (in the objective's space), RMSE of log loss, mean
+    |relative error|, R², AIC, BIC and residual degrees of freedom.
+
+    >>> from scaling_cli import fit, load_runs
+    >>> stats = fit(load_runs("data/example_runs.csv")).stats
+    >>> stats.dof, round(stats.rmse_log, 4), stats.aic < stats.bic
+    (249, 0.0051, True)
+    """
+
     rss: float
     rmse_log: float
     mean_abs_rel_error: float
@@ -173,7 +192,15 @@ class FitStats:
 
 @dataclass(frozen=True)
 class FitResult:
-    """Everything one fit found. Index by parameter name for the value: `result["alpha_l"]`."""
+    """Everything one fit found. Index by parameter name for the value: `result["alpha_l"]`.
+
+    >>> from scaling_cli import fit, load_runs
+    >>> result = fit(load_runs("data/example_runs.csv"))
+    >>> result
+    <FitResult decomposed, log-ls, 256 rows, converged: c_m=263±12, alpha_m=0.9731±0.0079, ...>
+    >>> round(result["alpha_l"], 2), result.correlation().shape, list(result.to_frame().columns)[:3]
+    (1.2, (7, 7), [...])
+    """
 
     form: Form
     objective: Objective

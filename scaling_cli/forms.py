@@ -36,7 +36,16 @@ class Derived:
 
 
 class Form:
-    """Base class. Subclasses set the attributes and implement `predict`, `jacobian` and `design`."""
+    """Base class. Subclasses set the attributes and implement `predict`, `jacobian` and `design`.
+
+    >>> import numpy as np
+    >>> form = get_form("chinchilla")
+    >>> form.params, dict(form.variables)
+    (('E', 'A', 'alpha', 'B', 'beta'), {'N': 'params', 'D': 'tokens'})
+    >>> theta = np.array([[1.69, 406.4, 0.34, 410.7, 0.28]])  # Hoffmann et al.'s fit
+    >>> form.predict(theta, {"N": np.array([70e9]), "D": np.array([1.4e12])}).round(3)
+    array([[1.937]])
+    """
 
     name: str = ""
     description: str = ""

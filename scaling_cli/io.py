@@ -118,6 +118,10 @@ class Runs:
 
     `data` maps column names to numpy arrays (float for numeric columns, object for text);
     `roles` maps a role (width, depth, tokens, loss, params, flops, group) to the column that plays it.
+
+    >>> runs = load_runs("data/example_runs.csv")
+    >>> len(runs), runs.roles["tokens"], runs.data["d_model"][:2]
+    (256, 'num_tokens', array([5120.,  512.]))
     """
 
     path: str

@@ -15,7 +15,11 @@ DEFAULT_DELTA = 1e-3
 @dataclass(frozen=True)
 class Objective:
     """`log-ls`: sum (log y - log f)^2; `ls`: sum (y - f)^2; `huber`: sum Huber_delta(log y - log f),
-    with Huber_delta(r) = r^2/2 for |r| <= delta and delta (|r| - delta/2) beyond (Hoffmann et al.)."""
+    with Huber_delta(r) = r^2/2 for |r| <= delta and delta (|r| - delta/2) beyond (Hoffmann et al.).
+
+    >>> Objective("huber", 1e-3), Objective().log_space
+    (Objective(name='huber', delta=0.001), True)
+    """
 
     name: str = "log-ls"
     delta: float | None = None
@@ -96,7 +100,12 @@ class Objective:
 
 
 def choose_objective(form, name: str | None = None, delta: float | None = None) -> Objective:
-    """The objective asked for, else the form's own; `delta` only goes with huber."""
+    """The objective asked for, else the form's own; `delta` only goes with huber.
+
+    >>> from scaling_cli.forms import get_form
+    >>> choose_objective(get_form("decomposed")), choose_objective(get_form("decomposed"), "huber", 1e-3)
+    (Objective(name='log-ls', delta=None), Objective(name='huber', delta=0.001))
+    """
     name = name or form.objective
     if delta is not None and name != "huber":
         raise SpecError(f"--delta is the Huber threshold: it needs --objective huber (not '{name}')")

@@ -57,7 +57,14 @@ SLSQP_STARTS = 4
 @dataclass(frozen=True)
 class Constraints:
     """What a trainable shape must satisfy: width a multiple of `width_multiple`, integer depth,
-    bounds on width and depth, and width / depth at most `max_aspect`."""
+    bounds on width and depth, and width / depth at most `max_aspect`.
+
+    >>> from scaling_cli import fit, load_runs
+    >>> result = fit(load_runs("data/example_runs.csv"))
+    >>> shape = optimize(result, [1e21], constraints=Constraints(width_multiple=128)).shape
+    >>> shape["width"], shape["depth"]
+    (array([1920.]), array([...]))
+    """
 
     width_multiple: int = 1
     min_width: float | None = None
@@ -94,7 +101,13 @@ class Constraints:
 class OptimizeResult:
     """Compute-optimal quantities per budget. `optimum` and `shape` map a quantity (width, depth,
     tokens, params, loss, tokens_per_param, aspect; NaN where the form has no such variable) to an
-    array over budgets; `intervals` maps a quantity to (B, 2) percentile intervals from bootstrap draws."""
+    array over budgets; `intervals` maps a quantity to (B, 2) percentile intervals from bootstrap draws.
+
+    >>> from scaling_cli import fit, load_runs
+    >>> best = optimize(fit(load_runs("data/example_runs.csv")), [1e20, 1e21])
+    >>> best.optimum["width"].round(), best.optimum["depth"].round(), best.optimum["loss"].round(3)
+    (array([1294., 1896.]), array([33., 45.]), array([2.499, 2.268]))
+    """
 
     form: str
     method: str
@@ -156,7 +169,11 @@ class OptimizeResult:
 
 
 def parse_flops(items: Sequence[str] | str) -> np.ndarray:
-    """Budgets from `1e24`, `5.76e23`, `3e21` or a log-spaced range `1e20:1e25:11` (start:stop:count)."""
+    """Budgets from `1e24`, `5.76e23`, `3e21` or a log-spaced range `1e20:1e25:11` (start:stop:count).
+
+    >>> parse_flops("1e20:1e24:5"), parse_flops(["1e24", "5.76e23"])
+    (array([1.e+20, 1.e+21, 1.e+22, 1.e+23, 1.e+24]), array([1.00e+24, 5.76e+23]))
+    """
     from .io import parse_number
 
     out: list[float] = []
@@ -342,7 +359,12 @@ def _no_shape() -> dict[str, float]:
 
 def chinchilla_optimum(theta: np.ndarray, flops: np.ndarray) -> dict[str, np.ndarray]:
     """N* = G (C/6)^(b/(a+b)), G = (a A / (b B))^(1/(a+b)), D* = C / (6 N*), for rows `theta`
-    (K, 5: E, A, alpha, B, beta) and budgets (B,): arrays (K, B); NaN without an interior optimum."""
+    (K, 5: E, A, alpha, B, beta) and budgets (B,): arrays (K, B); NaN without an interior optimum.
+
+    >>> best = chinchilla_optimum(np.array([[1.69, 406.4, 0.34, 410.7, 0.28]]), np.array([5.76e23]))
+    >>> [f"{float(best[q][0, 0]):.3g}" for q in ("params", "tokens", "loss")]  # Chinchilla's budget
+    ['3.22e+10', '2.98e+12', '1.93']
+    """
     theta = np.atleast_2d(np.asarray(theta, dtype=float))
     E, A, a, B, b = (theta[:, i, None] for i in range(5))
     interior = np.all((theta[:, 1:] > 0) & np.isfinite(theta[:, 1:]), axis=1)[:, None]
@@ -568,7 +590,13 @@ def optimize(result: FitResult | BootstrapResult, flops: Sequence[float] | np.nd
              level: float | None = None) -> OptimizeResult:
     """The compute-optimal width, depth, tokens, parameters and loss for each budget in `flops`, the
     best trainable shape under `constraints` (decomposed law), and with a bootstrap result percentile
-    intervals at `level` (default: the bootstrap's) over its draws."""
+    intervals at `level` (default: the bootstrap's) over its draws.
+
+    >>> from scaling_cli import fit, load_runs
+    >>> best = optimize(fit(load_runs("data/example_runs.csv")), 1e21, constraints=Constraints(max_aspect=40))
+    >>> float(best.shape["width"][0] / best.shape["depth"][0]) <= 40
+    True
+    """
     from .bootstrap import OK, BootstrapResult
     from .forms import Chinchilla, Decomposed
 

@@ -38,7 +38,14 @@ CHUNK_FLOATS = 2_000_000  # draws x points evaluated at once for a bootstrap
 
 @dataclass(frozen=True)
 class Prediction:
-    """Predictions at n points. Arrays have one entry per point; `ci` and `pi` are (n, 2)."""
+    """Predictions at n points. Arrays have one entry per point; `ci` and `pi` are (n, 2).
+
+    >>> from scaling_cli import fit, load_runs
+    >>> result = fit(load_runs("data/example_runs.csv"))
+    >>> p = predict(result, {"width": [1024, 2048], "depth": [24, 24], "tokens": [1e10, 1e10]})
+    >>> p.predicted.round(3), bool((p.pi[:, 0] < p.ci[:, 0]).all()), p.to_frame().shape[0]
+    (array([2.736, 2.584]), True, 2)
+    """
 
     form: str
     response: str
@@ -229,7 +236,14 @@ def beyond_range(x: np.ndarray, lo: float, hi: float) -> np.ndarray:
 
 def predict(result: FitResult | BootstrapResult, points: Mapping[str, Any] | Runs,
             level: float = DEFAULT_LEVEL) -> Prediction:
-    """Predict at `points` (see `resolve_points`) with intervals at `level`: a `Prediction`."""
+    """Predict at `points` (see `resolve_points`) with intervals at `level`: a `Prediction`.
+
+    >>> from scaling_cli import fit, load_runs
+    >>> result = fit(load_runs("data/example_runs.csv"))
+    >>> p = predict(result, {"m": [4096], "l": [48], "D": [1e11]}, level=0.9)
+    >>> round(float(p.predicted[0]), 3), p.level, p.method
+    (2.161, 0.9, 'delta')
+    """
     from .bootstrap import OK, BootstrapResult
     from .fitting import t_quantile
 
@@ -340,7 +354,11 @@ def _draw_percentiles(form, draws: np.ndarray, X: Mapping[str, np.ndarray], leve
 
 def parse_at(items: list[str] | tuple[str, ...]) -> dict[str, list[str]]:
     """`--at width=8192,depth=80,tokens=1.4T` items (one point each) as {name: [value per point]};
-    every item names the same variables. Values stay text: `resolve_points` parses them."""
+    every item names the same variables. Values stay text: `resolve_points` parses them.
+
+    >>> parse_at(["width=8192,depth=80,tokens=1.4T", "width=4096,depth=48,tokens=300B"])
+    {'width': ['8192', '4096'], 'depth': ['80', '48'], 'tokens': ['1.4T', '300B']}
+    """
     points: dict[str, list[str]] = {}
     for n, item in enumerate(items):
         pairs = {}

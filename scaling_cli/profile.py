@@ -65,7 +65,14 @@ class ProfileInterval:
 
 @dataclass(frozen=True)
 class ProfileResult:
-    """Profile intervals of a fit's free parameters at `level`; `threshold` is S* above."""
+    """Profile intervals of a fit's free parameters at `level`; `threshold` is S* above.
+
+    >>> from scaling_cli import fit, load_runs
+    >>> profile = profile_intervals(fit(load_runs("data/example_runs.csv")), names=["alpha_D"])
+    >>> interval = profile["alpha_D"]
+    >>> round(interval.lower, 3), round(interval.upper, 3), profile.level
+    (0.293, 0.31, 0.95)
+    """
 
     intervals: tuple[ProfileInterval, ...]
     level: float
@@ -101,7 +108,11 @@ class _Profiled(Problem):
 
 
 def threshold(value: float, n: int, k: int, level: float = LEVEL) -> float:
-    """S* = S_hat (1 + F(1, n - k; level) / (n - k)), F(1, dof) being the square of t(dof)."""
+    """S* = S_hat (1 + F(1, n - k; level) / (n - k)), F(1, dof) being the square of t(dof).
+
+    >>> round(threshold(1.0, n=12, k=2), 4)  # 1 + 2.2281**2 / 10
+    1.4965
+    """
     from .fitting import t_quantile
 
     dof = n - k
@@ -113,7 +124,14 @@ def threshold(value: float, n: int, k: int, level: float = LEVEL) -> float:
 
 def profile_intervals(result: FitResult, level: float = LEVEL, names: Sequence[str] | None = None
                       ) -> ProfileResult:
-    """Profile-likelihood intervals at `level` for the free parameters of `result` (or `names`)."""
+    """Profile-likelihood intervals at `level` for the free parameters of `result` (or `names`).
+
+    >>> from scaling_cli import fit, load_runs
+    >>> profile = profile_intervals(fit(load_runs("data/example_runs.csv")), level=0.68, names=["L0"])
+    >>> interval = profile["L0"]
+    >>> interval.lower < interval.value < interval.upper
+    True
+    """
     t0 = time.perf_counter()
     if not 0 < level < 1:
         raise FitError(f"the level of an interval must be between 0 and 1, not {level}")

@@ -45,7 +45,12 @@ NOT_A_RESULT = ("{path}: not a saved scalefit fit (no schema_version); write one
 
 
 def jsonable(value: Any) -> Any:
-    """Plain Python values for JSON: numpy scalars to floats/ints, NaN and inf to None."""
+    """Plain Python values for JSON: numpy scalars to floats/ints, NaN and inf to None.
+
+    >>> import numpy as np
+    >>> jsonable({"a": np.float64(1.5), "b": np.nan, "c": [np.int64(2), np.inf]})
+    {'a': 1.5, 'b': None, 'c': [2, None]}
+    """
     if isinstance(value, dict):
         return {str(k): jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
@@ -417,7 +422,17 @@ def _read_draws(path: str, names: tuple[str, ...], status_names, where: str, bas
 
 def load_result(path: str | Path) -> FitResult | BootstrapResult:
     """Load a saved fit or bootstrap (the JSON of `fit --json` / `bootstrap --json`). Raises
-    `ResultError` for a file that is not one, is damaged, or comes from a newer scalefit."""
+    `ResultError` for a file that is not one, is damaged, or comes from a newer scalefit.
+
+    >>> import json, pathlib, tempfile
+    >>> from scaling_cli import fit, load_runs
+    >>> result = fit(load_runs("data/example_runs.csv"))
+    >>> path = pathlib.Path(tempfile.mkdtemp()) / "fit.json"
+    >>> _ = path.write_text(json.dumps(result.to_dict()))
+    >>> again = load_result(path)
+    >>> type(again).__name__, again["alpha_l"] == result["alpha_l"]
+    ('FitResult', True)
+    """
     path = Path(path)
     where = str(path)
     try:

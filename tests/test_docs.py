@@ -10,9 +10,15 @@ import re
 import pytest
 from conftest import ROOT, SHARED_DATA
 
-DOCTESTED = ("errors", "report", "fitting", "forms", "io", "spec", "plot", "bootstrap", "compare")
-# The library's entry points: each has a docstring with a short example.
-ENTRY_POINTS = ("load_runs", "fit", "get_form", "load_form", "parse_form", "compare_forms")
+DOCTESTED = ("errors", "report", "fitting", "forms", "io", "spec", "bootstrap", "compare", "objectives",
+             "predict", "optimize", "profile", "results", "plot.style", "plot.layout", "plot.save",
+             "plot.fit", "plot.bootstrap", "plot.compare", "plot.optimize")
+# The library's names (`from scaling_cli import ...`): each has a docstring with a short example. The
+# error classes share ScalefitError's; a CompareResult is what compare_forms' example returns (a
+# second comparison would add seconds to the suite).
+SHARED_EXAMPLES = {"DataError", "SpecError", "FitError", "ResultError", "ScalefitWarning", "CompareResult"}
+ENTRY_POINTS = tuple(n for n in __import__("scaling_cli").__all__
+                     if not n.startswith("__") and n not in SHARED_EXAMPLES)
 
 
 @pytest.mark.parametrize("module", DOCTESTED)
@@ -28,12 +34,13 @@ def test_docstring_examples_run(module, monkeypatch):
     assert result.failed == 0, f"{result.failed} of {result.attempted} examples failed in {module}"
 
 
-@pytest.mark.parametrize("name", ENTRY_POINTS + ("bootstrap",))
+@pytest.mark.parametrize("name", ENTRY_POINTS + ("bootstrap", "predict", "optimize"))
 def test_entry_points_have_an_example(name):
     import scaling_cli
-    from scaling_cli import bootstrap
+    from scaling_cli import bootstrap, optimize, predict
 
-    func = bootstrap.bootstrap if name == "bootstrap" else getattr(scaling_cli, name)
+    modules = {"bootstrap": bootstrap, "predict": predict, "optimize": optimize}
+    func = getattr(modules[name], name) if name in modules else getattr(scaling_cli, name)
     doc = inspect.getdoc(func) or ""
     assert ">>> " in doc, f"{name} has no example in its docstring"
 

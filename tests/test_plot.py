@@ -95,9 +95,11 @@ def test_decomposed_figures_and_panels(decomposed_result):
 
 def test_chinchilla_figures(chinchilla_result):
     figures = fit_figures(chinchilla_result)
-    # loss_vs_compute: the axes and its colour bar
-    assert _axis_count(figures) == {"observed_vs_predicted": 1, "residuals": 2, "loss_vs_compute": 2}
+    # loss_vs_compute: the axes, with its colour bar as a child
+    assert _axis_count(figures) == {"observed_vs_predicted": 1, "residuals": 2, "loss_vs_compute": 1}
     ax = figures["loss_vs_compute"].axes[0]
+    (bar,) = ax.child_axes
+    assert bar.get_ylabel() == "parameters $N$"
     assert ax.get_xscale() == "log"
     runs = next(c for c in ax.collections if c.get_label().startswith("runs"))
     N, D = chinchilla_result.inputs["N"], chinchilla_result.inputs["D"]
@@ -443,7 +445,7 @@ def test_a_log_axis_within_a_decade_has_labels_across_its_range():
     matplotlib.use("Agg")
     from matplotlib.figure import Figure
 
-    from scaling_cli.plot import _readable_log_axis
+    from scaling_cli.plot.style import _readable_log_axis
 
     ax = Figure().subplots()
     ax.set_yscale("log")
@@ -467,3 +469,75 @@ def test_fit_figures_label_a_checkpoint_table_from_the_result():
     legend = fit_figures(result)["observed_vs_predicted"].axes[0].get_legend_handles_labels()[1]
     assert any(label.startswith("checkpoints (n = 220)") for label in legend)
 
+
+
+def _check_layout(fig, name):
+    """Every panel's text (tick labels, axis labels, title, legend) inside the figure and off the other
+    panels' frames; the suptitle and a figure legend off every panel."""
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    width, height = fig.bbox.width, fig.bbox.height
+    panels = [ax for ax in fig.axes if ax.get_visible()]
+    boxes = {ax: ax.get_tightbbox(renderer) for ax in panels}
+    for ax, box in boxes.items():
+        assert box.x0 >= -1 and box.y0 >= -1 and box.x1 <= width + 1 and box.y1 <= height + 1, \
+            f"{name}: panel {ax.get_title() or ax.get_xlabel()!r} runs off the figure: {box}"
+        for other in panels:
+            if other is not ax:
+                assert not box.overlaps(other.bbox), \
+                    f"{name}: the text of {ax.get_xlabel()!r} runs into the panel of {other.get_xlabel()!r}"
+    extras = [fig._suptitle] if fig._suptitle is not None else []
+    extras += fig.legends
+    for artist in extras:
+        box = artist.get_window_extent(renderer)
+        assert box.x0 >= -1 and box.y0 >= -1 and box.x1 <= width + 1 and box.y1 <= height + 1, name
+        for ax, panel in boxes.items():
+            assert not box.overlaps(panel), f"{name}: {type(artist).__name__} overlaps {ax.get_xlabel()!r}"
+
+
+def test_fixed_margins_keep_text_inside_and_apart(decomposed_result, chinchilla_result, draws):
+    """The figures place their panels on margins computed from their text rather than by matplotlib's
+    layout engines; drawn, no text leaves the figure or runs into another panel."""
+    huber = dataclasses.replace(chinchilla_result, objective=dataclasses.replace(
+        chinchilla_result.objective, name="huber", delta=1e-3))
+    figures = {**fit_figures(decomposed_result), **{f"chinchilla {k}": v for k, v in
+                                                     fit_figures(chinchilla_result).items()},
+               "huber residuals": residuals(huber)}
+    figures.update(bootstrap_figures(NAMES, draws, np.array([6.0, 1.3, 1.75, 0.3]), _intervals(draws)))
+    from conftest import ROOT
+
+    from scaling_cli.optimize import Constraints, optimize
+    from scaling_cli.plot import optimize_figures
+
+    example = fit(load_runs(ROOT / "data" / "example_runs.csv"), "decomposed")
+    figures.update(optimize_figures(optimize(example, np.geomspace(1e20, 1e24, 5),
+                                             constraints=Constraints(width_multiple=64)), example))
+    for name, fig in figures.items():
+        if name != "bootstrap_corner":
+            assert fig.get_layout_engine() is None, name  # no measuring draw before each save
+        _check_layout(fig, name)
+
+
+def test_axis_labels_show_the_scale_a_column_was_read_with(tmp_path):
+    """A table whose tokens are in billions, read with scale={"tokens": 1e9} (`--scale tokens=1e9`):
+    the tokens axes say the column and its factor; the other axes say no factor."""
+    import pandas as pd
+    from conftest import ROOT
+
+    frame = pd.read_csv(ROOT / "data" / "example_runs.csv")
+    tokens = frame.pop("num_tokens").to_numpy()
+    frame["step"] = tokens / 1e9
+    path = tmp_path / "billions.csv"
+    frame.to_csv(path, index=False)
+    runs = load_runs(path, columns={"tokens": "step"}, scale={"tokens": 1e9})
+    np.testing.assert_allclose(runs.data["step"], tokens)
+    figures = fit_figures(fit(runs, "decomposed"))  # from the result alone: it recorded how it was read
+    for name in ("residuals", "partial_terms"):
+        labels = [ax.get_xlabel() for ax in figures[name].axes]
+        assert labels == ["width $m$ (d_model)", r"depth $\ell$ (n_layers)",
+                          "training tokens $D$ (step ×1e9)"]
+    # a factor keyed by the column's name is the same scale
+    by_column = load_runs(path, columns={"tokens": "step"}, scale={"step": 1e9})
+    from scaling_cli.plot import axis_text
+
+    assert axis_text(by_column).scales == {"tokens": 1e9} == axis_text(runs).scales
