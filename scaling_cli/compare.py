@@ -52,6 +52,14 @@ PARAMS_NOTE = ("the table has no params: runs are ordered for the holdout by 12 
 FLOPS_FROM_SHAPE_NOTE = ("the table has no flops or params: runs are ordered for the holdout by "
                          "6 * (12 * depth * width^2) * tokens (non-embedding parameters, Kaplan et al. 2020)")
 TOKENS_NOTE = "the table has no tokens: runs are ordered for the holdout by flops / (6 * params)"
+# A held-out fit (a cross-validation fold, the extrapolation's training rows) starts from the distinct
+# local minima the search on all rows converged to, at most WARM_STARTS of them: its rows are most of
+# those rows, so its minima lie next to theirs. A start that the Newton-LM has not brought to a strict
+# minimum within WARM_MAX_ITER steps goes to the robust strategy; when the best point is still not a
+# verified minimum, the held-out fit runs the full global search instead.
+WARM_STARTS = 8
+WARM_MAX_ITER = 20
+SAME_MINIMUM_RTOL = 1e-6  # two end points closer than this (relative, every parameter) are one minimum
 HUBER_AIC_NOTE = ("AIC and BIC use the Gaussian likelihood of the log residuals; under the Huber "
                   "objective they are indicative only")
 
@@ -396,9 +404,13 @@ def akaike_weights(aic: Sequence[float]) -> np.ndarray:
 
 def held_out_error(form: Form, fit: FitResult, test: Runs, n_train: int) -> HeldOutError:
     """Errors of `fit` on the rows of `test`."""
+    return _predicted_errors(form, fit.values, test, n_train)
+
+
+def _predicted_errors(form: Form, values: np.ndarray, test: Runs, n_train: int) -> HeldOutError:
     observed = form.observed(test)
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-        predicted = form.predict(fit.values[None, :], form.inputs(test))[0]
+        predicted = form.predict(values[None, :], form.inputs(test))[0]
     return _errors(observed, predicted, n_train)
 
 
@@ -413,17 +425,90 @@ def _errors(observed: np.ndarray, predicted: np.ndarray, n_train: int, failed: s
         rmse_log=rmse_log, observed=observed, predicted=predicted, failed=failed)
 
 
-def _quiet_fit(runs: Runs, form: Form, objective: Objective) -> FitResult:
+def _quiet_fit(runs: Runs, form: Form, objective: Objective, strategy: str = "auto") -> FitResult:
     from .fitting import fit
 
     with warnings.catch_warnings():
         # the fit's soft problems are kept on its result; repeating them per fold would only be noise
         warnings.simplefilter("ignore", ScalefitWarning)
-        return fit(runs, form, objective)
+        return fit(runs, form, objective, strategy=strategy)
 
 
-def cross_validate(runs: Runs, form: Form, objective: Objective, labels: np.ndarray) -> HeldOutError:
-    """Fit on all folds but one and predict that one, for every fold; errors over all rows."""
+def distinct_minima(minima: np.ndarray, rtol: float = SAME_MINIMUM_RTOL) -> np.ndarray:
+    """The rows of `minima` (best first) that are not the same point as an earlier row: every parameter
+    within `rtol` of it, relative to the larger of the two."""
+    kept: list[np.ndarray] = []
+    for theta in np.asarray(minima, dtype=float):
+        if not np.all(np.isfinite(theta)):
+            continue
+        if not any(np.all(np.abs(theta - k) <= rtol * np.maximum(np.abs(theta), np.abs(k)) + 1e-300)
+                   for k in kept):
+            kept.append(theta)
+    return np.array(kept).reshape(len(kept), np.shape(minima)[-1] if np.ndim(minima) == 2 else 0)
+
+
+def warm_fit(runs: Runs, form: Form, objective: Objective, minima: np.ndarray) -> np.ndarray | None:
+    """The parameters of `form` fitted to `runs` from the starts `minima` (the local minima that a
+    search on a larger table converged to, best first), or None when the best point found is not a
+    verified minimum (converged, not at a saddle) and the full global search should decide.
+
+    The Newton-LM polishes every start; starts it does not bring to a strict minimum within
+    WARM_MAX_ITER steps are solved again by `solve.robust_minimize`, as `fit`'s escalation does. Of
+    points whose objectives tie (to rounding) the earliest start's is kept."""
+    from .solve import (
+        ESCALATE_AFTER,
+        Problem,
+        Solution,
+        levenberg_marquardt,
+        robust_minimize,
+        stopped_short,
+        tie_tolerance,
+    )
+
+    starts = distinct_minima(minima)[:WARM_STARTS]
+    if not len(starts) or starts.shape[1] != len(form.params):
+        return None
+    y = form.observed(runs)
+    if objective.log_space and np.any(y <= 0):
+        return None  # the global search raises the error that says so
+    problem = Problem.build(form, form.inputs(runs), y, objective)
+    if problem.n <= int(problem.free.sum()):
+        return None
+    try:
+        max_iter = min(WARM_MAX_ITER, ESCALATE_AFTER) if objective.least_squares else None
+        sol = levenberg_marquardt(problem, starts, max_iter=max_iter)
+        short = stopped_short(problem, sol)
+        if short.any():
+            rescued = robust_minimize(problem, starts[short], polish_start=False)
+            sol = Solution(*(np.concatenate([getattr(sol, f)[~short], getattr(rescued, f)])
+                             for f in ("theta", "value", "converged", "iterations")))
+        value = np.where(np.isfinite(sol.value), sol.value, np.inf)
+        best = float(value.min())
+        if not np.isfinite(best):
+            return None
+        pick = int(np.flatnonzero(value <= best + tie_tolerance(problem, best))[0])
+        chosen = Solution(sol.theta[pick:pick + 1], sol.value[pick:pick + 1], sol.converged[pick:pick + 1],
+                          sol.iterations[pick:pick + 1])
+        return None if stopped_short(problem, chosen)[0] else chosen.theta[0]
+    except np.linalg.LinAlgError:
+        return None
+
+
+def _held_out_fit(runs: Runs, form: Form, objective: Objective, full: FitResult | None) -> np.ndarray:
+    """Parameters fitted to held-out training rows: warm-started from the fit on all rows (`full`) when
+    that converged, else (or when the warm start cannot be verified) by the full global search."""
+    if full is not None and full.converged and len(full.minima):
+        theta = warm_fit(runs, form, objective, full.minima)
+        if theta is not None:
+            return theta
+    return _quiet_fit(runs, form, objective).values
+
+
+def cross_validate(runs: Runs, form: Form, objective: Objective, labels: np.ndarray,
+                   full: FitResult | None = None) -> HeldOutError:
+    """Fit on all folds but one and predict that one, for every fold; errors over all rows. With
+    `full` (the fit on all rows) the fold fits start from its minima (`warm_fit`); without it each runs
+    the full global search."""
     observed = form.observed(runs)
     predicted = np.full(len(runs), np.nan)
     n_folds = int(labels.max()) + 1
@@ -431,23 +516,25 @@ def cross_validate(runs: Runs, form: Form, objective: Objective, labels: np.ndar
     for fold in range(n_folds):
         test = labels == fold
         try:
-            result = _quiet_fit(subset(runs, ~test), form, objective)
+            values = _held_out_fit(subset(runs, ~test), form, objective, full)
         except ScalefitError as exc:
             return _errors(observed, np.full(len(runs), np.nan), n_train, failed=f"fold {fold + 1}: {exc}")
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-            predicted[test] = form.predict(result.values[None, :], form.inputs(subset(runs, test)))[0]
+            predicted[test] = form.predict(values[None, :], form.inputs(subset(runs, test)))[0]
     return _errors(observed, predicted, n_train)
 
 
-def extrapolate(runs: Runs, form: Form, objective: Objective, held_out: np.ndarray) -> HeldOutError:
-    """Fit on the rows not `held_out` and predict the held-out ones."""
+def extrapolate(runs: Runs, form: Form, objective: Objective, held_out: np.ndarray,
+                full: FitResult | None = None) -> HeldOutError:
+    """Fit on the rows not `held_out` and predict the held-out ones (from `full`'s minima when given,
+    as in `cross_validate`)."""
     n_train = int((~held_out).sum())
     test = subset(runs, held_out)
     try:
-        result = _quiet_fit(subset(runs, ~held_out), form, objective)
+        values = _held_out_fit(subset(runs, ~held_out), form, objective, full)
     except ScalefitError as exc:
         return _errors(form.observed(test), np.full(len(test), np.nan), n_train, failed=str(exc))
-    return held_out_error(form, result, test, n_train)
+    return _predicted_errors(form, values, test, n_train)
 
 
 def _load_shared(path: str | Path, forms: Sequence[Form], load_options: Mapping[str, Any]
@@ -478,7 +565,7 @@ def compare_forms(data: Runs | str | Path, forms: Sequence[Form | str | Path], *
                   objective: Objective | str | None = None, delta: float | None = None,
                   folds: int = DEFAULT_FOLDS, holdout_top: float = DEFAULT_HOLDOUT_TOP,
                   by: str = DEFAULT_BY, seed: int = DEFAULT_SEED, rank_by: str = DEFAULT_RANK_BY,
-                  load_options: Mapping[str, Any] | None = None) -> CompareResult:
+                  load_options: Mapping[str, Any] | None = None, exhaustive: bool = False) -> CompareResult:
     """Fit every form to the same rows and rank them; see the module docstring for what is measured.
 
     `data` is a `Runs` table or a path (read once with the union of the forms' columns and
@@ -486,6 +573,11 @@ def compare_forms(data: Runs | str | Path, forms: Sequence[Form | str | Path], *
     objects, built-in names or YAML files. Returns a `CompareResult`: ranked forms best first
     (smaller `rank_by` metric is better; forms without it last), then the forms that failed.
     Raises `FitError` when no form could be fitted, `SpecError` for impossible options.
+
+    The held-out fits (cross-validation folds, extrapolation) start from the minima of each form's fit
+    on all rows and fall back to the full global search when that start cannot be verified
+    (`warm_fit`); `exhaustive=True` runs the full global search for every one of them (slower; the
+    reference the tests compare with).
 
     >>> ranking = compare_forms("data/example_runs.csv", ["decomposed", "depth_free"], folds=2)
     >>> ranking.best.name, [e.name for e in ranking.ranked]
@@ -535,14 +627,14 @@ def compare_forms(data: Runs | str | Path, forms: Sequence[Form | str | Path], *
             elif observed.shape != reference[1].shape or not np.array_equal(observed, reference[1]):
                 raise SpecError(f"its response ({form.response}) differs from that of '{reference[0]}': "
                                 f"forms are compared on one response")
-            result = _quiet_fit(runs, form, the_objective)
+            result = _quiet_fit(runs, form, the_objective, "auto" if exhaustive else "best")
         except ScalefitError as exc:
             entries.append(FormComparison(form.name, source, form, error=str(exc)))
             continue
         entries.append(FormComparison(
             form.name, source, form, fit=result,
-            cv=cross_validate(runs, form, the_objective, labels),
-            extrapolation=extrapolate(runs, form, the_objective, held_out)))
+            cv=cross_validate(runs, form, the_objective, labels, None if exhaustive else result),
+            extrapolation=extrapolate(runs, form, the_objective, held_out, None if exhaustive else result)))
 
     if not any(e.ok for e in entries):
         raise FitError("no form could be fitted: " + "; ".join(f"'{e.name}': {e.error}" for e in entries))

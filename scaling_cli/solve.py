@@ -763,7 +763,7 @@ def exhaustive_grid(problem: Problem, weights: np.ndarray | None = None, keep: i
 
 def global_minimize(problem: Problem, weights: np.ndarray | None = None,
                     starts: Sequence[np.ndarray] | None = None, use_grid: bool = True,
-                    keep: int = N_POLISH, minimizer=None, escalate: bool = False
+                    keep: int = N_POLISH, minimizer=None, escalate: bool | str = False
                     ) -> tuple[Solution, int, int]:
     """Grid search plus user starts, each minimized by `minimizer` (default: the Newton-LM, every
     start on its own; `robust_minimize` for starts far from the optimum); returns the solutions of
@@ -772,7 +772,9 @@ def global_minimize(problem: Problem, weights: np.ndarray | None = None,
     With `escalate`, a start that stops short under the Newton-LM (not converged, not finite, or at a
     saddle) is solved again by `robust_minimize`, and the better of the two kept (`escalated(...)`
     counts them). On a tie of objectives (within `TIE`) the user's starts come first, so that of two
-    mirror-image optima (ENSO's swapped periods) the one the user started at is reported."""
+    mirror-image optima (ENSO's swapped periods) the one the user started at is reported.
+    `escalate="best"` escalates only when the best start stopped short: a start that reached a strict
+    minimum below every other start's end is kept without solving the others again (compare's fits)."""
     candidates = []
     n_grid = 0
     for s in starts or []:
@@ -792,6 +794,9 @@ def global_minimize(problem: Problem, weights: np.ndarray | None = None,
         sol = minimizer(problem, theta0, w)
     if escalate:
         short = stopped_short(problem, sol, w)
+        ends = np.where(np.isfinite(sol.value), sol.value, np.inf)
+        if escalate == "best" and np.isfinite(ends.min()) and not short[int(np.argmin(ends))]:
+            short[:] = False
         n_user = len(theta0) - (len(candidates[-1]) if use_grid else 0)
         user = np.flatnonzero(short[:n_user])
         grid = n_user + np.flatnonzero(short[n_user:])
