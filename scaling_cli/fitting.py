@@ -388,9 +388,10 @@ def fit(runs: Runs, form: Form | str = "decomposed", objective: Objective | str 
     free nonlinear parameter (linear ones it lacks are solved for). Every start is polished on its
     own. `strategy="auto"` (the default) solves a start that stops short under the Newton-LM (not
     converged, not finite, at a saddle) again by `solve.robust_minimize`; `"robust"` does that for
-    every start; `"newton"` never; `"best"` only when the best start stopped short (cheaper: `compare`
-    uses it, and its tests check the result against `"auto"`'s). `fixed` holds parameters at values and
-    `bounds` ({name: (lo, hi)}) narrows a parameter's range; both are reported.
+    every start; `"newton"` never; `"best"` only the start that ended lowest, when it stopped short
+    (cheaper: `compare` uses it, and its tests check the result against `"auto"`'s). `fixed` holds
+    parameters at values and `bounds` ({name: (lo, hi)}) narrows a parameter's range; both are
+    reported.
 
     `errors`: "auto" reports cluster-robust errors when the table has a group column with several
     rows in some group (checkpoints of runs), else iid Jacobian errors; "iid" and "cluster" force

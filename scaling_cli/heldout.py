@@ -39,10 +39,13 @@ TOKENS_NOTE = "the table has no tokens: runs are ordered for the holdout by flop
 # A held-out fit (a cross-validation fold, the extrapolation's training rows) starts from the distinct
 # local minima the search on all rows converged to, at most WARM_STARTS of them: its rows are most of
 # those rows, so its minima lie next to theirs. A start that the Newton-LM has not brought to a strict
-# minimum within WARM_MAX_ITER steps goes to the robust strategy; when the best point is still not a
-# verified minimum, the held-out fit runs the full global search instead.
+# minimum within WARM_MAX_ITER steps goes on by a trust-region Gauss-Newton search (what the robust
+# strategy starts with: it does not crawl along curved valleys as the Newton-LM can, Kaplan's law's),
+# polished by the Newton-LM; when the fit on all rows needed the robust strategy, every start goes
+# there at once. When the best point is still not a verified minimum, the held-out fit runs the full
+# global search instead.
 WARM_STARTS = 8
-WARM_MAX_ITER = 20
+WARM_MAX_ITER = 50
 SAME_MINIMUM_RTOL = 1e-6  # two end points closer than this (relative, every parameter) are one minimum
 
 
@@ -222,22 +225,24 @@ def distinct_minima(minima: np.ndarray, rtol: float = SAME_MINIMUM_RTOL) -> np.n
     return np.array(kept).reshape(len(kept), np.shape(minima)[-1] if np.ndim(minima) == 2 else 0)
 
 
-def warm_fit(runs: Runs, form: Form, objective: Objective, minima: np.ndarray) -> np.ndarray | None:
+def warm_fit(runs: Runs, form: Form, objective: Objective, minima: np.ndarray,
+             robust: bool = False) -> np.ndarray | None:
     """The parameters of `form` fitted to `runs` from the starts `minima` (the local minima that a
     search on a larger table converged to, best first), or None when the best point found is not a
     verified minimum (converged, not at a saddle) and the full global search should decide.
 
-    The Newton-LM polishes every start; starts it does not bring to a strict minimum within
-    WARM_MAX_ITER steps are solved again by `solve.robust_minimize`, as `fit`'s escalation does. Of
-    points whose objectives tie (to rounding) the earliest start's is kept."""
+    The Newton-LM polishes every start; a start it does not bring to a strict minimum within
+    WARM_MAX_ITER steps (every start, with `robust`) goes by `solve.trust_region_least_squares` from
+    where it began, polished by the Newton-LM, and the lower of the two ends is kept. Of points whose
+    objectives tie (to rounding) the earliest start's is kept."""
     from .solve import (
         ESCALATE_AFTER,
         Problem,
         Solution,
         levenberg_marquardt,
-        robust_minimize,
         stopped_short,
         tie_tolerance,
+        trust_region_least_squares,
     )
 
     starts = distinct_minima(minima)[:WARM_STARTS]
@@ -250,13 +255,25 @@ def warm_fit(runs: Runs, form: Form, objective: Objective, minima: np.ndarray) -
     if problem.n <= int(problem.free.sum()):
         return None
     try:
-        max_iter = min(WARM_MAX_ITER, ESCALATE_AFTER) if objective.least_squares else None
-        sol = levenberg_marquardt(problem, starts, max_iter=max_iter)
-        short = stopped_short(problem, sol)
+        if robust:
+            none = np.zeros(len(starts), dtype=bool)
+            sol = Solution(starts, np.full(len(starts), np.inf), none, np.zeros(len(starts), dtype=int))
+            short = ~none
+        else:
+            max_iter = min(WARM_MAX_ITER, ESCALATE_AFTER) if objective.least_squares else None
+            sol = levenberg_marquardt(problem, starts, max_iter=max_iter)
+            short = stopped_short(problem, sol)
         if short.any():
-            rescued = robust_minimize(problem, starts[short], polish_start=False)
-            sol = Solution(*(np.concatenate([getattr(sol, f)[~short], getattr(rescued, f)])
-                             for f in ("theta", "value", "converged", "iterations")))
+            searched = trust_region_least_squares(problem, starts[short])
+            ends = np.where(np.all(np.isfinite(searched.theta), axis=1)[:, None], searched.theta,
+                            starts[short])
+            rescued = levenberg_marquardt(problem, ends)
+            old = np.where(np.isfinite(sol.value[short]), sol.value[short], np.inf)
+            better = np.isfinite(rescued.value) & (rescued.value < old)
+            rows = np.flatnonzero(short)[better]
+            sol = Solution(sol.theta.copy(), sol.value.copy(), sol.converged.copy(), sol.iterations)
+            sol.theta[rows], sol.value[rows] = rescued.theta[better], rescued.value[better]
+            sol.converged[rows] = rescued.converged[better]
         value = np.where(np.isfinite(sol.value), sol.value, np.inf)
         best = float(value.min())
         if not np.isfinite(best):
@@ -273,7 +290,7 @@ def _held_out_fit(runs: Runs, form: Form, objective: Objective, full: FitResult 
     """Parameters fitted to held-out training rows: warm-started from the fit on all rows (`full`) when
     that converged, else (or when the warm start cannot be verified) by the full global search."""
     if full is not None and full.converged and len(full.minima):
-        theta = warm_fit(runs, form, objective, full.minima)
+        theta = warm_fit(runs, form, objective, full.minima, robust=full.n_escalated > 0)
         if theta is not None:
             return theta
     return _quiet_fit(runs, form, objective).values

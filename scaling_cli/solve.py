@@ -773,8 +773,8 @@ def global_minimize(problem: Problem, weights: np.ndarray | None = None,
     saddle) is solved again by `robust_minimize`, and the better of the two kept (`escalated(...)`
     counts them). On a tie of objectives (within `TIE`) the user's starts come first, so that of two
     mirror-image optima (ENSO's swapped periods) the one the user started at is reported.
-    `escalate="best"` escalates only when the best start stopped short: a start that reached a strict
-    minimum below every other start's end is kept without solving the others again (compare's fits)."""
+    `escalate="best"` solves again only the start that ended lowest, and only when it stopped short:
+    cheaper, for fits that are checked against `escalate=True` elsewhere (compare's)."""
     candidates = []
     n_grid = 0
     for s in starts or []:
@@ -794,9 +794,9 @@ def global_minimize(problem: Problem, weights: np.ndarray | None = None,
         sol = minimizer(problem, theta0, w)
     if escalate:
         short = stopped_short(problem, sol, w)
-        ends = np.where(np.isfinite(sol.value), sol.value, np.inf)
-        if escalate == "best" and np.isfinite(ends.min()) and not short[int(np.argmin(ends))]:
-            short[:] = False
+        if escalate == "best":  # only the start that ended lowest, and only when it stopped short
+            lowest = int(np.argmin(np.where(np.isfinite(sol.value), sol.value, np.inf)))
+            short = short & (np.arange(len(short)) == lowest)
         n_user = len(theta0) - (len(candidates[-1]) if use_grid else 0)
         user = np.flatnonzero(short[:n_user])
         grid = n_user + np.flatnonzero(short[n_user:])
