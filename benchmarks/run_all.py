@@ -130,12 +130,13 @@ def main(argv: list[str] | None = None) -> int:
                                            Path(tmp))
         plot_code, plot_rows = run_benchmark("bench_plots.py", ["--repeats", "3"] if args.quick else [],
                                              Path(tmp))
-    codes = (fit_code, epoch_code, boot_code, opt_code, big_code, plot_code)
+        cmp_code, cmp_rows = run_benchmark("bench_compare.py", ["--quick"] if args.quick else [], Path(tmp))
+    codes = (fit_code, epoch_code, boot_code, opt_code, big_code, plot_code, cmp_code)
     if 2 in codes:
         return 2
     print("=" * 30, f"summary ({time.perf_counter() - t0:.0f} s)", "=" * 30)
     for line in (summary_lines(fit_rows, epoch_rows) + bootstrap_lines(boot_rows) + bootstrap_lines(opt_rows)
-                 + big_table_lines(big_rows) + plot_lines(plot_rows)):
+                 + big_table_lines(big_rows) + big_table_lines(cmp_rows) + plot_lines(plot_rows)):
         print(line)
     return 0 if all(code == 0 for code in codes) else 1
 

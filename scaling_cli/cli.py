@@ -306,6 +306,17 @@ def write_outputs(result, console, json_path: str | None, plot_dir: Path | None,
         write_json(json_path, {**doc, "run": run_record()})
 
 
+def plot_figures(name: str):
+    """`plot.<name>` as a figures function for `write_outputs`, importing the plot module only when
+    figures are drawn: a run without --plot-dir does not pay for it."""
+    def figures(result):
+        from . import plot
+
+        return getattr(plot, name)(result)
+
+    return figures
+
+
 def save_plots(plot_dir: Path, plot_format: str, figures, console) -> None:
     from .plot import save_figures
 
@@ -355,7 +366,6 @@ def fit(
     """Fit a scaling law to a table of runs: parameters with Jacobian (or, on checkpoint tables,
     cluster-robust) errors, statistics, plots, JSON."""
     from .fitting import fit as fit_runs
-    from .plot import fit_figures
     from .report import render_fit
 
     check_outputs(plot_format, json_path, plot_dir=plot_dir)
@@ -371,7 +381,7 @@ def fit(
     console = console_for(json_path, quiet)
     if console is not None:
         render_fit(result, console)
-    write_outputs(result, console, json_path, plot_dir, plot_format, fit_figures)
+    write_outputs(result, console, json_path, plot_dir, plot_format, plot_figures("fit_figures"))
     if not result.converged:
         raise typer.Exit(EXIT_NOT_CONVERGED)
 
@@ -419,7 +429,6 @@ def compare(
     error."""
     from .compare import compare_forms, load_compare_spec, render_compare
     from .errors import SpecError
-    from .plot import compare_figures
 
     check_outputs(plot_format, json_path, plot_dir=plot_dir)
     the_spec = load_compare_spec(spec) if spec is not None else None
@@ -446,7 +455,7 @@ def compare(
     console = console_for(json_path, quiet)
     if console is not None:
         render_compare(result, console)
-    write_outputs(result, console, json_path, plot_dir, plot_format, compare_figures)
+    write_outputs(result, console, json_path, plot_dir, plot_format, plot_figures("compare_figures"))
 
 
 @app.command()

@@ -9,10 +9,8 @@ columns all forms need.
 A form that cannot be fitted (a column only it needs is missing, a `FitError`, a different response) is
 listed with the reason, and the others are still ranked.
 
-Deriving the holdout key when a column is absent (documented, and said in the result's notes):
-flops = 6 · params · tokens (the Chinchilla convention), and params = 12 · depth · width² (the
-non-embedding parameter count of a transformer, Kaplan et al. 2020). Only the ordering of the runs depends
-on it.
+The held-out rows, the fits on the rest and their errors are in `heldout` (its names are importable
+from here too).
 """
 
 from __future__ import annotations
@@ -25,9 +23,26 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import numpy as np
 
-from .errors import DataError, FitError, ScalefitError, ScalefitWarning, SpecError, column_option, option
-from .fitting import prediction_errors
+from .errors import DataError, FitError, ScalefitError, ScalefitWarning, SpecError, option
 from .forms import BUILTIN_FORMS, Form, get_form
+from .heldout import (  # noqa: F401  (re-exported: the held-out machinery lived here)
+    HOLDOUT_BY,
+    SAME_MINIMUM_RTOL,
+    WARM_MAX_ITER,
+    WARM_STARTS,
+    HeldOutError,
+    _quiet_fit,
+    cross_validate,
+    distinct_minima,
+    extrapolate,
+    fold_labels,
+    group_labels,
+    held_out_error,
+    holdout_key,
+    holdout_mask,
+    subset,
+    warm_fit,
+)
 from .io import Runs, load_runs
 from .objectives import Objective
 
@@ -37,7 +52,6 @@ if TYPE_CHECKING:
     from .fitting import FitResult
 
 RANK_BY = ("extrapolation", "cv", "aic", "bic")
-HOLDOUT_BY = ("flops", "params", "tokens")
 DEFAULT_FOLDS = 5
 DEFAULT_HOLDOUT_TOP = 0.2
 DEFAULT_BY = "flops"
@@ -46,12 +60,6 @@ DEFAULT_RANK_BY = "extrapolation"
 FORM_FILE_SUFFIXES = (".yaml", ".yml")
 SPEC_KEYS = ("data", "forms", "objective", "delta", "exclude_top_loss", "holdout_top", "by", "folds",
              "seed", "rank_by", "columns", "format")
-FLOPS_NOTE = "the table has no flops: runs are ordered for the holdout by 6 * params * tokens"
-PARAMS_NOTE = ("the table has no params: runs are ordered for the holdout by 12 * depth * width^2 "
-               "(non-embedding parameters, Kaplan et al. 2020)")
-FLOPS_FROM_SHAPE_NOTE = ("the table has no flops or params: runs are ordered for the holdout by "
-                         "6 * (12 * depth * width^2) * tokens (non-embedding parameters, Kaplan et al. 2020)")
-TOKENS_NOTE = "the table has no tokens: runs are ordered for the holdout by flops / (6 * params)"
 HUBER_AIC_NOTE = ("AIC and BIC use the Gaussian likelihood of the log residuals; under the Huber "
                   "objective they are indicative only")
 
@@ -121,136 +129,6 @@ def resolve_objective(forms: Sequence[Form], objective: Objective | str | None,
         objective, form_delta = declared.pop() if declared else ("log-ls", None)
         delta = delta if delta is not None else form_delta
     return Objective(objective, delta)
-
-
-# ---------------------------------------------------------------- rows: subsets, folds, holdout
-
-
-def subset(runs: Runs, mask: np.ndarray) -> Runs:
-    """The rows of `runs` where `mask` (boolean, or integer indices) selects; the rest count as excluded."""
-    mask = np.asarray(mask)
-    if mask.dtype != bool:
-        index = mask
-        mask = np.zeros(len(runs), dtype=bool)
-        mask[index] = True
-    if mask.shape != (len(runs),):
-        raise ValueError(f"mask has shape {mask.shape}, the runs have {len(runs)} rows")
-    kept = runs.kept_rows[mask] if len(runs.kept_rows) == len(runs) else runs.kept_rows
-    return replace(runs, data={name: values[mask] for name, values in runs.data.items()},
-                   n_excluded=runs.n_excluded + int((~mask).sum()), kept_rows=kept)
-
-
-def group_labels(runs: Runs) -> np.ndarray | None:
-    """The `group` role's values (rows of one run share them), or None when the table has no group."""
-    if "group" not in runs.roles:
-        return None
-    return np.asarray(runs.column("group")).astype(str)
-
-
-def fold_labels(n: int, folds: int, groups: np.ndarray | None = None, seed: int = 0) -> np.ndarray:
-    """A fold number in 0..folds-1 for each of `n` rows. Rows of one group share a fold; folds are
-    balanced in rows (groups shuffled with `seed`, then the largest first into the smallest fold)."""
-    if groups is None:
-        inverse = np.arange(n)
-    else:
-        _, inverse = np.unique(np.asarray(groups).astype(str), return_inverse=True)
-    n_groups = int(inverse.max()) + 1 if n else 0
-    if n_groups < folds:
-        what = f"{n_groups} groups (runs)" if groups is not None else f"{n} rows"
-        raise DataError(f"{what} cannot be split into {folds} folds: pass "
-                        f"{option('folds', max(n_groups, 2))} or fewer")
-    sizes = np.bincount(inverse, minlength=n_groups)
-    order = np.random.default_rng(seed).permutation(n_groups)
-    order = order[np.argsort(-sizes[order], kind="stable")]
-    load = np.zeros(folds, dtype=int)
-    assign = np.empty(n_groups, dtype=int)
-    for g in order:
-        f = int(np.argmin(load))
-        assign[g] = f
-        load[f] += sizes[g]
-    return assign[inverse]
-
-
-def holdout_key(runs: Runs, by: str) -> tuple[np.ndarray, str | None]:
-    """The per-row value that orders runs for the holdout, and a note when it had to be derived."""
-    if by not in HOLDOUT_BY:
-        raise SpecError(f"{option('by')} must be one of {', '.join(HOLDOUT_BY)}, not {by!r}")
-
-    def column(role: str) -> np.ndarray:
-        name = runs.roles.get(role, role)
-        values = runs.data[name]
-        if values.dtype.kind != "f" or not np.all(np.isfinite(values)) or np.any(values <= 0):
-            raise DataError(f"{runs.path}: column '{name}' ({role}, used to order runs for "
-                            f"{option('by', by)}) must hold positive numbers in every row")
-        return values
-
-    def params() -> tuple[np.ndarray, str | None]:
-        if "params" in runs.roles:
-            return column("params"), None
-        if "width" in runs.roles and "depth" in runs.roles:
-            return 12.0 * column("depth") * column("width") ** 2, PARAMS_NOTE
-        raise DataError(f"{runs.path}: {option('by', by)} needs a params column (or width and depth, for "
-                        f"12 * depth * width^2); name it with {column_option('params')}")
-
-    def tokens() -> tuple[np.ndarray, str | None]:
-        if "tokens" in runs.roles:
-            return column("tokens"), None
-        if "flops" in runs.roles and "params" in runs.roles:
-            return column("flops") / (6.0 * column("params")), TOKENS_NOTE
-        raise DataError(f"{runs.path}: {option('by', by)} needs a tokens column (or flops and params); "
-                        f"name it with {column_option('tokens')}")
-
-    if by == "params":
-        return params()
-    if by == "tokens":
-        return tokens()
-    if "flops" in runs.roles:
-        return column("flops"), None
-    try:
-        n_params, _ = params()
-        n_tokens, _ = tokens()
-    except DataError:
-        raise DataError(f"{runs.path}: {option('by', 'flops')} needs a flops column, or params (or width and "
-                        f"depth) and tokens to compute 6 * params * tokens; name it with "
-                        f"{column_option('flops')}"
-                        ) from None
-    return 6.0 * n_params * n_tokens, FLOPS_NOTE if "params" in runs.roles else FLOPS_FROM_SHAPE_NOTE
-
-
-def holdout_mask(key: np.ndarray, top: float) -> np.ndarray:
-    """True for the held-out rows: the top `top` fraction by `key` (at least one row). Rows tied with the
-    smallest held-out value are held out too, so that no training run is as large as a held-out one."""
-    key = np.asarray(key, dtype=float)
-    n_top = max(1, math.ceil(top * len(key) - 1e-9))
-    threshold = np.sort(key)[::-1][n_top - 1]
-    mask = key >= threshold
-    if mask.all():
-        raise DataError(f"every row ties at the holdout threshold {threshold:.6g}: nothing is left to fit "
-                        f"on; choose another {option('by')}")
-    return mask
-
-
-# ---------------------------------------------------------------- results
-
-
-@dataclass(frozen=True)
-class HeldOutError:
-    """How well fits predicted rows they did not see: relative errors |y - f| / |y| and log residuals."""
-
-    n_train: int
-    n_test: int
-    mean_abs_rel_error: float
-    max_abs_rel_error: float
-    rmse_log: float
-    observed: np.ndarray = field(default_factory=lambda: np.zeros(0))
-    predicted: np.ndarray = field(default_factory=lambda: np.zeros(0))
-    failed: str | None = None  # why a fit on the training rows did not succeed
-
-    def to_dict(self) -> dict:
-        return {"n_train": self.n_train, "n_test": self.n_test,
-                "mean_abs_rel_error": self.mean_abs_rel_error,
-                "max_abs_rel_error": self.max_abs_rel_error, "rmse_log": self.rmse_log,
-                "failed": self.failed}
 
 
 @dataclass(frozen=True)
@@ -394,62 +272,6 @@ def akaike_weights(aic: Sequence[float]) -> np.ndarray:
     return out
 
 
-def held_out_error(form: Form, fit: FitResult, test: Runs, n_train: int) -> HeldOutError:
-    """Errors of `fit` on the rows of `test`."""
-    observed = form.observed(test)
-    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-        predicted = form.predict(fit.values[None, :], form.inputs(test))[0]
-    return _errors(observed, predicted, n_train)
-
-
-def _errors(observed: np.ndarray, predicted: np.ndarray, n_train: int, failed: str | None = None
-            ) -> HeldOutError:
-    rel, rmse_log = prediction_errors(observed, predicted)
-    finite = bool(len(rel)) and bool(np.all(np.isfinite(rel)))
-    return HeldOutError(
-        n_train=n_train, n_test=len(observed),
-        mean_abs_rel_error=float(rel.mean()) if finite else math.nan,
-        max_abs_rel_error=float(rel.max()) if finite else math.nan,
-        rmse_log=rmse_log, observed=observed, predicted=predicted, failed=failed)
-
-
-def _quiet_fit(runs: Runs, form: Form, objective: Objective) -> FitResult:
-    from .fitting import fit
-
-    with warnings.catch_warnings():
-        # the fit's soft problems are kept on its result; repeating them per fold would only be noise
-        warnings.simplefilter("ignore", ScalefitWarning)
-        return fit(runs, form, objective)
-
-
-def cross_validate(runs: Runs, form: Form, objective: Objective, labels: np.ndarray) -> HeldOutError:
-    """Fit on all folds but one and predict that one, for every fold; errors over all rows."""
-    observed = form.observed(runs)
-    predicted = np.full(len(runs), np.nan)
-    n_folds = int(labels.max()) + 1
-    n_train = len(runs) - int(np.bincount(labels, minlength=n_folds).max())  # the smallest training set
-    for fold in range(n_folds):
-        test = labels == fold
-        try:
-            result = _quiet_fit(subset(runs, ~test), form, objective)
-        except ScalefitError as exc:
-            return _errors(observed, np.full(len(runs), np.nan), n_train, failed=f"fold {fold + 1}: {exc}")
-        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-            predicted[test] = form.predict(result.values[None, :], form.inputs(subset(runs, test)))[0]
-    return _errors(observed, predicted, n_train)
-
-
-def extrapolate(runs: Runs, form: Form, objective: Objective, held_out: np.ndarray) -> HeldOutError:
-    """Fit on the rows not `held_out` and predict the held-out ones."""
-    n_train = int((~held_out).sum())
-    test = subset(runs, held_out)
-    try:
-        result = _quiet_fit(subset(runs, ~held_out), form, objective)
-    except ScalefitError as exc:
-        return _errors(form.observed(test), np.full(len(test), np.nan), n_train, failed=str(exc))
-    return held_out_error(form, result, test, n_train)
-
-
 def _load_shared(path: str | Path, forms: Sequence[Form], load_options: Mapping[str, Any]
                  ) -> tuple[Runs, dict[int, str]]:
     """Load the table once for every form that can use it; the forms that cannot, with the reason."""
@@ -478,7 +300,7 @@ def compare_forms(data: Runs | str | Path, forms: Sequence[Form | str | Path], *
                   objective: Objective | str | None = None, delta: float | None = None,
                   folds: int = DEFAULT_FOLDS, holdout_top: float = DEFAULT_HOLDOUT_TOP,
                   by: str = DEFAULT_BY, seed: int = DEFAULT_SEED, rank_by: str = DEFAULT_RANK_BY,
-                  load_options: Mapping[str, Any] | None = None) -> CompareResult:
+                  load_options: Mapping[str, Any] | None = None, exhaustive: bool = False) -> CompareResult:
     """Fit every form to the same rows and rank them; see the module docstring for what is measured.
 
     `data` is a `Runs` table or a path (read once with the union of the forms' columns and
@@ -486,6 +308,11 @@ def compare_forms(data: Runs | str | Path, forms: Sequence[Form | str | Path], *
     objects, built-in names or YAML files. Returns a `CompareResult`: ranked forms best first
     (smaller `rank_by` metric is better; forms without it last), then the forms that failed.
     Raises `FitError` when no form could be fitted, `SpecError` for impossible options.
+
+    The held-out fits (cross-validation folds, extrapolation) start from the minima of each form's fit
+    on all rows and fall back to the full global search when that start cannot be verified
+    (`warm_fit`); `exhaustive=True` runs the full global search for every one of them (slower; the
+    reference the tests compare with).
 
     >>> ranking = compare_forms("data/example_runs.csv", ["decomposed", "depth_free"], folds=2)
     >>> ranking.best.name, [e.name for e in ranking.ranked]
@@ -535,14 +362,14 @@ def compare_forms(data: Runs | str | Path, forms: Sequence[Form | str | Path], *
             elif observed.shape != reference[1].shape or not np.array_equal(observed, reference[1]):
                 raise SpecError(f"its response ({form.response}) differs from that of '{reference[0]}': "
                                 f"forms are compared on one response")
-            result = _quiet_fit(runs, form, the_objective)
+            result = _quiet_fit(runs, form, the_objective, "auto" if exhaustive else "best")
         except ScalefitError as exc:
             entries.append(FormComparison(form.name, source, form, error=str(exc)))
             continue
         entries.append(FormComparison(
             form.name, source, form, fit=result,
-            cv=cross_validate(runs, form, the_objective, labels),
-            extrapolation=extrapolate(runs, form, the_objective, held_out)))
+            cv=cross_validate(runs, form, the_objective, labels, None if exhaustive else result),
+            extrapolation=extrapolate(runs, form, the_objective, held_out, None if exhaustive else result)))
 
     if not any(e.ok for e in entries):
         raise FitError("no form could be fitted: " + "; ".join(f"'{e.name}': {e.error}" for e in entries))

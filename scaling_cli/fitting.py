@@ -246,6 +246,9 @@ class FitResult:
     load_options: Mapping[str, object] = field(default_factory=dict)  # how the table was read
     ranges: Mapping[str, tuple[float, float]] = field(default_factory=dict)  # variable -> (min, max) fitted
     profile: object | None = None  # profile.ProfileResult, when asked for (`with_profile`, --ci profile)
+    # where the search's starts ended converged (M, P), best first (the first is `values`); compare
+    # starts its held-out fits from the distinct ones. Empty for a result loaded from JSON.
+    minima: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))
 
     def with_profile(self, level: float = 0.95) -> FitResult:
         """This result with profile-likelihood intervals (`profile.profile_intervals`) attached."""
@@ -355,7 +358,7 @@ def _covariance(problem: Problem, theta: np.ndarray, free: np.ndarray
     return cov_full, [names[i] for i in np.flatnonzero(bad)], reason
 
 
-STRATEGIES = ("auto", "newton", "robust")
+STRATEGIES = ("auto", "newton", "robust", "best")
 
 
 def _check_fixed_and_bounds(form: Form, fixed: Mapping[str, float] | None,
@@ -412,8 +415,10 @@ def fit(runs: Runs, form: Form | str = "decomposed", objective: Objective | str 
     free nonlinear parameter (linear ones it lacks are solved for). Every start is polished on its
     own. `strategy="auto"` (the default) solves a start that stops short under the Newton-LM (not
     converged, not finite, at a saddle) again by `solve.robust_minimize`; `"robust"` does that for
-    every start; `"newton"` never. `fixed` holds parameters at values and `bounds` ({name: (lo, hi)})
-    narrows a parameter's range; both are reported.
+    every start; `"newton"` never; `"best"` only the start that ended lowest, when it stopped short
+    (cheaper: `compare` uses it, and its tests check the result against `"auto"`'s). `fixed` holds
+    parameters at values and `bounds` ({name: (lo, hi)}) narrows a parameter's range; both are
+    reported.
 
     `errors`: "auto" reports cluster-robust errors when the table has a group column with several
     rows in some group (checkpoints of runs), else iid Jacobian errors; "iid" and "cluster" force
@@ -459,8 +464,9 @@ def fit(runs: Runs, form: Form | str = "decomposed", objective: Objective | str 
     if strategy not in STRATEGIES:
         raise FitError(f"unknown strategy '{strategy}': use {', '.join(STRATEGIES)}")
     minimizer = robust_minimize if strategy == "robust" else levenberg_marquardt
+    escalate = "best" if strategy == "best" else strategy == "auto"
     solution, n_grid, n_starts = global_minimize(problem, starts=start_vectors, use_grid=global_search,
-                                                 minimizer=minimizer, escalate=strategy == "auto")
+                                                 minimizer=minimizer, escalate=escalate)
     theta, value = solution.theta[0], float(solution.value[0])
     if not np.isfinite(value):
         raise FitError(f"no start gave a finite objective for form '{form.name}' (predictions must be "
@@ -475,6 +481,7 @@ def fit(runs: Runs, form: Form | str = "decomposed", objective: Objective | str 
     return dataclasses.replace(
         result, convergence="" if result.converged else _why_not_converged(problem, solution),
         n_escalated=escalated, fixed_by_user=tuple((p, float(v)) for p, v in (fixed or {}).items()),
+        minima=solution.theta[solution.converged & np.isfinite(solution.value)],
         bounds_by_user=tuple((p, float(problem.lower[form.index(p)]), float(problem.upper[form.index(p)]))
                              for p in (bounds or {})))
 

@@ -837,7 +837,7 @@ def exhaustive_grid(problem: Problem, weights: np.ndarray | None = None, keep: i
 
 def global_minimize(problem: Problem, weights: np.ndarray | None = None,
                     starts: Sequence[np.ndarray] | None = None, use_grid: bool = True,
-                    keep: int = N_POLISH, minimizer=None, escalate: bool = False
+                    keep: int = N_POLISH, minimizer=None, escalate: bool | str = False
                     ) -> tuple[Solution, int, int]:
     """Grid search plus user starts, each minimized by `minimizer` (default: the Newton-LM, every
     start on its own; `robust_minimize` for starts far from the optimum); returns the solutions of
@@ -846,7 +846,9 @@ def global_minimize(problem: Problem, weights: np.ndarray | None = None,
     With `escalate`, a start that stops short under the Newton-LM (not converged, not finite, or at a
     saddle) is solved again by `robust_minimize`, and the better of the two kept (`escalated(...)`
     counts them). On a tie of objectives (within `TIE`) the user's starts come first, so that of two
-    mirror-image optima (ENSO's swapped periods) the one the user started at is reported."""
+    mirror-image optima (ENSO's swapped periods) the one the user started at is reported.
+    `escalate="best"` solves again only the start that ended lowest, and only when it stopped short:
+    cheaper, for fits that are checked against `escalate=True` elsewhere (compare's)."""
     candidates = []
     n_grid = 0
     for s in starts or []:
@@ -866,6 +868,9 @@ def global_minimize(problem: Problem, weights: np.ndarray | None = None,
         sol = minimizer(problem, theta0, w)
     if escalate:
         short = stopped_short(problem, sol, w)
+        if escalate == "best":  # only the start that ended lowest, and only when it stopped short
+            lowest = int(np.argmin(np.where(np.isfinite(sol.value), sol.value, np.inf)))
+            short = short & (np.arange(len(short)) == lowest)
         n_user = len(theta0) - (len(candidates[-1]) if use_grid else 0)
         user = np.flatnonzero(short[:n_user])
         grid = n_user + np.flatnonzero(short[n_user:])

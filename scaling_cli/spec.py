@@ -1,58 +1,59 @@
-"""Forms written in YAML: a formula the user types, turned into a `Form` with analytic derivatives.
+"""Forms written in YAML: a spec read safely, checked, and turned into a `Form` with analytic derivatives.
 
-A formula is data, never code. Its text is parsed with Python's `ast` module and every node is checked
-against an allow-list (numbers, names, + - * / **, unary minus and plus, and calls to exp, log, log2,
-log10, sqrt, abs, tanh, arctan, sin, cos; the names pi and e are constants). The checked tree is
-rebuilt as a sympy expression object by object (no string is ever handed to sympy), differentiated
-symbolically, and compiled back into numpy by a small tree-walking evaluator written here, so that no
-`eval`, `exec` or sympy string parser (sympify, parse_expr, lambdify) ever sees user text.
+The work is split by stage: `formula` parses a formula as data (an `ast` allow-list, never `eval`) and
+rebuilds it in sympy; `program` compiles sympy expressions into numpy steps; `spec_form` holds the
+resulting `SpecForm` and its default grids. This module reads the YAML (size limits, no anchors or
+aliases, no repeated keys), checks the spec in two stages, its shape (known keys, the right types)
+and then its meaning (every symbol a parameter or a variable, every parameter used, bounds ordered,
+starts inside them), and builds the form. Whether a variable's column exists is checked when the
+table is loaded (`io.load_runs`).
 
-Constant sub-expressions (``2*pi``, ``9**9**9**9``) are folded in float64 numpy, where an overflow is
-an inf and a `SpecError`, never an exact integer computation.
-
-A spec is checked in two stages: its shape (known keys, the right types), then its meaning (every
-symbol a parameter or a variable, every parameter used, bounds ordered, starts inside them). Whether a
-variable's column exists is checked when the table is loaded (`io.load_runs`).
+The names of those modules stay importable from here (`from scaling_cli.spec import Program`).
 """
 
 from __future__ import annotations
 
-import ast
 import difflib
 import keyword
 import math
 import re
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Sequence
 
-import numpy as np
-
-from .errors import DataError, SpecError
-from .forms import Derived, Form
+from .errors import SpecError
+from .formula import (  # noqa: F401  (re-exported: the public names of the parser live on here)
+    CONSTANTS,
+    EXACT_INTEGER_LIMIT,
+    FUNCTIONS,
+    MAX_EXPRESSION_CHARS,
+    MAX_EXPRESSION_DEPTH,
+    MAX_EXPRESSION_NODES,
+    MAX_FUNCTION_NESTING,
+    Formula,
+    _clip,
+    _type_name,
+    parse_formula,
+    to_sympy,
+)
 from .objectives import OBJECTIVES
+from .program import Program  # noqa: F401  (re-exported)
+from .spec_form import (  # noqa: F401  (re-exported)
+    GRID_MAGNITUDES,
+    MAX_GRID_PER_AXIS,
+    MAX_GRID_POINTS,
+    MAX_SYMBOLIC_HESSIAN_NODES,
+    SpecForm,
+    default_grids,
+)
 
 MAX_FILE_BYTES = 64 * 1024
-MAX_EXPRESSION_CHARS = 2000
-MAX_EXPRESSION_NODES = 250
-MAX_EXPRESSION_DEPTH = 100
-MAX_FUNCTION_NESTING = 10
-MAX_SYMBOLIC_HESSIAN_NODES = 120  # distinct sub-expressions of the gradient
 MAX_YAML_NESTING = 32
 MAX_PARAMETERS = 40
 MAX_VARIABLES = 20
 MAX_DERIVED = 20
 MAX_NAME_CHARS = 100
 MAX_COLUMN_CHARS = 200
-# The global search evaluates every combination of the nonlinear parameters' grids.
-MAX_GRID_POINTS = 5000
-MAX_GRID_PER_AXIS = 64
-# Grid for a nonlinear parameter with no finite bound on a side: magnitudes 1e-3 to 1e3.
-GRID_MAGNITUDES = (1e-3, 1e3)
-EXACT_INTEGER_LIMIT = 2**53
 
-FUNCTIONS = ("exp", "log", "log2", "log10", "sqrt", "abs", "tanh", "arctan", "sin", "cos")
-CONSTANTS = {"pi": math.pi, "e": math.e}
 TOP_KEYS = ("name", "expression", "variables", "response", "parameters", "derived", "objective", "delta",
             "description", "reference", "cost", "params")
 REQUIRED_KEYS = ("expression", "variables", "parameters")
@@ -63,21 +64,6 @@ EXAMPLE_PARAMETER = "{init: 1.0, min: 0}"
 
 _NUMBER_TEXT = re.compile(r"^[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?$|^[+-]?(?:inf|infinity)$",
                           re.IGNORECASE)
-
-_OPERATORS = {ast.Add: "+", ast.Sub: "-", ast.Mult: "*", ast.Div: "/", ast.Pow: "**"}
-_UNARY = {ast.USub: "-", ast.UAdd: "+"}
-_FORBIDDEN_OPERATORS = {ast.Mod: "operator '%'", ast.FloorDiv: "operator '//'", ast.MatMult: "operator '@'",
-                        ast.BitAnd: "operator '&'", ast.BitOr: "operator '|'", ast.BitXor: "operator '^' "
-                        "(write powers as **)", ast.LShift: "operator '<<'", ast.RShift: "operator '>>'",
-                        ast.Not: "operator 'not'", ast.Invert: "operator '~'"}
-_NODE_WORDS = {
-    "Attribute": "attribute access", "Subscript": "a subscript", "Slice": "a slice", "Lambda": "a lambda",
-    "ListComp": "a comprehension", "SetComp": "a comprehension", "DictComp": "a comprehension",
-    "GeneratorExp": "a comprehension", "List": "a list", "Tuple": "a tuple", "Dict": "a dict", "Set": "a set",
-    "Compare": "a comparison", "BoolOp": "'and' / 'or'", "IfExp": "a conditional expression",
-    "NamedExpr": "an assignment (:=)", "JoinedStr": "an f-string", "FormattedValue": "an f-string",
-    "Starred": "a starred argument", "Await": "await", "Yield": "yield", "YieldFrom": "yield",
-}
 
 
 # ---------------------------------------------------------------- reading YAML
@@ -193,548 +179,10 @@ def _flow_nesting(text: str) -> int:
     return deepest
 
 
-# ---------------------------------------------------------------- formulas: parse and check
-
-
-@dataclass(frozen=True)
-class Formula:
-    """A checked formula: its text, its tree, and the names it uses (in order of first use)."""
-
-    text: str
-    tree: ast.Expression
-    names: tuple[str, ...]
-    columns: Mapping[str, int]  # name -> 1-based column of its first use
-
-
-def parse_formula(text: str, where: str) -> Formula:
-    """Parse `text` into an allow-listed tree, or raise a SpecError that starts with `where`
-    (for example "FILE: expression") and names the offending piece and its column."""
-    if not isinstance(text, str):
-        raise SpecError(f"{where}: must be a formula (text), not {_type_name(text)}")
-    if len(text) > MAX_EXPRESSION_CHARS:
-        raise SpecError(f"{where}: the formula is {len(text):,} characters; at most "
-                        f"{MAX_EXPRESSION_CHARS:,} are allowed")
-    if not text.strip():
-        raise SpecError(f"{where}: the formula is empty")
-    # Newlines from YAML block scalars become spaces; offsets (and so columns) are unchanged.
-    flat = text.replace("\r", " ").replace("\n", " ").replace("\t", " ")
-    try:
-        tree = ast.parse(flat.strip(), mode="eval")
-        flat = flat.strip()
-    except SyntaxError as exc:
-        column = f" at column {exc.offset}" if exc.offset else ""
-        raise SpecError(f"{where}: not a formula ({exc.msg}){column}: '{_clip(flat.strip())}'") from None
-    except (ValueError, RecursionError, MemoryError):
-        raise SpecError(f"{where}: not a formula (too deeply nested or not text): '{_clip(flat)}'") from None
-    names: dict[str, int] = {}
-    count = 0
-    stack: list[tuple[ast.AST, int, int]] = [(tree.body, 1, 0)]
-    while stack:
-        node, depth, nonlinear = stack.pop()
-        count += 1
-        if count > MAX_EXPRESSION_NODES:
-            raise SpecError(f"{where}: the formula has more than {MAX_EXPRESSION_NODES} terms and "
-                            f"operations; simplify it")
-        if depth > MAX_EXPRESSION_DEPTH:
-            raise SpecError(f"{where}: the formula is nested more than {MAX_EXPRESSION_DEPTH} levels deep "
-                            f"at column {node.col_offset + 1}")
-        # Symbolic derivatives of functions of powers of functions ... grow fast with their nesting
-        if isinstance(node, ast.Call) or (isinstance(node, ast.BinOp) and isinstance(node.op, ast.Pow)):
-            nonlinear += 1
-            if nonlinear > MAX_FUNCTION_NESTING:
-                raise SpecError(f"{where}: functions and powers are nested more than {MAX_FUNCTION_NESTING} "
-                                f"deep at column {node.col_offset + 1}; simplify the formula")
-        stack.extend((child, depth + 1, nonlinear) for child in _children(node, flat, where))
-        if isinstance(node, ast.Name):
-            names.setdefault(node.id, node.col_offset + 1)
-    return Formula(flat, tree, tuple(sorted(names, key=names.__getitem__)), names)
-
-
-def _children(node: ast.AST, text: str, where: str) -> list[ast.AST]:
-    """The sub-expressions of an allowed node; raise for anything not allowed."""
-    if isinstance(node, ast.BinOp):
-        if type(node.op) not in _OPERATORS:
-            _refuse(node, _FORBIDDEN_OPERATORS.get(type(node.op), f"operator {type(node.op).__name__}"),
-                    text, where)
-        return [node.left, node.right]
-    if isinstance(node, ast.UnaryOp):
-        if type(node.op) not in _UNARY:
-            _refuse(node, _FORBIDDEN_OPERATORS.get(type(node.op), f"operator {type(node.op).__name__}"),
-                    text, where)
-        return [node.operand]
-    if isinstance(node, ast.Constant):
-        value = node.value
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            kind = {str: "a string constant", bytes: "a bytes constant", complex: "a complex number",
-                    bool: "True / False", type(None): "None", type(...): "'...'"}.get(type(value),
-                                                                                     "this constant")
-            _refuse(node, kind, text, where)
-        return []
-    if isinstance(node, ast.Name):
-        return []
-    if isinstance(node, ast.Call):
-        func = node.func
-        if not isinstance(func, ast.Name):
-            callee = ast.get_source_segment(text, func) or type(func).__name__
-            _refuse(node, f"calling '{_clip(callee)}' (only {', '.join(FUNCTIONS)} can be called)", text,
-                    where)
-        if func.id not in FUNCTIONS:
-            _refuse(node, f"calling '{func.id}' (only {', '.join(FUNCTIONS)} can be called)", text, where)
-        if node.keywords:
-            word = node.keywords[0].arg
-            _refuse(node, f"a keyword argument ('{word}=')" if word else "a '**' argument", text, where)
-        if len(node.args) != 1:
-            _refuse(node, f"calling '{func.id}' with {len(node.args)} arguments (it takes one)", text, where)
-        if isinstance(node.args[0], ast.Starred):
-            _refuse(node.args[0], "a starred argument", text, where)
-        return [node.args[0]]
-    _refuse(node, _NODE_WORDS.get(type(node).__name__, f"'{type(node).__name__}'"), text, where)
-    return []
-
-
-def _refuse(node: ast.AST, what: str, text: str, where: str) -> None:
-    column = getattr(node, "col_offset", None)
-    segment = ast.get_source_segment(text, node) if column is not None else None
-    at = f" at column {column + 1}" if column is not None else ""
-    shown = f": '{_clip(segment)}'" if segment else ""
-    raise SpecError(f"{where}: {what} is not allowed{at}{shown}")
-
-
-def _clip(text: str, width: int = 40) -> str:
-    return text if len(text) <= width else text[:width - 3] + "..."
-
-
-# ---------------------------------------------------------------- formulas: to sympy
-
-
-def _np_function(name: str) -> Callable[[Any], Any]:
-    return {"exp": np.exp, "log": np.log, "log2": np.log2, "log10": np.log10, "sqrt": np.sqrt,
-            "abs": np.abs, "tanh": np.tanh, "arctan": np.arctan, "sin": np.sin, "cos": np.cos}[name]
-
-
-def _sympy_function(name: str):
-    import sympy
-
-    return {"exp": sympy.exp, "log": sympy.log, "log2": lambda a: sympy.log(a) / sympy.log(2),
-            "log10": lambda a: sympy.log(a) / sympy.log(10), "sqrt": sympy.sqrt, "abs": sympy.Abs,
-            "tanh": sympy.tanh, "arctan": sympy.atan, "sin": sympy.sin, "cos": sympy.cos}[name]
-
-
-def to_sympy(formula: Formula, symbols: Mapping[str, Any], where: str):
-    """The sympy expression of a checked formula, built node by node; `symbols` maps names to sympy
-    symbols. Sub-expressions without symbols are folded in float64 (an overflow is a SpecError)."""
-    import sympy
-
-    def const(value, node):
-        value = np.float64(value)
-        if not np.isfinite(value):
-            segment = ast.get_source_segment(formula.text, node) or ""
-            raise SpecError(f"{where}: the constant '{_clip(segment)}' at column {node.col_offset + 1} "
-                            f"is not a finite number")
-        return value
-
-    def build(node):
-        # returns np.float64 for a constant, else a sympy expression
-        if isinstance(node, ast.Constant):
-            if isinstance(node.value, int) and abs(node.value) >= 10**308:
-                return const(np.inf, node)
-            return const(float(node.value), node)
-        if isinstance(node, ast.Name):
-            if node.id in CONSTANTS:
-                return np.float64(CONSTANTS[node.id])
-            return symbols[node.id]
-        if isinstance(node, ast.UnaryOp):
-            operand = build(node.operand)
-            return -operand if isinstance(node.op, ast.USub) else operand
-        if isinstance(node, ast.Call):
-            arg = build(node.args[0])
-            if isinstance(arg, np.float64):
-                with np.errstate(all="ignore"):
-                    return const(_np_function(node.func.id)(arg), node)
-            return _sympy_function(node.func.id)(arg)
-        left, right = build(node.left), build(node.right)
-        op = type(node.op)
-        if isinstance(left, np.float64) and isinstance(right, np.float64):
-            with np.errstate(all="ignore"):
-                value = {ast.Add: np.add, ast.Sub: np.subtract, ast.Mult: np.multiply, ast.Div: np.divide,
-                         ast.Pow: np.power}[op](left, right)
-            return const(value, node)
-        left, right = as_sympy(left), as_sympy(right)
-        if op is ast.Add:
-            return left + right
-        if op is ast.Sub:
-            return left - right
-        if op is ast.Mult:
-            return left * right
-        if op is ast.Div:
-            return left / right
-        return left**right
-
-    def as_sympy(value):
-        if not isinstance(value, np.float64):
-            return value
-        if value == np.floor(value) and abs(value) < EXACT_INTEGER_LIMIT:
-            return sympy.Integer(int(value))
-        return sympy.Float(float(value))
-
-    return as_sympy(build(formula.tree.body))
-
-
-# ---------------------------------------------------------------- sympy to numpy
-
-
-def _compile(expr) -> Callable[[Mapping], Any]:
-    """A numpy closure computing `expr` from an environment {sympy symbol: array}."""
-    import sympy
-
-    if expr.is_Symbol:
-        return lambda env: env[expr]
-    if not expr.free_symbols:
-        try:
-            value = float(expr)
-        except TypeError:  # a complex constant (log of a negative number, say)
-            value = math.nan
-        return lambda env: value
-    args = [_compile(a) for a in expr.args]
-    if expr.is_Add:
-        def add(env):
-            total = args[0](env)
-            for f in args[1:]:
-                total = total + f(env)
-            return total
-        return add
-    if expr.is_Mul:
-        def mul(env):
-            total = args[0](env)
-            for f in args[1:]:
-                total = total * f(env)
-            return total
-        return mul
-    if expr.is_Pow:
-        base, exponent = args
-        if expr.exp.is_Number:
-            e = float(expr.exp)
-            special = {-1.0: lambda env: 1.0 / base(env), 0.5: lambda env: np.sqrt(base(env)),
-                       -0.5: lambda env: 1.0 / np.sqrt(base(env)), 2.0: lambda env: base(env) * base(env)}
-            if e in special:
-                return special[e]
-            return lambda env: np.power(base(env), e)
-        return lambda env: np.power(base(env), exponent(env))
-    functions = {sympy.exp: np.exp, sympy.log: np.log, sympy.tanh: np.tanh, sympy.atan: np.arctan,
-                 sympy.sin: np.sin, sympy.cos: np.cos, sympy.Abs: np.abs, sympy.sign: np.sign}
-    if expr.func in functions and len(args) == 1:
-        f, (a,) = functions[expr.func], args
-        return lambda env: f(a(env))
-    if expr.func is sympy.DiracDelta:  # derivative of sign(): zero wherever it is defined
-        (a,) = args[:1]
-        return lambda env: 0.0 * a(env)
-    raise SpecError(f"internal: cannot compile '{type(expr).__name__}' in {expr}")
-
-
-def _dag_size(expressions: Sequence[Any]) -> int:
-    """The number of distinct sub-expressions of sympy expressions."""
-    seen: set = set()
-    stack = list(expressions)
-    while stack:
-        e = stack.pop()
-        if e not in seen:
-            seen.add(e)
-            stack.extend(e.args)
-    return len(seen)
-
-
-class Program:
-    """Several sympy expressions compiled together, sharing common sub-expressions (sympy.cse)."""
-
-    def __init__(self, expressions: Sequence[Any]) -> None:
-        import sympy
-
-        self.size = len(expressions)
-        replacements, reduced = sympy.cse(list(expressions),
-                                          symbols=sympy.numbered_symbols("_cse", cls=sympy.Dummy))
-        self._steps = [(symbol, _compile(e)) for symbol, e in replacements]
-        self._outputs = [_compile(e) for e in reduced]
-
-    def __call__(self, env: Mapping[Any, Any]) -> list:
-        env = dict(env)
-        with np.errstate(all="ignore"):
-            for symbol, f in self._steps:
-                env[symbol] = f(env)
-            return [f(env) for f in self._outputs]
-
-
-# ---------------------------------------------------------------- the form
-
-
-class SpecForm(Form):
-    """A form read from a YAML spec: predictions and derivatives compiled from a checked formula."""
-
-    def __init__(self, *, name: str, expression: str, params: Sequence[str], variables: Mapping[str, str],
-                 response: str, response_formula: Formula | None, response_names: Mapping[str, str],
-                 lower: Mapping[str, float], upper: Mapping[str, float], init: Mapping[str, float],
-                 fixed: Mapping[str, float], objective: str, delta: float | None, description: str,
-                 reference: str, symbolic, symbols: Mapping[str, Any], derived_specs: Sequence, source: str):
-        import sympy
-
-        self.name = name
-        self.expression = expression
-        self.params = tuple(params)
-        self.variables = dict(variables)
-        self.response = response
-        self.lower = dict(lower)
-        self.upper = dict(upper)
-        self.init = dict(init)
-        self.fixed = dict(fixed)
-        self.objective = objective
-        self.delta = delta
-        self.description = description
-        self.reference = reference
-        self.source = source
-        self.symbolic = symbolic
-        self._symbols = dict(symbols)
-        self._param_symbols = [symbols[p] for p in self.params]
-        self._expr_variables = [v for v in self.variables if symbols[v] in symbolic.free_symbols]
-        self._response_formula = response_formula
-        self._response_names = dict(response_names)
-        self._response_program = None
-        if response_formula is not None:
-            self._response_program = Program([to_sympy(response_formula, {
-                n: sympy.Symbol(n, real=True) for n in response_names}, f"{source}: response")])
-
-        self.gradient_exprs = [sympy.diff(symbolic, s) for s in self._param_symbols]
-        self.linear = self._detect_linear()
-        self._predict = Program([symbolic])
-        self._jacobian = Program(self.gradient_exprs)
-        lin = [symbols[p] for p in self.linear]
-        offset = symbolic.subs({s: 0 for s in lin}) if lin else symbolic
-        self._design = Program([self.gradient_exprs[self.index(p)] for p in self.linear] + [offset])
-        self._hessian: tuple[list[tuple[int, int]], Program] | None = None
-        self._combined: tuple[list[tuple[int, int]], Program] | None = None
-        # Symbolic second derivatives of large formulas (products of many functions) take sympy
-        # seconds; there the base class differentiates the analytic Jacobian numerically instead.
-        self.analytic_second_order = _dag_size(self.gradient_exprs) <= MAX_SYMBOLIC_HESSIAN_NODES
-        self.grid = default_grids(self)
-        self.derived = tuple(self._derived(n, f, text) for n, f, text in derived_specs)
-
-    # -- symbolic structure
-    def _detect_linear(self) -> tuple[str, ...]:
-        """Parameters the formula is affine in, jointly: p's derivative is free of p and of every other
-        parameter already taken, and p appears in no earlier choice's derivative."""
-        taken: list[int] = []
-        for i, _ in enumerate(self.params):
-            free = self.gradient_exprs[i].free_symbols
-            if self._param_symbols[i] in free:
-                continue
-            if any(self._param_symbols[j] in free for j in taken):
-                continue
-            if any(self._param_symbols[i] in self.gradient_exprs[j].free_symbols for j in taken):
-                continue
-            taken.append(i)
-        return tuple(self.params[i] for i in taken)
-
-    def _derived(self, name: str, expr, text: str) -> Derived:
-        import sympy
-
-        value = Program([expr])
-        grads = [sympy.diff(expr, s) for s in self._param_symbols]
-        used = [i for i, g in enumerate(grads) if g != 0]
-        gradient = Program([grads[i] for i in used])
-        P = len(self.params)
-
-        def value_fn(theta: np.ndarray) -> np.ndarray:
-            theta = np.atleast_2d(theta)
-            (v,) = value(self._param_env(theta))
-            return np.broadcast_to(np.asarray(v, dtype=float), (theta.shape[0], 1))[:, 0].copy()
-
-        def gradient_fn(theta: np.ndarray) -> np.ndarray:
-            theta = np.atleast_2d(theta)
-            out = np.zeros((theta.shape[0], P))
-            for i, g in zip(used, gradient(self._param_env(theta)), strict=True):
-                out[:, i] = np.broadcast_to(np.asarray(g, dtype=float), (theta.shape[0], 1))[:, 0]
-            return out
-
-        return Derived(name, value_fn, gradient_fn, text)
-
-    # -- evaluation
-    def _param_env(self, theta: np.ndarray) -> dict:
-        return {s: theta[:, i, None] for i, s in enumerate(self._param_symbols)}
-
-    def _env(self, theta: np.ndarray, X: Mapping[str, np.ndarray]) -> dict:
-        env = self._param_env(theta)
-        for v in self._expr_variables:
-            env[self._symbols[v]] = np.asarray(X[v], dtype=float)[None, :]
-        return env
-
-    def _n(self, X: Mapping[str, np.ndarray]) -> int:
-        return len(next(iter(X.values())))
-
-    def predict(self, theta, X):
-        theta = np.atleast_2d(np.asarray(theta, dtype=float))
-        (f,) = self._predict(self._env(theta, X))
-        return np.array(np.broadcast_to(f, (theta.shape[0], self._n(X))), dtype=float)
-
-    def jacobian(self, theta, X):
-        theta = np.atleast_2d(np.asarray(theta, dtype=float))
-        shape = (theta.shape[0], self._n(X))
-        J = np.empty(shape + (len(self.params),))
-        for i, column in enumerate(self._jacobian(self._env(theta, X))):
-            J[:, :, i] = np.broadcast_to(column, shape)
-        return J
-
-    def _hessian_terms(self) -> tuple[list[tuple[int, int]], list]:
-        """The nonzero second derivatives (i <= j) of the formula, as index pairs and expressions."""
-        import sympy
-
-        pairs, exprs = [], []
-        for i, gi in enumerate(self.gradient_exprs):
-            for j in range(i, len(self.params)):
-                h = sympy.diff(gi, self._param_symbols[j])
-                if h != 0:
-                    pairs.append((i, j))
-                    exprs.append(h)
-        return pairs, exprs
-
-    def second_order(self, theta, X, v):
-        if not self.analytic_second_order:
-            return super().second_order(theta, X, v)
-        theta = np.atleast_2d(np.asarray(theta, dtype=float))
-        if self._hessian is None:  # compiled on first use: only the polish needs it
-            pairs, exprs = self._hessian_terms()
-            self._hessian = (pairs, Program(exprs))
-        pairs, program = self._hessian
-        return self._contract(pairs, program(self._env(theta, X)), theta, X, v)
-
-    def _contract(self, pairs, hessians, theta, X, v) -> np.ndarray:
-        """sum_i v_i d2 f_i / d theta_a d theta_b from the second derivatives of the pairs (a, b)."""
-        K, P = theta.shape
-        H = np.zeros((K, P, P))
-        v = np.broadcast_to(np.asarray(v, dtype=float), (K, self._n(X)))
-        with np.errstate(all="ignore"):
-            for (i, j), h in zip(pairs, hessians, strict=True):
-                h = np.broadcast_to(h, v.shape)
-                H[:, i, j] = H[:, j, i] = np.einsum("kn,kn->k", v, h)
-        return H
-
-    def predict_derivatives(self, theta, X, second_order_weights):
-        """The prediction, Jacobian and second-order term from one program: the formula, its gradient
-        and its second derivatives compiled together, sharing their common sub-expressions (the solver
-        needs all three at every step; evaluated apart they took three times the work)."""
-        if not (self.analytic_second_order and self._inherits_derivatives(SpecForm)):
-            return super().predict_derivatives(theta, X, second_order_weights)
-        theta = np.atleast_2d(np.asarray(theta, dtype=float))
-        if self._combined is None:
-            pairs, exprs = self._hessian_terms()
-            self._combined = (pairs, Program([self.symbolic, *self.gradient_exprs, *exprs]))
-        pairs, program = self._combined
-        P = len(self.params)
-        shape = (theta.shape[0], self._n(X))
-        outputs = program(self._env(theta, X))
-        f = np.array(np.broadcast_to(outputs[0], shape), dtype=float)
-        J = np.empty(shape + (P,))
-        for i, column in enumerate(outputs[1:P + 1]):
-            J[:, :, i] = np.broadcast_to(column, shape)
-        return f, J, self._contract(pairs, outputs[P + 1:], theta, X, second_order_weights(f))
-
-    def design(self, theta, X):
-        theta = np.atleast_2d(np.asarray(theta, dtype=float))
-        shape = (theta.shape[0], self._n(X))
-        *columns, offset = self._design(self._env(theta, X))
-        B = np.empty(shape + (len(self.linear),))
-        for j, column in enumerate(columns):
-            B[:, :, j] = np.broadcast_to(column, shape)
-        return B, np.array(np.broadcast_to(offset, shape), dtype=float)
-
-    # -- the response
-    def response_columns(self) -> list[str]:
-        return list(dict.fromkeys(self._response_names.values()))
-
-    def positive_columns(self) -> tuple[str, ...]:
-        """None: a user's formula may take any values (NIST-style x can be 0 or negative); a log
-        objective's need for a positive response is checked when fitting."""
-        return ()
-
-    def observed(self, runs) -> np.ndarray:
-        if self._response_program is None:
-            return np.asarray(runs.column(self.response), dtype=float)
-        import sympy
-
-        env = {sympy.Symbol(n, real=True): np.asarray(runs.column(col), dtype=float)
-               for n, col in self._response_names.items()}
-        (y,) = self._response_program(env)
-        y = np.array(np.broadcast_to(y, (len(runs),)), dtype=float)
-        bad = np.flatnonzero(~np.isfinite(y))
-        if bad.size:
-            rows = ", ".join(str(r + 1) for r in bad[:5]) + (", ..." if bad.size > 5 else "")
-            raise DataError(f"{runs.path}: the response '{self.response}' of form '{self.name}' is not a "
-                            f"finite number in rows {rows}")
-        return y
-
-
-# ---------------------------------------------------------------- grids for the global search
-
-
-def _axis_count(k: int) -> int:
-    if k == 0:
-        return 1
-    return int(min(MAX_GRID_PER_AXIS, math.floor(MAX_GRID_POINTS ** (1.0 / k) + 1e-9)))
-
-
-def default_grids(form: Form) -> dict[str, np.ndarray]:
-    """Candidate values of each free nonlinear parameter for the variable-projection grid search:
-    log-spaced between positive bounds, linear between bounds of both signs, magnitudes 1e-3 to 1e3 of
-    either admissible sign where a side is unbounded; a user's `init` is always one of them."""
-    free = [p for p in form.nonlinear if p not in form.fixed]
-    count = _axis_count(len(free))
-    grids = {}
-    for p in free:
-        lo, hi = form.lower.get(p, -math.inf), form.upper.get(p, math.inf)
-        start = form.init.get(p)
-        m = count - (1 if start is not None and count > 1 else 0)
-        values = _grid_between(lo, hi, m, start)
-        if start is not None:
-            values = np.union1d(values, [start])
-        grids[p] = np.asarray(values, dtype=float)
-    return grids
-
-
-def _grid_between(lo: float, hi: float, m: int, start: float | None) -> np.ndarray:
-    small, large = GRID_MAGNITUDES
-    if m <= 1:
-        if start is not None:
-            return np.array([start])
-        if math.isfinite(lo) and math.isfinite(hi):
-            return np.array([math.sqrt(lo * hi) if lo > 0 else (lo + hi) / 2])
-        return np.array([min(max(1.0, lo), hi)])
-    if math.isfinite(lo) and math.isfinite(hi):
-        if lo > 0 and hi / lo > 10:
-            return np.geomspace(lo, hi, m)
-        if lo == 0 and hi > 0:
-            return np.geomspace(hi * small, hi, m)
-        if hi == 0 and lo < 0:
-            return -np.geomspace(-lo * small, -lo, m)
-        return np.linspace(lo, hi, m)
-    positive = hi > 0
-    negative = lo < 0
-    sides = int(positive) + int(negative)
-    per_side = max(1, (m - 1) // sides) if sides else 1
-    base = np.geomspace(small, large, per_side)
-    parts = [np.array([0.0])] if lo <= 0 <= hi else []
-    if positive:
-        parts.append(base if lo <= 0 else lo + base * max(1.0, abs(lo)))
-    if negative:
-        parts.append(-base if hi >= 0 else hi - base * max(1.0, abs(hi)))
-    values = np.concatenate(parts)
-    return np.unique(values[(values >= lo) & (values <= hi)])
 
 
 # ---------------------------------------------------------------- the spec: shape
 
-
-def _type_name(value: Any) -> str:
-    if value is None:
-        return "nothing (null)"
-    return {bool: "true/false", int: "a number", float: "a number", str: "text", list: "a list",
-            dict: "a mapping"}.get(type(value), type(value).__name__)
 
 
 def _did_you_mean(word: str, options: Sequence[str]) -> str:

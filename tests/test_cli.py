@@ -567,3 +567,28 @@ def test_config_finds_a_shipped_form_by_name(cli, tmp_path):
                   "--json", "-", "-q")
     assert by_name.exit_code == 0, by_name.stderr
     assert json.loads(by_name.stdout)["params"] == json.loads(by_path.stdout)["params"]
+
+
+IMPORTS_OF_A_FIT = """
+import runpy, sys
+sys.argv = ["scalefit", "fit", sys.argv[1], "--quiet"]
+try:
+    runpy.run_module("scaling_cli", run_name="__main__")
+except SystemExit as exc:
+    assert not exc.code, exc.code
+print(" ".join(sorted(sys.modules)))
+"""
+
+
+def test_a_plain_fit_imports_no_heavy_library():
+    # scipy, pandas, matplotlib, lmfit and sympy cost 0.1-0.5 s each to import; a fit of a built-in
+    # form without --plot-dir needs none of them (nor the plot module)
+    example = Path(__file__).resolve().parents[1] / "data" / "example_runs.csv"
+    proc = subprocess.run([sys.executable, "-c", IMPORTS_OF_A_FIT, str(example)], capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    modules = set(proc.stdout.split())
+    packages = {m.split(".")[0] for m in modules}
+    assert {"scaling_cli.fitting", "numpy"} <= modules
+    assert not packages & {"scipy", "pandas", "matplotlib", "lmfit", "sympy"}
+    assert "scaling_cli.plot" not in modules

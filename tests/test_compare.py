@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -13,12 +14,14 @@ import pytest
 from scaling_cli.compare import (
     CompareResult,
     compare_forms,
+    distinct_minima,
     fold_labels,
     group_labels,
     holdout_key,
     holdout_mask,
     load_compare_spec,
     subset,
+    warm_fit,
 )
 from scaling_cli.errors import DataError, FitError, ScalefitWarning, SpecError
 from scaling_cli.forms import DATA_EXPONENT_GRID, EXPONENT_GRID, Chinchilla, Form, _power_terms_second_order
@@ -576,3 +579,85 @@ def test_chinchilla_width_depth_decomposed_and_chinchilla_are_ranked(chinchilla_
         assert e.extrapolation.mean_abs_rel_error < 0.015
     assert res["decomposed"].fit.estimate("alpha_l").value == pytest.approx(1.33, abs=0.05)
     assert res.n_holdout == math.ceil(0.2 * 203)
+
+
+# ---------------------------------------------------------------- held-out fits from the full fit's minima
+
+SHIPPED = Path(__file__).resolve().parents[1] / "scaling_cli" / "forms_yaml"
+
+
+def close(a, b, rtol: float) -> bool:
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    return bool(np.all(np.abs(a - b) <= rtol * np.maximum(np.abs(a), np.abs(b)) + 1e-12))
+
+
+@pytest.mark.slow
+def test_warm_started_held_out_fits_reach_what_the_full_search_reaches(chinchilla_wd):
+    # interaction has two minima on a fold of this table (c_ml = 0, and c_ml > 0 lower there): the fold
+    # fits must find the one the full global search finds, from the minima of the fit on all rows
+    forms = [SHIPPED / f"{name}.yaml" for name in ("chinchilla", "decomposed", "interaction")]
+    options = {"exclude_top_loss": 40}
+    fast = compare_forms(chinchilla_wd, forms, load_options=options)
+    slow = compare_forms(chinchilla_wd, forms, load_options=options, exhaustive=True)
+    assert [e.name for e in fast.ranked] == [e.name for e in slow.ranked]
+    for entry in fast.ranked:
+        other = slow[entry.name]
+        assert close(entry.fit.objective_value, other.fit.objective_value, 1e-10)
+        assert close(entry.fit.values, other.fit.values, 1e-6), entry.name
+        assert close(entry.akaike_weight, other.akaike_weight, 1e-6)
+        for what in ("cv", "extrapolation"):
+            mine, theirs = getattr(entry, what), getattr(other, what)
+            assert close(mine.predicted, theirs.predicted, 1e-6), (entry.name, what)
+            assert close(mine.mean_abs_rel_error, theirs.mean_abs_rel_error, 1e-6)
+    assert len(distinct_minima(fast["interaction"].fit.minima)) >= 2
+
+
+def test_kaplan_held_out_fit_is_rescued_to_the_global_optimum(chinchilla_wd):
+    # the Newton-LM crawls along Kaplan's valley from any start; the warm start goes on to the robust
+    # strategy, and ends where the full global search on the same rows ends
+    from scaling_cli.fitting import fit
+    from scaling_cli.objectives import Objective
+    from scaling_cli.spec import load_form
+
+    runs = load_runs(chinchilla_wd, exclude_top_loss=40)
+    form = load_form(SHIPPED / "kaplan.yaml")
+    objective = Objective("log-ls")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ScalefitWarning)  # Kaplan's law fits these runs poorly; it says so
+        full = fit(runs, form, objective, strategy="best")
+        everywhere = fit(runs, form, objective)  # strategy="auto": every start that stopped short
+        train = subset(runs, ~holdout_mask(holdout_key(runs, "flops")[0], 0.2))
+        reference = fit(train, form, objective)
+    # the cheaper search of compare's fits on all rows solves one start again, and ends where "auto" does
+    assert full.n_escalated == 1 < everywhere.n_escalated
+    assert close(full.values, everywhere.values, 1e-8) and full.converged
+    for robust in (False, True):  # after the Newton-LM gave up, or at once
+        theta = warm_fit(train, form, objective, full.minima, robust=robust)
+        assert theta is not None and reference.converged
+        assert close(theta, reference.values, 1e-6)
+        assert not close(theta, full.values, 1e-3)  # a different optimum from the start: it moved there
+
+
+def test_distinct_minima_keeps_the_first_of_each_point():
+    minima = np.array([[1.0, 2.0], [1.0 + 1e-9, 2.0], [np.nan, 1.0], [1.0, 2.1], [0.0, 2.1]])
+    np.testing.assert_array_equal(distinct_minima(minima), [[1.0, 2.0], [1.0, 2.1], [0.0, 2.1]])
+    assert distinct_minima(np.zeros((0, 3))).shape == (0, 3)
+
+
+def test_a_warm_start_that_cannot_be_verified_leaves_it_to_the_global_search(runs_csv):
+    from scaling_cli.forms import get_form
+    from scaling_cli.objectives import Objective
+
+    runs = load_runs(runs_csv)
+    form, objective = get_form("decomposed"), Objective("log-ls")
+    assert warm_fit(runs, form, objective, np.full((1, 7), np.nan)) is None  # no finite start
+    assert warm_fit(runs, form, objective, np.ones((1, 3))) is None  # another form's minima
+    assert warm_fit(subset(runs, np.arange(5)), form, objective, np.ones((1, 7))) is None  # 5 rows, 7 params
+    # from the truth it ends at a verified minimum, the one the global search finds
+    from scaling_cli.fitting import fit
+
+    theta = warm_fit(runs, form, objective, np.array([[TRUE[p] for p in form.params]]))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ScalefitWarning)
+        reference = fit(runs, form, objective)
+    assert close(theta, reference.values, 1e-6)

@@ -668,7 +668,7 @@ def test_fast_csv_split_reads_what_the_csv_module_reads(text, fast_path):
     import csv
     import io as stdio
 
-    from scaling_cli.io import _split_plain
+    from scaling_cli.readers import _split_plain
 
     fast = _split_plain(text, ",")
     assert (fast is not None) == fast_path

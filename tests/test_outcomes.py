@@ -172,9 +172,9 @@ def test_json_nested_100000_deep(cli, tmp_path):
 def test_a_gzip_bomb_stops_at_the_limit(cli, tmp_path, monkeypatch):
     import gzip
 
-    from scaling_cli import io
+    from scaling_cli import readers
 
-    monkeypatch.setattr(io, "MAX_DECOMPRESSED_BYTES", 2**20)
+    monkeypatch.setattr(readers, "MAX_DECOMPRESSED_BYTES", 2**20)
     path = tmp_path / "bomb.csv.gz"
     header = b"d_model,n_layers,tokens,loss\n"
     path.write_bytes(gzip.compress(header + b"0" * (3 * 2**20)))
@@ -194,12 +194,12 @@ def test_a_small_gzip_table_still_reads(cli, tmp_path):
 
 @pytest.mark.parametrize("where", ["reading", "fitting"])
 def test_out_of_memory_says_what_was_too_large(where, cli, tmp_path, monkeypatch):
-    from scaling_cli import fitting, io
+    from scaling_cli import fitting, readers
 
     def too_big(*args, **kwargs):
         raise MemoryError
 
-    monkeypatch.setattr(*((io, "_read_delimited") if where == "reading" else (fitting, "fit")), too_big)
+    monkeypatch.setattr(*((readers, "_read_delimited") if where == "reading" else (fitting, "fit")), too_big)
     table = write_table(tmp_path / "runs.csv")
     result = cli("fit", table)
     assert result.exit_code == 2
