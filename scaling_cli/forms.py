@@ -138,7 +138,7 @@ class Form:
     def power_sum(self) -> tuple[int | None, tuple[tuple[int, int, str], ...]] | None:
         """When the form is a constant plus a sum of c * x^-a terms, and computes them as its class
         does: (index of the constant or None, ((index of c, index of a, input symbol), ...)), which
-        lets the solver take every derivative from the powers alone (`solve.power_sum_sums`).
+        lets the solver take every derivative from the powers alone (`solve._power_sum_derivatives`).
         None for every other form."""
         return None
 
