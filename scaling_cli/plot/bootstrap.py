@@ -12,7 +12,17 @@ from ..errors import DataError
 from ..report import format_value_error
 from .layout import LEGEND_ROW, fixed_layout
 from .save import _maybe_save
-from .style import BOOT_COLOR, FIT_COLOR, JACOBIAN_COLOR, POINT_COLOR, STYLE, _pyplot, tex, wrap_title
+from .style import (
+    BOOT_COLOR,
+    FIT_COLOR,
+    JACOBIAN_COLOR,
+    POINT_COLOR,
+    STYLE,
+    _pyplot,
+    scientific_ticks,
+    tex,
+    wrap_title,
+)
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -73,7 +83,7 @@ def _histogram_panel(ax: Axes, values: np.ndarray, full: float, interval, jacobi
                 fontsize=8)
     ax.set_yticks([])
     ax.spines["left"].set_visible(False)
-    ax.ticklabel_format(axis="x", style="sci", scilimits=(-3, 4), useMathText=True)
+    scientific_ticks(ax.xaxis)
 
 
 def bootstrap_histograms(names: Sequence[str], draws, full_values, intervals: Mapping[str, Sequence[float]],
@@ -226,7 +236,8 @@ def corner(names: Sequence[str], draws, full_values, intervals: Mapping[str, Seq
                             ms=12, mew=2)
                     ax.set_xlim(*spans[col])
                     ax.set_ylim(*spans[row])
-                    ax.ticklabel_format(style="sci", scilimits=(-3, 4), useMathText=True)
+                    scientific_ticks(ax.xaxis)
+                    scientific_ticks(ax.yaxis)
                     if col == 0:
                         ax.set_ylabel(label(chosen[row]))
                     else:

@@ -191,6 +191,43 @@ def _tick_text(value: float) -> str:
     return f"{mantissa:g}×{power}"
 
 
+_PLAIN_SCALAR = []  # the formatter class, made once matplotlib is imported
+
+
+def scientific_ticks(axis) -> None:
+    """Tick labels as plain numbers, with a `×10⁻³` (and `+1.75`) offset at the axis's end when the
+    values are very small, very large or close together. matplotlib's `ticklabel_format(style="sci",
+    useMathText=True)` draws the same but makes every tick label mathtext, which was a third of a
+    bootstrap figure's drawing time.
+
+    >>> import matplotlib
+    >>> from matplotlib.figure import Figure
+    >>> ax = Figure().subplots()
+    >>> _ = ax.set_xlim(0.0012, 0.0018)
+    >>> scientific_ticks(ax.xaxis)
+    >>> formatter = ax.xaxis.get_major_formatter()
+    >>> labels = formatter.format_ticks(ax.xaxis.get_majorticklocs())
+    >>> labels[:2], formatter.get_offset()
+    (['1.2', '1.3'], '×10⁻³')
+    """
+    if not _PLAIN_SCALAR:
+        from matplotlib.ticker import ScalarFormatter
+
+        class PlainScalarFormatter(ScalarFormatter):
+            def get_offset(self) -> str:  # matplotlib's "1e-3+1.75" as "×10⁻³+1.75"
+                text = super().get_offset()
+                power = re.fullmatch(r"1e([−-]?\d+)(.*)", text)
+                if power is None:
+                    return text
+                exponent = power[1].replace("−", "-").translate(SUPERSCRIPTS)
+                return f"×10{exponent}{power[2]}"
+
+        _PLAIN_SCALAR.append(PlainScalarFormatter)
+    formatter = _PLAIN_SCALAR[0](useMathText=False)
+    formatter.set_powerlimits((-3, 4))
+    axis.set_major_formatter(formatter)
+
+
 def _readable_log_axis(axis, lo: float, hi: float) -> None:
     """On a log axis spanning less than two decades, matplotlib labels few ticks or crowds minor ones in
     scientific notation; give it four to seven round ticks with plain labels instead, spread over the
