@@ -362,7 +362,8 @@ def compare_forms(data: Runs | str | Path, forms: Sequence[Form | str | Path], *
             elif observed.shape != reference[1].shape or not np.array_equal(observed, reference[1]):
                 raise SpecError(f"its response ({form.response}) differs from that of '{reference[0]}': "
                                 f"forms are compared on one response")
-            result = _quiet_fit(runs, form, the_objective, "auto" if exhaustive else "best")
+            cheaper = the_objective.least_squares and not exhaustive  # see heldout's warm starts
+            result = _quiet_fit(runs, form, the_objective, "best" if cheaper else "auto")
         except ScalefitError as exc:
             entries.append(FormComparison(form.name, source, form, error=str(exc)))
             continue
