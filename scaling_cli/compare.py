@@ -309,10 +309,10 @@ def compare_forms(data: Runs | str | Path, forms: Sequence[Form | str | Path], *
     (smaller `rank_by` metric is better; forms without it last), then the forms that failed.
     Raises `FitError` when no form could be fitted, `SpecError` for impossible options.
 
-    The held-out fits (cross-validation folds, extrapolation) start from the minima of each form's fit
-    on all rows and fall back to the full global search when that start cannot be verified
-    (`warm_fit`); `exhaustive=True` runs the full global search for every one of them (slower; the
-    reference the tests compare with).
+    Under a least-squares objective the held-out fits (cross-validation folds, extrapolation) start
+    from the minima of each form's fit on all rows and fall back to the full global search when that
+    start cannot be verified (`heldout.warm_fit`); `exhaustive=True` runs the full global search for
+    every one of them (slower; the reference the tests compare with), as Huber objectives always do.
 
     >>> ranking = compare_forms("data/example_runs.csv", ["decomposed", "depth_free"], folds=2)
     >>> ranking.best.name, [e.name for e in ranking.ranked]
@@ -362,7 +362,8 @@ def compare_forms(data: Runs | str | Path, forms: Sequence[Form | str | Path], *
             elif observed.shape != reference[1].shape or not np.array_equal(observed, reference[1]):
                 raise SpecError(f"its response ({form.response}) differs from that of '{reference[0]}': "
                                 f"forms are compared on one response")
-            result = _quiet_fit(runs, form, the_objective, "auto" if exhaustive else "best")
+            cheaper = the_objective.least_squares and not exhaustive  # see heldout's warm starts
+            result = _quiet_fit(runs, form, the_objective, "best" if cheaper else "auto")
         except ScalefitError as exc:
             entries.append(FormComparison(form.name, source, form, error=str(exc)))
             continue

@@ -661,3 +661,19 @@ def test_a_warm_start_that_cannot_be_verified_leaves_it_to_the_global_search(run
         warnings.simplefilter("ignore", ScalefitWarning)
         reference = fit(runs, form, objective)
     assert close(theta, reference.values, 1e-6)
+
+
+@pytest.mark.parametrize("objective, warm", [("log-ls", True), ("ls", True), ("huber", False)])
+def test_held_out_fits_are_warm_started_under_least_squares_only(runs_csv, monkeypatch, objective, warm):
+    import scaling_cli.heldout as heldout
+
+    calls = []
+    original = heldout.warm_fit
+
+    def spy(*args, **kwargs):
+        calls.append(args[2].name)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(heldout, "warm_fit", spy)
+    compare_forms(runs_csv, ["decomposed"], objective=objective, folds=2)
+    assert len(calls) == (3 if warm else 0)  # two folds and the extrapolation
