@@ -93,7 +93,7 @@ def table_rows(rows: list[int], boot_n: int, boot_max_rows: int, tmp: Path) -> l
 
 def subsample_against_exhaustive(path: Path) -> dict:
     """In-process: the global search as shipped (grid on a subsample) against the exhaustive grid."""
-    import scaling_cli.solve as solve
+    import scaling_cli.search as search
     from scaling_cli import load_runs
     from scaling_cli.fitting import fit
 
@@ -104,14 +104,14 @@ def subsample_against_exhaustive(path: Path) -> dict:
         t0 = time.perf_counter()
         fast = fit(runs, "decomposed")
         fast_s = time.perf_counter() - t0
-        shipped = solve.GRID_ROWS
-        solve.GRID_ROWS = 10 * len(runs)
+        shipped = search.GRID_ROWS
+        search.GRID_ROWS = 10 * len(runs)
         try:
             t0 = time.perf_counter()
             exhaustive = fit(runs, "decomposed")
             slow_s = time.perf_counter() - t0
         finally:
-            solve.GRID_ROWS = shipped
+            search.GRID_ROWS = shipped
     rel = (fast.objective_value - exhaustive.objective_value) / exhaustive.objective_value
     ok = rel <= SAME_OPTIMUM_RTOL
     print(f"\nin-process fit of {len(runs):,} rows: grid on a {shipped}-row subsample {fast_s:.2f} s vs "

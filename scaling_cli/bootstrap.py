@@ -51,7 +51,8 @@ from .fitting import FitResult, cluster_residuals, fit, interval_for, problem_of
 from .forms import Form, get_form
 from .io import Runs
 from .objectives import Objective
-from .solve import BatchSolver, Centering, Problem, Solution, global_minimize, grid_rows, grid_search
+from .search import global_minimize, grid_rows, grid_search
+from .solve import BatchSolver, Centering, Problem, Solution
 
 METHODS = ("case", "group", "wild", "residual")
 # Wild cluster bootstrap weights: Webb's six-point distribution below this many groups (Rademacher's two
@@ -785,7 +786,7 @@ def _notes(problem: Problem, good: np.ndarray, start_used: np.ndarray, starts: n
 
 def check_global(result: BootstrapResult, resamples: Sequence[int]) -> np.ndarray:
     """Solve the given resamples again, each by an independent full global search
-    (`solve.global_minimize`: the whole variable-projection grid with that resample's weights or
+    (`search.global_minimize`: the whole variable-projection grid with that resample's weights or
     response, then polished), and return for each the relative excess of the bootstrap's objective
     over the search's: about 0 (or below) when the bootstrap reached that resample's global optimum."""
     fit_result = result.fit

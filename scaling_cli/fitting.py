@@ -36,8 +36,11 @@ from .design import (
 from .errors import DataError, FitError, ScalefitWarning, SpecError, option
 from .forms import Form, get_form
 from .io import Runs
+from .linear import solve_linear
 from .objectives import Objective
-from .solve import Problem, global_minimize, levenberg_marquardt, robust_minimize, solve_linear
+from .robust import robust_minimize
+from .search import global_minimize
+from .solve import Problem, levenberg_marquardt
 
 CONDITION_LIMIT = 1e10  # of the column-scaled Jacobian; beyond it a direction counts as undetermined
 NULL_LOADING = 0.05  # a parameter loading a near-null direction by more than this is undetermined
@@ -414,7 +417,7 @@ def fit(runs: Runs, form: Form | str = "decomposed", objective: Objective | str 
     `global_search=False` they are the only ones), and so does the form's `init` when it gives every
     free nonlinear parameter (linear ones it lacks are solved for). Every start is polished on its
     own. `strategy="auto"` (the default) solves a start that stops short under the Newton-LM (not
-    converged, not finite, at a saddle) again by `solve.robust_minimize`; `"robust"` does that for
+    converged, not finite, at a saddle) again by `robust.robust_minimize`; `"robust"` does that for
     every start; `"newton"` never; `"best"` only the start that ended lowest, when it stopped short
     (cheaper: `compare` uses it, and its tests check the result against `"auto"`'s). `fixed` holds
     parameters at values and `bounds` ({name: (lo, hi)}) narrows a parameter's range; both are
@@ -571,7 +574,7 @@ def cluster_residuals(result: FitResult, groups: Groups) -> np.ndarray:
 
 def _why_not_converged(problem: Problem, solution) -> str:
     """One sentence on how the best start stopped short."""
-    from .solve import saddle
+    from .search import saddle
 
     if saddle(problem, solution.theta[:1])[0]:
         return ("the best point is not a strict minimum (a flat or negative curvature direction): "

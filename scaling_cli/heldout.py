@@ -234,18 +234,12 @@ def warm_fit(runs: Runs, form: Form, objective: Objective, minima: np.ndarray,
     verified minimum (converged, not at a saddle) and the full global search should decide.
 
     The Newton-LM polishes every start; a start it does not bring to a strict minimum within
-    WARM_MAX_ITER steps (every start, with `robust`) goes by `solve.trust_region_least_squares` from
+    WARM_MAX_ITER steps (every start, with `robust`) goes by `robust.trust_region_least_squares` from
     where it began, polished by the Newton-LM, and the lower of the two ends is kept. Of points whose
     objectives tie (to rounding) the earliest start's is kept."""
-    from .solve import (
-        ESCALATE_AFTER,
-        Problem,
-        Solution,
-        levenberg_marquardt,
-        stopped_short,
-        tie_tolerance,
-        trust_region_least_squares,
-    )
+    from .robust import trust_region_least_squares
+    from .search import ESCALATE_AFTER, stopped_short, tie_tolerance
+    from .solve import Problem, Solution, levenberg_marquardt
 
     starts = distinct_minima(minima)[:WARM_STARTS]
     if not len(starts) or starts.shape[1] != len(form.params):

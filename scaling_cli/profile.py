@@ -29,7 +29,8 @@ import numpy as np
 
 from .errors import FitError
 from .fitting import problem_of
-from .solve import BatchSolver, Problem, solve_linear
+from .linear import solve_linear
+from .solve import BatchSolver, Problem
 
 if TYPE_CHECKING:
     from .fitting import FitResult

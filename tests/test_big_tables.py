@@ -7,11 +7,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+import scaling_cli.search as search
 import scaling_cli.solve as solve
 from scaling_cli import get_form
 from scaling_cli.forms import Form
 from scaling_cli.objectives import Objective
-from scaling_cli.solve import BatchSolver, Problem, global_minimize, grid_rows, levenberg_marquardt
+from scaling_cli.search import global_minimize, grid_rows
+from scaling_cli.solve import BatchSolver, Problem, levenberg_marquardt
 
 DECOMPOSED = np.array([300.0, 0.98, 8.0, 1.2, 500.0, 0.30, 1.75])
 CHINCHILLA = np.array([1.8, 480.0, 0.35, 2100.0, 0.37])
@@ -60,12 +62,12 @@ CASES = [("decomposed", "iid", "log-ls", 0, False), ("decomposed", "checkpoints"
 def test_subsampled_grid_reaches_the_exhaustive_optimum(monkeypatch, form_name, kind, objective, seed,
                                                         misspecified):
     pr = make_problem(form_name, kind, objective, seed, misspecified=misspecified)
-    monkeypatch.setattr(solve, "GRID_ROWS", 10 * pr.n)
+    monkeypatch.setattr(search, "GRID_ROWS", 10 * pr.n)
     exhaustive, _, _ = global_minimize(pr)
-    monkeypatch.setattr(solve, "GRID_ROWS", SUBSAMPLE)
+    monkeypatch.setattr(search, "GRID_ROWS", SUBSAMPLE)
     assert grid_rows(pr) is not None and len(grid_rows(pr)) < pr.n / 4  # the subsample path is taken
     subsampled, _, n_starts = global_minimize(pr)
-    assert n_starts <= solve.SUBSAMPLE_MINIMA < solve.N_POLISH
+    assert n_starts <= search.SUBSAMPLE_MINIMA < search.N_POLISH
     best, found = exhaustive.value[0], subsampled.value[0]
     assert found <= best * (1 + 1e-10)
     assert np.allclose(subsampled.theta[0], exhaustive.theta[0], rtol=1e-5, atol=1e-8)
@@ -75,9 +77,9 @@ def test_subsampled_grid_with_weights_reaches_the_exhaustive_optimum(monkeypatch
     """Bootstrap weights (zeros included) go with the rows into the subsample (`check_global`)."""
     pr = make_problem("decomposed", "checkpoints", "log-ls", 11)
     weights = np.random.default_rng(0).poisson(1.0, pr.n).astype(float)
-    monkeypatch.setattr(solve, "GRID_ROWS", 10 * pr.n)
+    monkeypatch.setattr(search, "GRID_ROWS", 10 * pr.n)
     exhaustive, _, _ = global_minimize(pr, weights)
-    monkeypatch.setattr(solve, "GRID_ROWS", SUBSAMPLE)
+    monkeypatch.setattr(search, "GRID_ROWS", SUBSAMPLE)
     rows = grid_rows(pr, weights)
     assert np.all(weights[rows] > 0)
     subsampled, _, _ = global_minimize(pr, weights)

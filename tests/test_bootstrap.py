@@ -24,7 +24,8 @@ from scaling_cli.errors import DataError, FitError, ScalefitWarning, SpecError
 from scaling_cli.fitting import fit
 from scaling_cli.forms import Decomposed
 from scaling_cli.objectives import Objective
-from scaling_cli.solve import BatchSolver, Centering, Problem, global_minimize
+from scaling_cli.search import global_minimize
+from scaling_cli.solve import BatchSolver, Centering, Problem
 
 TRUTH = np.array([300.0, 0.98, 8.0, 1.2, 500.0, 0.30, 1.75])
 # Epoch AI (Besiroglu et al. 2024), Table 1: bootstrap standard errors of their Chinchilla refit.

@@ -262,7 +262,7 @@ def test_the_forms_init_is_always_polished(tmp_path):
     """An init giving every nonlinear parameter is a start of its own (linear ones solved for), not
     just a grid value that must rank among the best grid points to be polished."""
     from scaling_cli import fit, load_runs, parse_form
-    from scaling_cli.solve import N_POLISH
+    from scaling_cli.search import N_POLISH
 
     runs = load_runs(write_table(tmp_path / "runs.csv"))
     spec = {"name": "d", "expression": "c_m * m**(-alpha_m) + c_l * l**(-alpha_l) + c_D * D**(-alpha_D) + L0",

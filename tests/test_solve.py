@@ -7,15 +7,10 @@ import pytest
 from scipy.optimize import least_squares, nnls
 
 from scaling_cli import get_form
+from scaling_cli.linear import _bounded_linear_ls
 from scaling_cli.objectives import Objective
-from scaling_cli.solve import (
-    Problem,
-    _bounded_linear_ls,
-    global_minimize,
-    grid_search,
-    levenberg_marquardt,
-    tie_tolerance,
-)
+from scaling_cli.search import global_minimize, grid_search, tie_tolerance
+from scaling_cli.solve import Problem, levenberg_marquardt
 
 TRUTH = np.array([300.0, 0.98, 8.0, 1.2, 500.0, 0.30, 1.75])
 
