@@ -348,10 +348,19 @@ def stats_table(result: FitResult):
 
 def _errors_label(result: FitResult) -> str:
     if result.covariance_type.startswith("cluster"):
-        return f"{result.covariance_type}, t({result.ci_dof})"
+        return f"{result.covariance_type}, t({_dof_range(result)})"
     if not result.objective.least_squares:
         return f"iid, Huber's formula, t({result.ci_dof})"
     return f"iid Jacobian, t({result.ci_dof})"
+
+
+def _dof_range(result: FitResult) -> str:
+    """`21`, or `2.8-21` when the parameters' t degrees of freedom differ (Bell-McCaffrey's)."""
+    dof = result.param_dof[np.isfinite(result.param_dof)] if len(result.param_dof) else []
+    if not len(dof):
+        return str(result.ci_dof)
+    lo, hi = float(np.min(dof)), float(np.max(dof))
+    return f"{lo:.2g}" if round(lo, 1) == round(hi, 1) else f"{lo:.2g}-{hi:.2g}"
 
 
 def columns_line(result: FitResult) -> str:
@@ -380,9 +389,12 @@ def errors_note(result: FitResult) -> str | None:
         return None
     if result.covariance_type.startswith("cluster"):
         return (f"errors are cluster-robust ({result.covariance_type.split()[-1]}) over {result.n_groups} "
-                f"runs (column '{result.group_column}'), intervals from t with {result.ci_dof} degrees of "
-                f"freedom; the iid errors, which treat every row as an independent run, are in the JSON "
-                f"(stderr_iid) and with --errors iid")
+                f"runs (column '{result.group_column}'), intervals from t with "
+                + (f"Bell-McCaffrey degrees of freedom ({_dof_range(result)}; at most {result.ci_dof}, fewer "
+                   f"where a few runs carry a parameter)" if len(result.param_dof) else
+                   f"{result.ci_dof} degrees of freedom")
+                + "; the iid errors, which treat every row as an independent run, are in the JSON "
+                "(stderr_iid) and with --errors iid")
     return None
 def profile_table(result: FitResult):
     """Profile-likelihood intervals beside the Jacobian ones, with each end's distance from the
