@@ -45,8 +45,11 @@ RUN_SLOPE_SD = 0.011
 WITHIN_SD = 0.0012
 WITHIN_LAG1 = 0.93
 TARGETS = {"checkpoint": (0.90, 0.98), "iid": (0.92, 0.98)}
-DEFAULTS = ("fit", "bootstrap")  # the columns the targets apply to (with iid noise: all columns)
-COLUMNS = ("fit", "fit iid", "bootstrap", "boot case", "boot wild")
+DEFAULTS = ("fit", "bootstrap")  # the columns the targets apply to with checkpoint noise
+# with iid noise the targets apply to these (every interval a user can ask for); "fit t(G-1)" and
+# "boot pct" are the intervals these defaults replaced, computed from the same fits and draws
+JUDGED_IID = ("fit", "fit iid", "bootstrap", "boot case", "boot wild")
+COLUMNS = ("fit", "fit t(G-1)", "fit iid", "bootstrap", "boot pct", "boot case", "boot wild")
 CHECKED = ("alpha_m", "alpha_l", "alpha_D", "L0")
 
 
@@ -116,7 +119,8 @@ def one_table(design: Design, index: int, seed: int, noise: str, resamples: int,
     """For one simulated table: per interval kind, a (P,) mask of parameters whose interval covers the
     truth (NaN where the kind gave no interval)."""
     from scaling_cli import fit
-    from scaling_cli.bootstrap import bootstrap
+    from scaling_cli.bootstrap import bootstrap, percentile_interval
+    from scaling_cli.fitting import t_quantile
 
     runs = simulated_runs(design, index, seed, noise)
     truth = design.truth
@@ -132,6 +136,9 @@ def one_table(design: Design, index: int, seed: int, noise: str, resamples: int,
                             ((lo <= truth) & (truth <= hi)).astype(float), np.nan)
 
         out["fit"] = covers(*np.array([e.ci95 for e in result.estimates]).T)
+        if "fit t(G-1)" in columns:  # Student's t on G - 1 for every parameter, as before
+            half = t_quantile(0.975, result.ci_dof) * result.stderr
+            out["fit t(G-1)"] = covers(result.values - half, result.values + half)
         if iid is not None:
             out["fit iid"] = covers(*np.array([e.ci95 for e in iid.estimates]).T)
         for column, method in (("bootstrap", None), ("boot case", "case"), ("boot wild", "wild")):
@@ -139,6 +146,10 @@ def one_table(design: Design, index: int, seed: int, noise: str, resamples: int,
                 boot = bootstrap(runs, "decomposed", n=resamples, seed=index, method=method,
                                  fit_result=result)
                 out[column] = covers(*np.array([e.ci for e in boot.estimates]).T)
+                if column == "bootstrap" and "boot pct" in columns:  # the same draws, percentile
+                    pct = percentile_interval(boot.draws[boot.ok], LEVEL)
+                    pct[~np.isfinite(np.array([e.ci[0] for e in boot.estimates]))] = np.nan
+                    out["boot pct"] = covers(*pct.T)
     return out
 
 
@@ -176,7 +187,7 @@ def main() -> None:
         print(f"{'parameter':10s}" + "".join(f"{c:>12s}" for c in COLUMNS))
         for i, name in enumerate(design.names):
             print(f"{name:10s}" + "".join(f"{coverage[c][i]:12.3f}" for c in COLUMNS))
-        judged = DEFAULTS if noise == "checkpoint" else COLUMNS
+        judged = DEFAULTS if noise == "checkpoint" else JUDGED_IID
         misses = [(c, n, coverage[c][design.names.index(n)]) for c in judged for n in CHECKED
                   if not lo <= coverage[c][design.names.index(n)] <= hi]
         verdict = "all within" if not misses else "OUTSIDE: " + ", ".join(f"{c} {n} {v:.3f}"
