@@ -47,6 +47,8 @@ CONDITION_LIMIT = 1e10  # of the column-scaled Jacobian; beyond it a direction c
 NULL_LOADING = 0.05  # a parameter loading a near-null direction by more than this is undetermined
 ERRORS = ("auto", "iid", "cluster")
 BOUNDED_INTERVAL_NOTE = "cut at bound"  # see interval_for
+UPPER_BOUNDED_INTERVAL_NOTE = "cut at upper bound"
+BOTH_BOUNDS_INTERVAL_NOTE = "cut at both bounds"
 HUBER_BOOTSTRAP_HINT = ("Huber objective: standard errors use Huber's (1981) asymptotic formula; "
                         "run `scalefit bootstrap` for intervals you can trust")
 
@@ -123,11 +125,12 @@ def _normal_quantile(p: float) -> float:
     return x - u / (1 + x * u / 2)
 
 
-def interval_for(value: float, se: float, quantile: float, lower: float = -math.inf
-                 ) -> tuple[tuple[float, float], str]:
+def interval_for(value: float, se: float, quantile: float, lower: float = -math.inf,
+                 upper: float = math.inf) -> tuple[tuple[float, float], str]:
     """The interval `value ± quantile·se`, cut at the parameter's finite lower bound when it would reach
     below it (a coefficient ≥ 0 with a large error), so that no interval claims impossible values.
-    Returns the interval and a note: "" when whole, `BOUNDED_INTERVAL_NOTE` when cut; (NaN, NaN) without
+    Returns the interval and a note: "" when whole, `BOUNDED_INTERVAL_NOTE` when cut (or the upper /
+    both-bounds notes when a finite `upper` cuts it too); (NaN, NaN) without
     a finite error.
 
     Cutting never changes which true values the interval covers (they all respect the bound). A
@@ -143,9 +146,13 @@ def interval_for(value: float, se: float, quantile: float, lower: float = -math.
     if not (math.isfinite(se) and math.isfinite(value)):
         return (math.nan, math.nan), ""
     lo, hi = value - quantile * se, value + quantile * se
+    note = ""
     if math.isfinite(lower) and lo < lower <= value:
-        return (float(lower), hi), BOUNDED_INTERVAL_NOTE
-    return (lo, hi), ""
+        lo, note = float(lower), BOUNDED_INTERVAL_NOTE
+    # and at a finite upper bound (an exponent <= 10 whose t has few degrees of freedom), likewise
+    if math.isfinite(upper) and hi > upper >= value:
+        hi, note = float(upper), BOTH_BOUNDS_INTERVAL_NOTE if note else UPPER_BOUNDED_INTERVAL_NOTE
+    return (lo, hi), note
 
 
 def prediction_errors(observed: np.ndarray, predicted: np.ndarray) -> tuple[np.ndarray, float]:
@@ -698,7 +705,8 @@ def _result(runs: Runs, form: Form, problem: Problem, theta: np.ndarray, value: 
         elif name in undetermined:
             note = "cannot be determined"
         se = float(stderr[i])
-        ci, how = interval_for(float(theta[i]), se, float(tqs[i]), float(problem.lower[i]))
+        ci, how = interval_for(float(theta[i]), se, float(tqs[i]), float(problem.lower[i]),
+                               float(problem.upper[i]))
         estimates.append(Estimate(name, float(theta[i]), se, (float(ci[0]), float(ci[1])), note or how))
 
     derived = []

@@ -296,7 +296,7 @@ def params_table(result: FitResult, title: str | None = None):
     """Parameters and derived quantities: value ± standard error, 95% interval, note. The numbers never
     wrap; the note column takes what width is left. The formula is printed above it by `print_formula`
     (a `title` is only shown when given)."""
-    from .fitting import BOUNDED_INTERVAL_NOTE
+    from .fitting import BOTH_BOUNDS_INTERVAL_NOTE, BOUNDED_INTERVAL_NOTE, UPPER_BOUNDED_INTERVAL_NOTE
 
     table = Table(title=title, title_justify="left")
     table.add_column("parameter", style="bold", overflow="fold")  # a long name folds; numbers never do
@@ -307,9 +307,15 @@ def params_table(result: FitResult, title: str | None = None):
         table.add_row(e.name, format_value_error(e.value, e.stderr),
                       format_interval(*e.ci95, e.stderr, value=e.value),
                       e.note if e in result.estimates else f"derived: {e.note}")
-    if any(e.note == BOUNDED_INTERVAL_NOTE for e in result.estimates):
+    notes = {e.note for e in result.estimates}
+    if notes & {BOUNDED_INTERVAL_NOTE, BOTH_BOUNDS_INTERVAL_NOTE}:
         table.caption = ("cut at bound: value - t·s.e. falls below the lowest value the parameter "
                          "can take (0), so the interval starts there")
+        table.caption_justify = "left"
+    if notes & {UPPER_BOUNDED_INTERVAL_NOTE, BOTH_BOUNDS_INTERVAL_NOTE}:
+        table.caption = ((table.caption + "; " if table.caption else "")
+                         + "cut at upper bound: value + t·s.e. passes the highest value the parameter "
+                         "can take, so the interval ends there")
         table.caption_justify = "left"
     return table
 
