@@ -509,7 +509,8 @@ def test_cli_bootstrap_json_to_stdout_and_quiet(cli, chinchilla_wd, tmp_path):
 @pytest.mark.parametrize("args, message", [
     (["--method", "jackknife"],
      "Error: unknown bootstrap method 'jackknife': use one of case, group, wild, residual"),
-    (["--ci", "student"], "Error: unknown interval 'student': use one of percentile, bca, basic, studentized, expanded"),
+    (["--ci", "student"],
+     "Error: unknown interval 'student': use one of percentile, bca, basic, studentized, expanded"),
     (["--group", "n_layer"], "Error: {data}: --group: no column 'n_layer' (closest: 'n_layers')"),
     (["--method", "group"], "Error: {data}: the group bootstrap needs --group COLUMN (no column is named "
                             "group, run, run_name, run_id, model or model_name)"),
