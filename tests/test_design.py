@@ -409,7 +409,9 @@ def test_gpt3_curves_name_their_groups_and_withhold_the_regime(cli, tmp_path):
     alpha_l = doc["params"]["alpha_l"]
     assert alpha_l["stderr"] > 5 * alpha_l["stderr_iid"]
     text = out.stdout
-    assert "8 in column 'model'" in text and "cluster-robust CR2, t(7)" in text
+    assert "8 in column 'model'" in text and "cluster-robust CR2, t(1.7-5.1)" in text
+    dof = doc["covariance"]["ci_dof_by_param"]
+    assert all(1 <= v <= 7 for v in dof.values()) and dof["alpha_l"] < 7  # 8 runs carry it
     assert "cannot place depth scaling in a regime" in " ".join(text.split())
     assert "excludes smooth refinement" not in text
 
