@@ -59,7 +59,7 @@ METHODS = ("case", "group", "wild", "residual")
 # points give only 2^G distinct resamples), Rademacher from there on.
 WEBB_BELOW_GROUPS = 12
 WEBB_POINTS = np.array([-math.sqrt(1.5), -1.0, -math.sqrt(0.5), math.sqrt(0.5), 1.0, math.sqrt(1.5)])
-INTERVALS = ("percentile", "bca", "basic")
+INTERVALS = ("percentile", "bca", "basic", "studentized", "expanded")
 DEFAULT_N = 2000
 DEFAULT_LEVEL = 0.95
 FAILED_WARNING_FRACTION = 0.01
@@ -85,6 +85,7 @@ SEARCH_KEEP = 48  # grid points the full-data search polishes when looking for o
 SAME_MINIMUM, SAME_MINIMUM_RTOL = 0.05, 1e-4
 TIE_RTOL = 1e-12  # objectives of two starts' solutions closer than this are the same minimum
 AT_BOUND_NOTE_FRACTION = 0.01
+HUGE = 1e300
 
 STATUS = ("ok", "not converged", "no finite fit", "too few rows")
 OK, NOT_CONVERGED, NO_FINITE_FIT, TOO_FEW_ROWS = range(4)
@@ -240,6 +241,97 @@ def _run_in_worker(task):
 
 
 # ---------------------------------------------------------------- intervals
+
+
+def cluster_covariances(problem: Problem, thetas: np.ndarray, use: np.ndarray, groups: Groups,
+                        weights: np.ndarray | None = None, y: np.ndarray | None = None) -> np.ndarray:
+    """CR2 covariances (K, P, P) of the parameters in `use` (NaN elsewhere) at each of `thetas` (K, P),
+    on the data of a resample: `weights` (K, n) say how often each row was drawn (a group bootstrap
+    draws whole groups, and a group drawn twice counts as two clusters with the same rows), `y` (K, n)
+    are the responses of a wild bootstrap. It is the sandwich of `fitting`'s cluster-robust covariance
+    (at the fit's optimum, with no weights and the observed response, it is that one), batched over
+    resamples, for the studentized interval. A direction that a resample cannot determine (a
+    coefficient on its bound of 0 takes its exponent's column with it) gets variance 0."""
+    from .fitting import _cr2_residuals_batched
+
+    idx = np.flatnonzero(use)
+    K, P = thetas.shape
+    out = np.full((K, P, P), np.nan)
+    if idx.size == 0 or K == 0:
+        return out
+    order = np.argsort(groups.index, kind="stable")
+    splits = np.split(order, np.cumsum(groups.sizes())[:-1])
+    block = int(np.clip(CHUNK_FLOATS // max(1, problem.n * P), 1, MAX_CHUNK))
+    for start in range(0, K, block):
+        sl = slice(start, min(K, start + block))
+        theta = thetas[sl]
+        with np.errstate(all="ignore"):
+            f = problem.form.predict(theta, problem.X)
+            r = problem.objective.residuals(problem.y[None, :] if y is None else y[sl], f)
+            J = problem.objective.residual_jacobian(f, problem.form.jacobian(theta, problem.X))[:, :, idx]
+        w = np.ones_like(r) if weights is None else weights[sl]
+        r = np.where(w > 0, r, 0.0)
+        J = np.where(w[:, :, None] > 0, J, 0.0)
+        d = np.sqrt(np.einsum("knp,kn->kp", J**2, w))
+        d = np.where(d > 0, d, 1.0)
+        Js = J / d[:, None, :]
+        bread = np.linalg.pinv(np.einsum("knp,kn,knq->kpq", Js, w, Js), hermitian=True)
+        adjusted = _cr2_residuals_batched(r, Js, bread, splits)
+        meat = np.zeros_like(bread)
+        for rows in splits:
+            score = np.einsum("knp,kn->kp", Js[:, rows], adjusted[:, rows])
+            # every copy of a group drawn w times adds its score w times
+            meat += w[:, rows[0], None, None] * score[:, :, None] * score[:, None, :]
+        V = bread @ meat @ bread / (d[:, :, None] * d[:, None, :])
+        block_out = np.full((theta.shape[0], P, P), np.nan)
+        block_out[:, idx[:, None], idx[None, :]] = V
+        out[sl] = block_out
+    return out
+
+
+def studentized_interval(draws: np.ndarray, estimate: np.ndarray, se_draws: np.ndarray,
+                         se: np.ndarray, level: float) -> np.ndarray:
+    """(P, 2) symmetric bootstrap-t interval t -+ q s of each parameter, q the `level` quantile of the
+    resamples' |t*| = |t*_b - t| / s*_b (Hall 1988; Efron & Tibshirani 1993, ch. 12). Dividing by each
+    resample's own error takes out what resampling whole runs does to the design (a resample that
+    lost the only shallow run pins alpha_l far less, and says so through s*_b); the symmetric form is
+    used because the t* of an offset such as L0 are skewed where the truth's are not (equal tails
+    covered L0 0.865 in benchmarks/coverage_checkpoints.py, symmetric 0.93). A resample whose error
+    s*_b is 0 (it cannot determine the parameter) has |t*| = inf: an interval that needs it is
+    unbounded. NaN without `se`."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        t = np.abs(draws - estimate) / se_draws
+    t = np.where(se_draws > 0, t, np.inf)
+    P = draws.shape[1]
+    out = np.full((P, 2), np.nan)
+    for p in range(P):
+        tp = t[:, p]
+        tp = tp[~np.isnan(tp)]
+        if not (np.isfinite(se[p]) and se[p] > 0) or tp.size < 2:
+            continue
+        # infinities as huge numbers, so that interpolating next to one gives a huge end, not NaN
+        q = float(np.quantile(np.minimum(tp, HUGE), level))
+        q = np.inf if q >= HUGE / 2 else q
+        out[p] = estimate[p] - q * se[p], estimate[p] + q * se[p]
+    return out
+
+
+def expanded_interval(draws: np.ndarray, level: float, dof: np.ndarray) -> np.ndarray:
+    """(P, 2) expanded percentile interval (Hesterberg 2015): the percentile interval at the tail
+    probability Phi(t_dof((1 + level) / 2)) instead of (1 + level) / 2, so that on normal draws it is
+    the t interval, not the z interval, of the bootstrap's error. The wild cluster bootstrap keeps the
+    design and its spread is the CR2 error's, which is uncertain as Bell & McCaffrey's `dof` (per
+    parameter) say: without the expansion its alpha_l interval covered 0.875 under iid noise. NaN
+    `dof` keeps the plain percentile."""
+    normal = NormalDist()
+    P = draws.shape[1]
+    out = np.full((P, 2), np.nan)
+    for p in range(P):
+        upper = (1 + level) / 2
+        if p < len(dof) and np.isfinite(dof[p]):
+            upper = normal.cdf(t_quantile(upper, float(dof[p])))
+        out[p] = np.quantile(draws[:, p], [1 - upper, upper])
+    return out
 
 
 def percentile_interval(draws: np.ndarray, level: float) -> np.ndarray:
@@ -456,7 +548,7 @@ class BootstrapResult:
 
 def bootstrap(runs: Runs, form: Form | str = "decomposed", objective: Objective | str | None = None,
               delta: float | None = None, *, n: int = DEFAULT_N, seed: int = 0, method: str | None = None,
-              ci: str = "percentile", level: float = DEFAULT_LEVEL, group: str | None = None,
+              ci: str | None = None, level: float = DEFAULT_LEVEL, group: str | None = None,
               jobs: int = 1, progress: Callable[[int, int], None] | None = None,
               fit_result: FitResult | None = None, chunk_size: int | None = None,
               fixed: Mapping[str, float] | None = None,
@@ -467,7 +559,11 @@ def bootstrap(runs: Runs, form: Form | str = "decomposed", objective: Objective 
     default when the table has groups with several rows), `case` (rows; the default otherwise), `wild`
     (the wild cluster bootstrap, for few groups) or `residual` (residuals onto the fitted values).
     Parameters that the full-data fit cannot determine, or that sit on a bound, get no interval.
-    `ci`: `percentile`, `bca` (adds a jackknife for the acceleration) or `basic`, at `level`. `jobs`
+    `ci`: `studentized` (symmetric bootstrap-t on each resample's cluster-robust CR2 error; the
+    default for `group` on a least-squares fit with cluster-robust errors), `expanded` (the percentile
+    interval widened to t with the fit's Bell-McCaffrey degrees of freedom; the default for `wild`
+    there), `percentile` (the default otherwise), `bca` (adds a jackknife for the acceleration) or
+    `basic`, at `level`. `jobs`
     worker processes solve chunks (0: one per CPU); the draws do not depend on it.
     `progress(done, total)` is called after every chunk. Pass `fit_result` to reuse a full-data fit
     of the same runs, form and objective.
@@ -498,6 +594,13 @@ def bootstrap(runs: Runs, form: Form | str = "decomposed", objective: Objective 
                                    or fit_result.n_points != len(runs)):
         raise SpecError("fit_result is not a fit of these runs with this form and objective")
     result = fit_result if fit_result is not None else fit(runs, form, objective, fixed=fixed, bounds=bounds)
+    if ci is None:  # see README, "Checkpoint tables": what reached the coverage targets, and why
+        cr2 = result.covariance_type == "cluster-robust CR2"
+        ci = ("studentized" if cr2 and method == "group" else "expanded" if cr2 and method == "wild"
+              else "percentile")
+    if ci == "studentized" and not objective.least_squares:
+        raise SpecError(f"studentized intervals need a least-squares objective (they divide by the CR2 "
+                        f"error); with {objective.name} use {option('ci', 'percentile')} or bca")
     X, y = form.inputs(runs), form.observed(runs)
     problem = Problem.build(form, X, y, objective, dict(result.fixed_by_user),
                             {name: (lo, hi) for name, lo, hi in result.bounds_by_user})
@@ -579,6 +682,25 @@ def bootstrap(runs: Runs, form: Form | str = "decomposed", objective: Objective 
         intervals = percentile_interval(good, level)
     elif ci == "basic":
         intervals = basic_interval(good, hat, level)
+    elif ci == "expanded":
+        fallback = float(result.ci_dof or result.stats.dof)
+        dof = result.param_dof if len(result.param_dof) else np.full(P, fallback)
+        intervals = expanded_interval(good, level, np.where(np.isfinite(dof), dof, fallback))
+        notes.append("expanded percentile intervals (Hesterberg 2015): tails at Phi(t_dof) with each "
+                     "parameter's " + ("Bell-McCaffrey " if len(result.param_dof) else "")
+                     + "degrees of freedom")
+    elif ci == "studentized":
+        stud_groups = found if method in ("group", "wild") else Groups("row", np.arange(n_rows), n_rows)
+        se_draws, se_hat, unpinned = _studentized_errors(problem, result, draws, ok, resampler, stud_groups)
+        intervals = studentized_interval(good, hat, se_draws, se_hat, level)
+        bounds_lo = np.array(list(problem.lower) + [-np.inf] * (len(hat) - P))
+        bounds_hi = np.array(list(problem.upper) + [np.inf] * (len(hat) - P))
+        intervals = np.clip(intervals, bounds_lo[:, None], bounds_hi[:, None])
+        units = "groups" if stud_groups.column != "row" else "rows"
+        notes.append(f"studentized (bootstrap-t) intervals: each resample's deviation divided by its own "
+                     f"CR2 error over {stud_groups.count} {units}"
+                     + (f"; {unpinned} resamples could not pin some parameter (t = +-inf there)"
+                        if unpinned else ""))
     else:
         if not jack_ok.all():
             notes.append(f"BCa acceleration from {int(jack_ok.sum())} of {len(jack_ok)} jackknife fits "
@@ -596,12 +718,15 @@ def bootstrap(runs: Runs, form: Form | str = "decomposed", objective: Objective 
                      f"full-data fit finds {'it' if len(withheld) == 1 else 'them'} undetermined or on a "
                      f"bound")
     tq = t_quantile((1 + level) / 2, result.ci_dof or result.stats.dof)
+    # the fit's own t quantiles: per parameter with Bell-McCaffrey's degrees of freedom (CR2)
+    tqs = [t_quantile((1 + level) / 2, v) if np.isfinite(v) else tq for v in result.param_dof[:P]]
+    tqs += [tq] * (len(hat) - len(tqs))
     jacobian = (list(zip(form.params, result.stderr, strict=True))
                 + [(d.name, d.stderr) for d in result.derived])
     lower = list(problem.lower) + [-math.inf] * len(result.derived)
     rows = tuple(BootstrapEstimate(
         name, float(hat[i]), float(se[i]), (float(intervals[i, 0]), float(intervals[i, 1])),
-        float(jse), interval_for(float(hat[i]), float(jse), tq, float(lower[i]))[0])
+        float(jse), interval_for(float(hat[i]), float(jse), tqs[i], float(lower[i]))[0])
         for i, (name, jse) in enumerate(jacobian))
     estimates, derived = rows[:P], rows[P:]
     intervals = intervals[:P]
@@ -630,6 +755,44 @@ def bootstrap(runs: Runs, form: Form | str = "decomposed", objective: Objective 
         group=group_column, jackknife=jack, bias=bias, acceleration=accel)
 
 
+def _studentized_errors(problem: Problem, result: FitResult, draws: np.ndarray, ok: np.ndarray,
+                        resampler: Resampler, groups: Groups) -> tuple[np.ndarray, np.ndarray, int]:
+    """For the studentized interval: the CR2 errors (K, P + D) of the K successful resamples (the
+    parameters, then the form's derived quantities by the delta method), the full-data ones (P + D,)
+    and how many resamples could not pin some parameter that the full-data fit pins. Each chunk's
+    weights or responses are drawn again from its seed, as the resample loop drew them."""
+    form, P = problem.form, len(problem.form.params)
+    use = np.isfinite(result.stderr)
+    cov = np.full((len(draws), P, P), np.nan)
+    for chunk, start, count in resampler.chunks(len(draws)):
+        rows = np.flatnonzero(ok[start:start + count])
+        if not rows.size:
+            continue
+        weights, y = resampler.draw(chunk, count)
+        cov[start + rows] = cluster_covariances(problem, draws[start + rows], use, groups,
+                                                None if weights is None else weights[rows],
+                                                None if y is None else y[rows])
+    cov = cov[ok]
+    full = cluster_covariances(problem, result.values[None, :], use, groups)
+    good = draws[ok]
+
+    def errors(c: np.ndarray, theta: np.ndarray) -> np.ndarray:
+        se = np.sqrt(np.clip(np.diagonal(c, axis1=1, axis2=2), 0.0, None))
+        extra = []
+        for d in form.derived:
+            g = d.gradient(theta)
+            loads_unused = np.any(g[:, ~use] != 0, axis=1)
+            gu = g[:, use]
+            cu = c[:, use][:, :, use]
+            var = np.einsum("kp,kpq,kq->k", gu, cu, gu)
+            extra.append(np.where(loads_unused, np.nan, np.sqrt(np.clip(var, 0.0, None))))
+        return np.column_stack([se] + extra) if extra else se
+
+    se_draws, se_hat = errors(cov, good), errors(full, result.values[None, :])[0]
+    unpinned = int(np.any(se_draws[:, :P][:, use] <= 0, axis=1).sum())
+    return se_draws, se_hat, unpinned
+
+
 def _with_derived(form: Form, theta: np.ndarray) -> np.ndarray:
     """`theta` (K, P) with the form's derived quantities appended as columns (K, P + D)."""
     if not form.derived:
@@ -644,7 +807,7 @@ def _with_derived(form: Form, theta: np.ndarray) -> np.ndarray:
 def _check_options(n: int, method: str, ci: str, level: float, jobs: int) -> None:
     if method not in METHODS:
         raise SpecError(f"unknown bootstrap method '{method}': use one of {', '.join(METHODS)}")
-    if ci not in INTERVALS:
+    if ci is not None and ci not in INTERVALS:
         raise SpecError(f"unknown interval '{ci}': use one of {', '.join(INTERVALS)}")
     if not 0 < level < 1:
         raise SpecError(f"{option('level')} must be between 0 and 1 (e.g. 0.95), not {level}")

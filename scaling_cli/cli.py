@@ -479,7 +479,10 @@ def bootstrap(
                          "the default otherwise), wild (wild cluster bootstrap: each run's residuals "
                          "flipped by one random weight; for few runs) or residual (residuals onto the "
                          "fitted values).", show_default=False)] = None,
-    ci: Annotated[str, typer.Option("--ci", help="Interval: percentile, bca or basic.")] = "percentile",
+    ci: Annotated[str | None, typer.Option(
+        "--ci", help="Interval: studentized (bootstrap-t on each resample's cluster-robust error; the "
+                     "default for group and wild), percentile (the default otherwise), bca or basic.",
+        show_default=False)] = None,
     level: Annotated[float, typer.Option("--level", help="Confidence level of the intervals.")] = 0.95,
     jobs: Annotated[int, typer.Option(
         "--jobs", min=0, help="Worker processes solving chunks of resamples (0: one per CPU when the "

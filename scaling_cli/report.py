@@ -296,7 +296,7 @@ def params_table(result: FitResult, title: str | None = None):
     """Parameters and derived quantities: value ± standard error, 95% interval, note. The numbers never
     wrap; the note column takes what width is left. The formula is printed above it by `print_formula`
     (a `title` is only shown when given)."""
-    from .fitting import BOUNDED_INTERVAL_NOTE
+    from .fitting import BOTH_BOUNDS_INTERVAL_NOTE, BOUNDED_INTERVAL_NOTE, UPPER_BOUNDED_INTERVAL_NOTE
 
     table = Table(title=title, title_justify="left")
     table.add_column("parameter", style="bold", overflow="fold")  # a long name folds; numbers never do
@@ -307,9 +307,15 @@ def params_table(result: FitResult, title: str | None = None):
         table.add_row(e.name, format_value_error(e.value, e.stderr),
                       format_interval(*e.ci95, e.stderr, value=e.value),
                       e.note if e in result.estimates else f"derived: {e.note}")
-    if any(e.note == BOUNDED_INTERVAL_NOTE for e in result.estimates):
+    notes = {e.note for e in result.estimates}
+    if notes & {BOUNDED_INTERVAL_NOTE, BOTH_BOUNDS_INTERVAL_NOTE}:
         table.caption = ("cut at bound: value - t·s.e. falls below the lowest value the parameter "
                          "can take (0), so the interval starts there")
+        table.caption_justify = "left"
+    if notes & {UPPER_BOUNDED_INTERVAL_NOTE, BOTH_BOUNDS_INTERVAL_NOTE}:
+        table.caption = ((table.caption + "; " if table.caption else "")
+                         + "cut at upper bound: value + t·s.e. passes the highest value the parameter "
+                         "can take, so the interval ends there")
         table.caption_justify = "left"
     return table
 
@@ -348,10 +354,19 @@ def stats_table(result: FitResult):
 
 def _errors_label(result: FitResult) -> str:
     if result.covariance_type.startswith("cluster"):
-        return f"{result.covariance_type}, t({result.ci_dof})"
+        return f"{result.covariance_type}, t({_dof_range(result)})"
     if not result.objective.least_squares:
         return f"iid, Huber's formula, t({result.ci_dof})"
     return f"iid Jacobian, t({result.ci_dof})"
+
+
+def _dof_range(result: FitResult) -> str:
+    """`21`, or `2.8-21` when the parameters' t degrees of freedom differ (Bell-McCaffrey's)."""
+    dof = result.param_dof[np.isfinite(result.param_dof)] if len(result.param_dof) else []
+    if not len(dof):
+        return str(result.ci_dof)
+    lo, hi = float(np.min(dof)), float(np.max(dof))
+    return f"{lo:.2g}" if round(lo, 1) == round(hi, 1) else f"{lo:.2g}-{hi:.2g}"
 
 
 def columns_line(result: FitResult) -> str:
@@ -380,9 +395,12 @@ def errors_note(result: FitResult) -> str | None:
         return None
     if result.covariance_type.startswith("cluster"):
         return (f"errors are cluster-robust ({result.covariance_type.split()[-1]}) over {result.n_groups} "
-                f"runs (column '{result.group_column}'), intervals from t with {result.ci_dof} degrees of "
-                f"freedom; the iid errors, which treat every row as an independent run, are in the JSON "
-                f"(stderr_iid) and with --errors iid")
+                f"runs (column '{result.group_column}'), intervals from t with "
+                + (f"Bell-McCaffrey degrees of freedom ({_dof_range(result)}; at most {result.ci_dof}, fewer "
+                   f"where a few runs carry a parameter)" if len(result.param_dof) else
+                   f"{result.ci_dof} degrees of freedom")
+                + "; the iid errors, which treat every row as an independent run, are in the JSON "
+                "(stderr_iid) and with --errors iid")
     return None
 def profile_table(result: FitResult):
     """Profile-likelihood intervals beside the Jacobian ones, with each end's distance from the

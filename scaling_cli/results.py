@@ -131,7 +131,10 @@ def fit_to_dict(result: FitResult) -> dict:
         "params": {e.name: {"value": e.value, "stderr": e.stderr, "stderr_iid": iid, "ci95": list(e.ci95)}
                    for e, iid in zip(result.estimates, _iid(result), strict=True)},
         "covariance": {"type": result.covariance_type, "ci_dof": result.ci_dof, "names": list(result.names),
-                       "matrix": result.covariance},
+                       "matrix": result.covariance,
+                       # CR2: each parameter's Bell-McCaffrey degrees of freedom (null: no error)
+                       **({"ci_dof_by_param": dict(zip(result.names, result.param_dof, strict=True))}
+                          if len(result.param_dof) else {})},
         "groups": ({"column": result.group_column, "count": result.n_groups, "between": list(result.between)}
                    if result.group_column is not None else None),
         "columns": dict(result.columns),
@@ -243,6 +246,8 @@ def fit_from_dict(doc: Mapping[str, Any], where: str = "<dict>") -> FitResult:
             covariance_iid=(_floats(details["covariance_iid"]).reshape(len(names), len(names))
                             if "covariance_iid" in details else covariance),
             ci_dof=int(covariance_doc.get("ci_dof", s["dof"])),
+            param_dof=(np.array([_float(covariance_doc["ci_dof_by_param"].get(p)) for p in names])
+                       if "ci_dof_by_param" in covariance_doc else np.zeros(0)),
             group_column=groups.get("column"), n_groups=groups.get("count"),
             between=tuple(groups.get("between", ())),
             design=design_from_dict(doc["design"]) if doc.get("design") else None,

@@ -311,9 +311,12 @@ def test_jacobian_interval_follows_the_level():
     e = result["alpha_m"]
     from scaling_cli.fitting import t_quantile
 
-    # the table groups its rows by run: the fit's interval is cluster-robust, t with G - 1 dof
+    # the table groups its rows by run: the fit's interval is cluster-robust, t with alpha_m's
+    # Bell-McCaffrey degrees of freedom (at most G - 1)
     assert result.fit.ci_dof == 29
-    tq = t_quantile(0.95, result.fit.ci_dof)
+    dof = result.fit.param_dof[result.names.index("alpha_m")]
+    assert 1 <= dof <= 29
+    tq = t_quantile(0.95, dof)
     assert e.jacobian_ci == pytest.approx((e.value - tq * e.jacobian_se, e.value + tq * e.jacobian_se))
 
 
@@ -385,7 +388,7 @@ def test_every_resample_failing_is_a_fit_error(monkeypatch):
 
 @pytest.mark.parametrize("kwargs, message", [
     ({"method": "cases"}, "unknown bootstrap method 'cases': use one of case, group, wild, residual"),
-    ({"ci": "bc"}, "unknown interval 'bc': use one of percentile, bca, basic"),
+    ({"ci": "bc"}, "unknown interval 'bc': use one of percentile, bca, basic, studentized, expanded"),
     ({"level": 95}, "level must be between 0 and 1 (e.g. 0.95), not 95"),  # arguments, not flags
     ({"n": 1}, "n must be at least 2 resamples, not 1"),
     ({"jobs": -1}, "jobs must be 0 (one per CPU) or more, not -1"),
@@ -521,7 +524,8 @@ def test_cli_bootstrap_json_to_stdout_and_quiet(cli, chinchilla_wd, tmp_path):
 @pytest.mark.parametrize("args, message", [
     (["--method", "jackknife"],
      "Error: unknown bootstrap method 'jackknife': use one of case, group, wild, residual"),
-    (["--ci", "student"], "Error: unknown interval 'student': use one of percentile, bca, basic"),
+    (["--ci", "student"],
+     "Error: unknown interval 'student': use one of percentile, bca, basic, studentized, expanded"),
     (["--group", "n_layer"], "Error: {data}: --group: no column 'n_layer' (closest: 'n_layers')"),
     (["--method", "group"], "Error: {data}: the group bootstrap needs --group COLUMN (no column is named "
                             "group, run, run_name, run_id, model or model_name)"),

@@ -14,8 +14,8 @@ from conftest import shared_file
 from scaling_cli import fit, load_runs
 from scaling_cli.bootstrap import WEBB_POINTS, Resampler, bootstrap
 from scaling_cli.design import Groups, between_group, looks_like_curves
-from scaling_cli.errors import DataError, ScalefitWarning
-from scaling_cli.fitting import _cr2_residuals, _scaled_jacobian
+from scaling_cli.errors import DataError, ScalefitWarning, SpecError
+from scaling_cli.fitting import _cr2_residuals, _scaled_jacobian, bell_mccaffrey_dof, t_quantile
 from scaling_cli.forms import get_form
 from scaling_cli.io import Runs
 from scaling_cli.report import depth_regime
@@ -78,6 +78,70 @@ def test_cr2_matches_its_definition_with_the_full_hat_matrix():
     V = bread @ scores.T @ scores @ bread / np.outer(d, d)
     ok = np.isfinite(np.diag(result.covariance))
     np.testing.assert_allclose(result.covariance[np.ix_(ok, ok)], V[np.ix_(ok, ok)], rtol=1e-4)
+
+
+def _linear_cr2(X: np.ndarray, y: np.ndarray, groups: Groups) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """OLS estimate, CR2 standard errors and Bell-McCaffrey degrees of freedom of a linear model."""
+    bread = np.linalg.inv(X.T @ X)
+    beta = bread @ X.T @ y
+    adjusted = _cr2_residuals(y - X @ beta, X, bread, groups)
+    scores = np.zeros((groups.count, X.shape[1]))
+    np.add.at(scores, groups.index, X * adjusted[:, None])
+    V = bread @ scores.T @ scores @ bread
+    return beta, np.sqrt(np.diag(V)), bell_mccaffrey_dof(X, bread, groups)
+
+
+def test_bell_mccaffrey_dof_is_g_minus_1_for_a_balanced_mean():
+    """For the mean of G equal clusters CR2 is the classical variance of the cluster means, exactly
+    t(G - 1) under iid errors, and the Bell-McCaffrey degrees of freedom say so."""
+    groups = Groups("g", np.repeat(np.arange(9), 4), 9)
+    X = np.column_stack([np.ones(36), np.tile(np.linspace(-1, 1, 4), 9)])  # a within-cluster slope too
+    _, _, dof = _linear_cr2(X, np.zeros(36), groups)
+    assert dof[0] == pytest.approx(8.0, rel=1e-9)
+    assert dof[1] == pytest.approx(8.0, rel=1e-9)  # balanced within each cluster as well
+
+
+def test_bell_mccaffrey_dof_restores_coverage_when_two_clusters_carry_a_parameter():
+    """A regressor that only 2 of 14 clusters carry (as one run at depth 3 carries alpha_l on the
+    Gemstones design): CR2 with t(G - 1) undercovers its true coefficient under iid errors, and the
+    Bell-McCaffrey degrees of freedom (about 2.5 here) bring the coverage back to 95% or a little
+    above (the approximation is mildly conservative in such designs, Imbens & Kolesar 2016)."""
+    G, per = 14, 5
+    groups = Groups("g", np.repeat(np.arange(G), per), G)
+    carried = np.where(np.isin(groups.index, [0, 1]), 1.0, 0.0) * np.tile(np.linspace(0.5, 1.5, per), G)
+    X = np.column_stack([np.ones(G * per), np.repeat(np.linspace(-1, 1, G), per), carried])
+    truth = np.array([1.0, 0.5, 2.0])
+    rng = np.random.default_rng(7)
+    hits_bm, hits_g1 = [], []
+    for _ in range(600):
+        y = X @ truth + rng.normal(0, 0.3, G * per)
+        beta, se, dof = _linear_cr2(X, y, groups)
+        err = abs(beta[2] - truth[2]) / se[2]
+        hits_bm.append(err <= t_quantile(0.975, dof[2]))
+        hits_g1.append(err <= t_quantile(0.975, G - 1))
+    assert dof[2] < 3 < G - 1
+    assert 0.93 <= np.mean(hits_bm) <= 0.99
+    assert np.mean(hits_g1) < 0.91
+
+
+def test_fit_intervals_use_bell_mccaffrey_dof_on_checkpoint_tables():
+    """Per parameter t quantiles: the architecture exponents rest on fewer runs than the data exponent
+    and get fewer degrees of freedom; the JSON and a reloaded fit keep them; no groups, none."""
+    from scaling_cli.results import fit_from_dict
+
+    runs = grouped_runs(n_runs=10, per_run=6, seed=3)
+    result = quiet_fit(runs, "decomposed")
+    dof = dict(zip(result.names, result.param_dof, strict=True))
+    assert all(1 <= v <= result.ci_dof for v in dof.values())
+    assert dof["alpha_l"] < dof["alpha_D"]
+    e = result.estimate("alpha_l")
+    half = t_quantile(0.975, dof["alpha_l"]) * e.stderr
+    assert e.ci95 == pytest.approx((e.value - half, e.value + half))
+    doc = result.to_dict()
+    assert doc["covariance"]["ci_dof_by_param"]["alpha_l"] == pytest.approx(dof["alpha_l"])
+    np.testing.assert_allclose(fit_from_dict(doc).param_dof, result.param_dof)
+    plain = quiet_fit(grouped_runs(n_runs=40, per_run=1), "decomposed")
+    assert len(plain.param_dof) == 0 and "ci_dof_by_param" not in plain.to_dict()["covariance"]
 
 
 def test_one_row_per_group_changes_nothing():
@@ -203,6 +267,77 @@ def test_wild_bootstrap_on_checkpoints_is_honest_about_few_runs():
         assert 0.5 < (hi - lo) / (jhi - jlo) < 1.5, name
 
 
+def test_resample_covariance_counts_a_group_drawn_twice_as_two_clusters():
+    """The CR2 covariance of a group-bootstrap resample (weights 2 on one run, 0 on another) equals the
+    fit's cluster-robust covariance of the table in which that run's rows appear twice as two runs
+    and the other is gone; with no weights it is the fit's own."""
+    from scaling_cli.bootstrap import cluster_covariances
+    from scaling_cli.fitting import _cluster_covariance, problem_of
+
+    runs = grouped_runs(n_runs=8, per_run=5, seed=2)
+    result = quiet_fit(runs, "decomposed")
+    problem = problem_of(result)
+    groups = Groups("run", runs.group_index()[0], 8)
+    use = np.isfinite(result.stderr)
+    own = cluster_covariances(problem, result.values[None, :], use, groups)[0]
+
+    def close(a, b):  # relative to the scale of each entry's variances
+        scale = np.sqrt(np.outer(np.diag(b), np.diag(b)))
+        np.testing.assert_allclose(a / scale, b / scale, rtol=0, atol=1e-6)
+
+    close(own[np.ix_(use, use)], result.covariance[np.ix_(use, use)])
+    theta = result.values * np.array([1.05, 1.0, 0.95, 1.02, 1.1, 0.99, 1.0])  # any point will do
+    counts = np.array([2, 0, 1, 1, 1, 1, 1, 1], dtype=float)
+    weights = counts[groups.index][None, :]
+    keep = np.concatenate([np.flatnonzero(groups.index == 0), np.flatnonzero(groups.index != 1)])
+    index = np.concatenate([np.full(5, 8), groups.index[groups.index != 1]])  # the copy is run 8
+    _, index = np.unique(index, return_inverse=True)
+    twice = Problem.build(problem.form, {k: v[keep] for k, v in problem.X.items()}, problem.y[keep],
+                          problem.objective)
+    expected, _, _, _ = _cluster_covariance(twice, theta, use, Groups("run", index, int(index.max()) + 1))
+    got = cluster_covariances(problem, theta[None, :], use, groups, weights)[0]
+    ok = np.isfinite(np.diag(expected))
+    close(got[np.ix_(ok, ok)], expected[np.ix_(ok, ok)])
+
+
+def test_studentized_interval_inverts_the_resampled_t():
+    """With resampled t* = (draw - estimate) / se* standard normal the bootstrap-t interval is
+    estimate -+ 1.96 se, whatever the spread of the draws themselves; a resample that cannot pin the
+    parameter (se* = 0) counts as an infinite |t*|."""
+    from scaling_cli.bootstrap import studentized_interval
+
+    rng = np.random.default_rng(0)
+    se_draws = rng.uniform(0.5, 3.0, (20000, 1))
+    draws = 1.0 + se_draws * rng.standard_normal((20000, 1))
+    ci = studentized_interval(draws, np.array([1.0]), se_draws, np.array([0.1]), 0.95)
+    np.testing.assert_allclose(ci[0], [1.0 - 0.196, 1.0 + 0.196], atol=0.01)
+    se_draws[:600] = 0.0  # 3% of resamples: |t*| = inf, still inside the 95% quantile
+    ci = studentized_interval(draws, np.array([1.0]), se_draws, np.array([0.1]), 0.95)
+    assert np.all(np.isfinite(ci[0])) and ci[0, 1] - ci[0, 0] > 2 * 0.196
+    se_draws[:1200] = 0.0  # 6%: the interval needs one of them, and is unbounded
+    ci = studentized_interval(draws, np.array([1.0]), se_draws, np.array([0.1]), 0.95)
+    assert ci[0, 0] == -np.inf and ci[0, 1] == np.inf
+
+
+def test_bootstrap_studentizes_on_checkpoint_tables_only():
+    runs = grouped_runs(n_runs=12, per_run=5, seed=4)
+    result = quiet_fit(runs, "decomposed")
+    boot = bootstrap(runs, "decomposed", n=60, fit_result=result)
+    assert boot.method == "group" and boot.ci == "studentized"
+    assert any("studentized (bootstrap-t)" in note for note in boot.notes)
+    for e in boot.estimates:
+        lo, hi = e.ci
+        assert lo <= e.value <= hi, e.name
+    assert bootstrap(runs, "decomposed", n=20, method="wild", fit_result=result).ci == "expanded"
+    assert bootstrap(runs, "decomposed", n=20, method="case", fit_result=result).ci == "percentile"
+    plain = grouped_runs(n_runs=40, per_run=1)
+    assert bootstrap(plain, "decomposed", n=20, fit_result=quiet_fit(plain, "decomposed")).ci == "percentile"
+    with pytest.raises(SpecError, match="studentized intervals need a least-squares objective"), \
+            warnings.catch_warnings():
+        warnings.simplefilter("ignore", ScalefitWarning)
+        bootstrap(runs, "decomposed", "huber", n=20, ci="studentized")
+
+
 def test_bootstrap_defaults_to_whole_runs_on_checkpoint_tables():
     runs = grouped_runs(n_runs=25, per_run=4)
     boot = bootstrap(runs, "decomposed", n=20, fit_result=quiet_fit(runs, "decomposed"))
@@ -274,7 +409,9 @@ def test_gpt3_curves_name_their_groups_and_withhold_the_regime(cli, tmp_path):
     alpha_l = doc["params"]["alpha_l"]
     assert alpha_l["stderr"] > 5 * alpha_l["stderr_iid"]
     text = out.stdout
-    assert "8 in column 'model'" in text and "cluster-robust CR2, t(7)" in text
+    assert "8 in column 'model'" in text and "cluster-robust CR2, t(1.7-5.1)" in text
+    dof = doc["covariance"]["ci_dof_by_param"]
+    assert all(1 <= v <= 7 for v in dof.values()) and dof["alpha_l"] < 7  # 8 runs carry it
     assert "cannot place depth scaling in a regime" in " ".join(text.split())
     assert "excludes smooth refinement" not in text
 

@@ -227,3 +227,12 @@ def test_t_quantile_matches_scipy(dof):
 
     for p in (0.6, 0.975, 0.995):
         assert t_quantile(p, dof) == pytest.approx(t.ppf(p, dof), rel=1e-7)
+
+
+@pytest.mark.parametrize("dof", [0.4, 1.3, 2.5, 7.3, 21.6, 150.2, 4000.5])
+def test_t_quantile_with_fractional_dof_matches_scipy_without_importing_it(dof):
+    """Bell-McCaffrey degrees of freedom are fractional; the quantile must not need scipy (startup)."""
+    from scipy.stats import t
+
+    for p in (0.025, 0.6, 0.975, 0.995, 0.9995):
+        assert t_quantile(p, dof) == pytest.approx(t.ppf(p, dof), rel=1e-9)
