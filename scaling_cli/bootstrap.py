@@ -183,6 +183,9 @@ class _Engine:
     starts: np.ndarray  # (S, P): the full-data optimum first
     resampler: Resampler
     jackknife_units: int  # rows, or groups for the group bootstrap
+    # for studentized intervals: the parameters with an error and the clusters; each resample's CR2
+    # covariance is then computed where it was solved (in the worker, with its weights at hand)
+    studentize: tuple[np.ndarray, Groups] | None = None
 
     def run(self, task: tuple[str, int, int]) -> tuple[str, int, int, tuple[np.ndarray, ...]]:
         kind, start, count = task
@@ -190,7 +193,19 @@ class _Engine:
             weights, y = self.resampler.draw_span(start, count)
         else:
             weights, y = self._leave_out(start, count), None
-        return kind, start, count, self.solve(weights, y, count)
+        solved = self.solve(weights, y, count)
+        if kind == "boot" and self.studentize is not None:
+            use, groups = self.studentize
+            theta, code = solved[0], solved[2]
+            P = theta.shape[1]
+            cov = np.full((count, P, P), np.nan)
+            rows = np.flatnonzero(code == OK)
+            if rows.size:
+                cov[rows] = cluster_covariances(self.solver.problem, theta[rows], use, groups,
+                                                None if weights is None else weights[rows],
+                                                None if y is None else y[rows])
+            solved = (*solved, cov)
+        return kind, start, count, solved
 
     def _leave_out(self, start: int, count: int) -> np.ndarray:
         n = self.resampler.n_rows
@@ -252,16 +267,13 @@ def cluster_covariances(problem: Problem, thetas: np.ndarray, use: np.ndarray, g
     (at the fit's optimum, with no weights and the observed response, it is that one), batched over
     resamples, for the studentized interval. A direction that a resample cannot determine (a
     coefficient on its bound of 0 takes its exponent's column with it) gets variance 0."""
-    from .fitting import _cr2_residuals_batched
-
     idx = np.flatnonzero(use)
     K, P = thetas.shape
     out = np.full((K, P, P), np.nan)
     if idx.size == 0 or K == 0:
         return out
-    order = np.argsort(groups.index, kind="stable")
-    splits = np.split(order, np.cumsum(groups.sizes())[:-1])
-    block = int(np.clip(CHUNK_FLOATS // max(1, problem.n * P), 1, MAX_CHUNK))
+    slots, first = _group_slots(groups)
+    block = int(np.clip(CHUNK_FLOATS // max(1, slots.size * P), 1, MAX_CHUNK))
     for start in range(0, K, block):
         sl = slice(start, min(K, start + block))
         theta = thetas[sl]
@@ -269,24 +281,58 @@ def cluster_covariances(problem: Problem, thetas: np.ndarray, use: np.ndarray, g
             f = problem.form.predict(theta, problem.X)
             r = problem.objective.residuals(problem.y[None, :] if y is None else y[sl], f)
             J = problem.objective.residual_jacobian(f, problem.form.jacobian(theta, problem.X))[:, :, idx]
-        w = np.ones_like(r) if weights is None else weights[sl]
-        r = np.where(w > 0, r, 0.0)
-        J = np.where(w[:, :, None] > 0, J, 0.0)
-        d = np.sqrt(np.einsum("knp,kn->kp", J**2, w))
+        # every row of a group has the group's weight (how often it was drawn)
+        wg = np.ones((theta.shape[0], len(first))) if weights is None else weights[sl][:, first]
+        # the rows of each group side by side (zero rows pad the smaller groups): sums over a group's
+        # rows become batched matrix products
+        if slots.size > J.shape[1]:  # groups of unequal sizes
+            J = np.concatenate([J, np.zeros_like(J[:, :1])], axis=1)
+            r = np.concatenate([r, np.zeros_like(r[:, :1])], axis=1)
+        J, r = J[:, slots], r[:, slots]  # (k, G, m, p), (k, G, m)
+        used = (wg > 0)[:, :, None]
+        # a group not drawn adds nothing (and whatever its rows' residuals are, even NaN)
+        gram = np.where(used[..., None], np.swapaxes(J, 2, 3) @ J, 0.0)  # (k, G, p, p): J_g' J_g
+        a = np.where(used, (np.swapaxes(J, 2, 3) @ r[..., None])[..., 0], 0.0)  # (k, G, p): J_g' r_g
+        total = np.einsum("kg,kgpq->kpq", wg, gram)
+        d = np.sqrt(np.clip(np.einsum("kpp->kp", total), 0.0, None))
         d = np.where(d > 0, d, 1.0)
-        Js = J / d[:, None, :]
-        bread = np.linalg.pinv(np.einsum("knp,kn,knq->kpq", Js, w, Js), hermitian=True)
-        adjusted = _cr2_residuals_batched(r, Js, bread, splits)
-        meat = np.zeros_like(bread)
-        for rows in splits:
-            score = np.einsum("knp,kn->kp", Js[:, rows], adjusted[:, rows])
-            # every copy of a group drawn w times adds its score w times
-            meat += w[:, rows[0], None, None] * score[:, :, None] * score[:, None, :]
+        outer = d[:, None, :, None] * d[:, None, None, :]
+        gram = gram / outer
+        a = a / d[:, None, :]
+        bread = np.linalg.pinv(total / outer[:, 0], hermitian=True)
+        # Each group's CR2 score J_g' (I - H_gg)^-1/2 r_g from G_g = J_g' J_g and a_g = J_g' r_g alone:
+        # with E_g = B^1/2 G_g B^1/2 = W L W' (L the leverages, H_gg = J_g B J_g'), the score is
+        # a_g + G_g B^1/2 W diag(gain / L) W' B^1/2 a_g, gain = (1 - L)^-1/2 - 1: the numbers of the
+        # thin SVD of each group's rows (`fitting._cr2_residuals`), from p x p matrices only.
+        ev, Q = np.linalg.eigh(bread)
+        half = (Q * np.sqrt(np.clip(ev, 0.0, None))[:, None, :]) @ np.swapaxes(Q, 1, 2)
+        lev, W = np.linalg.eigh(half[:, None] @ gram @ half[:, None])
+        with np.errstate(all="ignore"):
+            gain = np.where(lev < 1 - 1e-10, 1 / np.sqrt(np.clip(1 - lev, 1e-300, None)) - 1, -1.0)
+            ratio = np.where(lev > 1e-12, gain / lev, 0.0)
+        v = np.einsum("kgqp,kgq->kgp", W, np.einsum("kpq,kgq->kgp", half, a))  # W' B^1/2 a_g
+        u = np.einsum("kpq,kgq->kgp", half, np.einsum("kgpq,kgq->kgp", W, ratio * v))
+        score = a + np.einsum("kgpq,kgq->kgp", gram, u)
+        # every copy of a group drawn w times adds its score w times
+        meat = np.einsum("kg,kgp,kgq->kpq", wg, score, score)
         V = bread @ meat @ bread / (d[:, :, None] * d[:, None, :])
         block_out = np.full((theta.shape[0], P, P), np.nan)
         block_out[:, idx[:, None], idx[None, :]] = V
         out[sl] = block_out
     return out
+
+
+def _group_slots(groups: Groups) -> tuple[np.ndarray, np.ndarray]:
+    """(G, m) row numbers of every group side by side, m its largest size, the smaller groups padded
+    with the row number n (a zero row the caller appends); and a row of every group."""
+    order = np.argsort(groups.index, kind="stable")
+    sizes = np.asarray(groups.sizes())
+    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+    m = int(sizes.max())
+    slots = np.full((len(sizes), m), len(order))
+    within = np.arange(len(order)) - np.repeat(starts, sizes)
+    slots[np.repeat(np.arange(len(sizes)), sizes), within] = order
+    return slots, order[starts]
 
 
 def studentized_interval(draws: np.ndarray, estimate: np.ndarray, se_draws: np.ndarray,
@@ -628,8 +674,12 @@ def bootstrap(runs: Runs, form: Form | str = "decomposed", objective: Objective 
                           objective.log_space)
     solver = BatchSolver(problem, theta_hat)
     starts = _starts(problem, result, solver)
-    engine = _Engine(solver, starts, resampler,
-                     n_groups if method in ("group", "wild") else n_rows)
+    stud_groups = None
+    if ci == "studentized":
+        stud_groups = found if method in ("group", "wild") else Groups("row", np.arange(n_rows), n_rows)
+    engine = _Engine(solver, starts, resampler, n_groups if method in ("group", "wild") else n_rows,
+                     None if stud_groups is None else (np.isfinite(result.stderr), stud_groups))
+    covariances = np.full((n, P, P), np.nan) if stud_groups is not None else None
 
     tasks = [("boot", start, count) for start, count in resampler.tasks(n)]
     if ci == "bca":
@@ -649,11 +699,13 @@ def bootstrap(runs: Runs, form: Form | str = "decomposed", objective: Objective 
 
     def collect(outcome) -> None:
         nonlocal done
-        kind, start, count, (theta, value, code, iters, which) = outcome
+        kind, start, count, (theta, value, code, iters, which, *cov) = outcome
         rows = slice(start, start + count)
         if kind == "boot":
             draws[rows], values[rows], status[rows], iterations[rows], start_used[rows] = \
                 theta, value, code, iters, which
+            if cov:
+                covariances[rows] = cov[0]
         else:
             jack[rows], jack_ok[rows] = theta, code == OK
         done += count
@@ -690,8 +742,7 @@ def bootstrap(runs: Runs, form: Form | str = "decomposed", objective: Objective 
                      "parameter's " + ("Bell-McCaffrey " if len(result.param_dof) else "")
                      + "degrees of freedom")
     elif ci == "studentized":
-        stud_groups = found if method in ("group", "wild") else Groups("row", np.arange(n_rows), n_rows)
-        se_draws, se_hat, unpinned = _studentized_errors(problem, result, draws, ok, resampler, stud_groups)
+        se_draws, se_hat, unpinned = _studentized_errors(problem, result, covariances, draws, ok, stud_groups)
         intervals = studentized_interval(good, hat, se_draws, se_hat, level)
         bounds_lo = np.array(list(problem.lower) + [-np.inf] * (len(hat) - P))
         bounds_hi = np.array(list(problem.upper) + [np.inf] * (len(hat) - P))
@@ -755,24 +806,16 @@ def bootstrap(runs: Runs, form: Form | str = "decomposed", objective: Objective 
         group=group_column, jackknife=jack, bias=bias, acceleration=accel)
 
 
-def _studentized_errors(problem: Problem, result: FitResult, draws: np.ndarray, ok: np.ndarray,
-                        resampler: Resampler, groups: Groups) -> tuple[np.ndarray, np.ndarray, int]:
+def _studentized_errors(problem: Problem, result: FitResult, covariances: np.ndarray, draws: np.ndarray,
+                        ok: np.ndarray, groups: Groups) -> tuple[np.ndarray, np.ndarray, int]:
     """For the studentized interval: the CR2 errors (K, P + D) of the K successful resamples (the
-    parameters, then the form's derived quantities by the delta method), the full-data ones (P + D,)
-    and how many resamples could not pin some parameter that the full-data fit pins. Each chunk's
-    weights or responses are drawn again from its seed, as the resample loop drew them."""
-    form, P = problem.form, len(problem.form.params)
+    parameters, then the form's derived quantities by the delta method) from their `covariances`
+    (computed where each was solved), the full-data ones (P + D,) and how many resamples could not
+    pin some parameter that the full-data fit pins."""
+    form = problem.form
+    P = len(form.params)
     use = np.isfinite(result.stderr)
-    cov = np.full((len(draws), P, P), np.nan)
-    for chunk, start, count in resampler.chunks(len(draws)):
-        rows = np.flatnonzero(ok[start:start + count])
-        if not rows.size:
-            continue
-        weights, y = resampler.draw(chunk, count)
-        cov[start + rows] = cluster_covariances(problem, draws[start + rows], use, groups,
-                                                None if weights is None else weights[rows],
-                                                None if y is None else y[rows])
-    cov = cov[ok]
+    cov = covariances[ok]
     full = cluster_covariances(problem, result.values[None, :], use, groups)
     good = draws[ok]
 
