@@ -34,8 +34,10 @@ import sys
 import time
 import warnings
 
-import numpy as np  # noqa: E402
 from common import ROOT, SHARED, USER_ENV, load_note, require_shared, scalefit_command  # sets BLAS
+
+# isort: split
+import numpy as np  # after common, which sets one BLAS thread
 
 TABLE = SHARED / "data" / "chinchilla_width_depth.csv"
 EXCLUDE_TOP_LOSS = 40

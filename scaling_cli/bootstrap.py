@@ -39,26 +39,40 @@ import time
 import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
-from pathlib import Path
-from statistics import NormalDist
 from typing import Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 
+from .bootstrap_result import (  # noqa: F401  (BootstrapEstimate and the statuses are part of this module's API)
+    NO_FINITE_FIT,
+    NOT_CONVERGED,
+    OK,
+    PARQUET_NEEDS_PYARROW,
+    STATUS,
+    TOO_FEW_ROWS,
+    BootstrapEstimate,
+    BootstrapResult,
+    _with_derived,
+)
 from .design import GROUPS_PER_PARAMETER, Groups, groups_of
 from .errors import DataError, FitError, ScalefitWarning, SpecError, option
-from .fitting import FitResult, cluster_residuals, fit, interval_for, problem_of, t_quantile
+from .fitting import FitResult, cluster_residuals, fit, interval_for, t_quantile
 from .forms import Form, get_form
+from .intervals import (  # noqa: F401  (re-exported: the interval functions were defined here)
+    basic_interval,
+    bca_interval,
+    cluster_covariances,
+    expanded_interval,
+    percentile_interval,
+    studentized_interval,
+)
 from .io import Runs
 from .objectives import Objective
+from .resample import MIN_TASKS, TASK_FLOATS, WEBB_BELOW_GROUPS, WEBB_POINTS, Resampler, _counts  # noqa: F401
 from .search import global_minimize, grid_rows, grid_search
-from .solve import BatchSolver, Centering, Problem, Solution
+from .solve import BatchSolver, Problem, Solution
 
 METHODS = ("case", "group", "wild", "residual")
-# Wild cluster bootstrap weights: Webb's six-point distribution below this many groups (Rademacher's two
-# points give only 2^G distinct resamples), Rademacher from there on.
-WEBB_BELOW_GROUPS = 12
-WEBB_POINTS = np.array([-math.sqrt(1.5), -1.0, -math.sqrt(0.5), math.sqrt(0.5), 1.0, math.sqrt(1.5)])
 INTERVALS = ("percentile", "bca", "basic", "studentized", "expanded")
 DEFAULT_N = 2000
 DEFAULT_LEVEL = 0.95
@@ -67,12 +81,6 @@ FAILED_WARNING_FRACTION = 0.01
 # depends on the table and the form only, never on `jobs` or n, so that the draws do not either.
 CHUNK_FLOATS = 1_500_000
 MIN_CHUNK, MAX_CHUNK = 8, 2048
-# Resamples are solved in tasks of whole chunks, each task's (resamples, rows) weights or responses
-# within TASK_FLOATS (the solver bounds its own temporaries in blocks of rows), and at least MIN_TASKS
-# tasks so that every worker has work. Big tasks amortize the solver's per-step cost over many
-# resamples: on GPT-3's 8 runs a few resamples take 200+ steps along flat valleys and keep a task going.
-TASK_FLOATS = 1_500_000
-MIN_TASKS = 8
 # With jobs=0 the resamples are solved in one process per CPU when there is at least this much work
 # (rows x resamples); below it starting the workers costs more than they save.
 PARALLEL_WORK = 2_000_000
@@ -85,94 +93,9 @@ SEARCH_KEEP = 48  # grid points the full-data search polishes when looking for o
 SAME_MINIMUM, SAME_MINIMUM_RTOL = 0.05, 1e-4
 TIE_RTOL = 1e-12  # objectives of two starts' solutions closer than this are the same minimum
 AT_BOUND_NOTE_FRACTION = 0.01
-HUGE = 1e300
 
-STATUS = ("ok", "not converged", "no finite fit", "too few rows")
-OK, NOT_CONVERGED, NO_FINITE_FIT, TOO_FEW_ROWS = range(4)
 FAILED_MESSAGE = ("{failed} of {n} resamples ({pct:.1f}%) failed ({why}); intervals use the {ok} that "
                   "succeeded and may be biased")
-PARQUET_NEEDS_PYARROW = "writing Parquet needs pyarrow: pip install 'scaling-cli[parquet]', or use .csv"
-
-
-# ---------------------------------------------------------------- drawing resamples
-
-
-@dataclass(frozen=True)
-class Resampler:
-    """How resample k is drawn. Chunk c (resamples c * chunk_size onwards) uses its own generator,
-    `SeedSequence(seed, spawn_key=(c,))`, so draws depend on the seed and the chunk size only.
-
-    `case` draws n rows with replacement (as counts per row), `group` draws the groups with replacement
-    (every row of a group gets its group's count), `residual` adds resampled residuals (centered, and
-    scaled by sqrt(n / (n - p)) for the degrees of freedom the fit used) to the fitted values in the
-    objective's space: y* = f exp(r*) for log objectives, f + r* for `ls`. `wild` (the wild cluster
-    bootstrap) keeps every row and multiplies each group's residuals by one random weight (Webb's
-    six points below WEBB_BELOW_GROUPS groups, else Rademacher's +-1): y* = f exp(w_g r) or f + w_g r;
-    the residuals are the fit's CR2-adjusted ones, which undo the shrinking by the fit's leverage."""
-
-    method: str
-    seed: int
-    chunk_size: int
-    n_rows: int
-    groups: np.ndarray | None = None  # (n,) group index of every row, for `group`
-    n_groups: int = 0
-    fitted: np.ndarray | None = None  # (n,) for `residual`
-    residuals: np.ndarray | None = None  # (n,) for `residual`
-    log_space: bool = True
-
-    def chunks(self, n: int) -> list[tuple[int, int, int]]:
-        """(chunk, first resample, count) covering resamples 0 .. n-1."""
-        return [(c, start, min(self.chunk_size, n - start))
-                for c, start in enumerate(range(0, n, self.chunk_size))]
-
-    def draw(self, chunk: int, count: int) -> tuple[np.ndarray | None, np.ndarray | None]:
-        """Weights (count, n) and responses (count, n) of the first `count` resamples of `chunk`;
-        either may be None (weights 1, the observed response)."""
-        rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence(self.seed, spawn_key=(chunk,))))
-        n = self.n_rows
-        if self.method == "case":
-            return _counts(rng.integers(0, n, size=(count, n)), n), None
-        if self.method == "group":
-            counts = _counts(rng.integers(0, self.n_groups, size=(count, self.n_groups)), self.n_groups)
-            return counts[:, self.groups], None
-        if self.method == "wild":
-            if self.n_groups < WEBB_BELOW_GROUPS:
-                w = WEBB_POINTS[rng.integers(0, len(WEBB_POINTS), size=(count, self.n_groups))]
-            else:
-                w = rng.choice(np.array([-1.0, 1.0]), size=(count, self.n_groups))
-            r = w[:, self.groups] * self.residuals
-            return None, (self.fitted * np.exp(r) if self.log_space else self.fitted + r)
-        r = self.residuals[rng.integers(0, n, size=(count, n))]
-        return None, (self.fitted * np.exp(r) if self.log_space else self.fitted + r)
-
-    def tasks(self, n: int) -> list[tuple[int, int]]:
-        """(first resample, count) of the tasks solving resamples 0 .. n-1: runs of whole chunks."""
-        per = max(1, min(TASK_FLOATS // max(1, self.n_rows), -(-n // MIN_TASKS)) // self.chunk_size)
-        step = per * self.chunk_size
-        return [(start, min(step, n - start)) for start in range(0, n, step)]
-
-    def draw_span(self, start: int, count: int) -> tuple[np.ndarray | None, np.ndarray | None]:
-        """`draw` for resamples start .. start + count - 1 (`start` a multiple of the chunk size), the
-        chunks they span drawn one by one and stacked."""
-        parts = [self.draw(c, min(self.chunk_size, start + count - first))
-                 for c, first in ((first // self.chunk_size, first)
-                                  for first in range(start, start + count, self.chunk_size))]
-        weights = None if parts[0][0] is None else np.concatenate([w for w, _ in parts])
-        y = None if parts[0][1] is None else np.concatenate([r for _, r in parts])
-        return weights, y
-
-    def resample(self, k: int) -> tuple[np.ndarray | None, np.ndarray | None]:
-        """Weights (n,) and response (n,) of resample `k` (None: 1, the observed response)."""
-        chunk, row = divmod(k, self.chunk_size)
-        weights, y = self.draw(chunk, row + 1)
-        return (None if weights is None else weights[row]), (None if y is None else y[row])
-
-
-def _counts(index: np.ndarray, size: int) -> np.ndarray:
-    """How often each of `size` values appears in each row of `index` (m, k), as floats (m, size)."""
-    m = index.shape[0]
-    flat = (index + size * np.arange(m)[:, None]).ravel()
-    return np.bincount(flat, minlength=m * size).reshape(m, size).astype(float)
 
 
 @dataclass(frozen=True)
@@ -253,340 +176,6 @@ def _init_worker(engine: _Engine) -> None:
 
 def _run_in_worker(task):
     return _WORKER_ENGINE.run(task)
-
-
-# ---------------------------------------------------------------- intervals
-
-
-def cluster_covariances(problem: Problem, thetas: np.ndarray, use: np.ndarray, groups: Groups,
-                        weights: np.ndarray | None = None, y: np.ndarray | None = None) -> np.ndarray:
-    """CR2 covariances (K, P, P) of the parameters in `use` (NaN elsewhere) at each of `thetas` (K, P),
-    on the data of a resample: `weights` (K, n) say how often each row was drawn (a group bootstrap
-    draws whole groups, and a group drawn twice counts as two clusters with the same rows), `y` (K, n)
-    are the responses of a wild bootstrap. It is the sandwich of `fitting`'s cluster-robust covariance
-    (at the fit's optimum, with no weights and the observed response, it is that one), batched over
-    resamples, for the studentized interval. A direction that a resample cannot determine (a
-    coefficient on its bound of 0 takes its exponent's column with it) gets variance 0."""
-    idx = np.flatnonzero(use)
-    K, P = thetas.shape
-    out = np.full((K, P, P), np.nan)
-    if idx.size == 0 or K == 0:
-        return out
-    slots, first = _group_slots(groups)
-    block = int(np.clip(CHUNK_FLOATS // max(1, slots.size * P), 1, MAX_CHUNK))
-    for start in range(0, K, block):
-        sl = slice(start, min(K, start + block))
-        theta = thetas[sl]
-        with np.errstate(all="ignore"):
-            f = problem.form.predict(theta, problem.X)
-            r = problem.objective.residuals(problem.y[None, :] if y is None else y[sl], f)
-            J = problem.objective.residual_jacobian(f, problem.form.jacobian(theta, problem.X))[:, :, idx]
-        # every row of a group has the group's weight (how often it was drawn)
-        wg = np.ones((theta.shape[0], len(first))) if weights is None else weights[sl][:, first]
-        # the rows of each group side by side (zero rows pad the smaller groups): sums over a group's
-        # rows become batched matrix products
-        if slots.size > J.shape[1]:  # groups of unequal sizes
-            J = np.concatenate([J, np.zeros_like(J[:, :1])], axis=1)
-            r = np.concatenate([r, np.zeros_like(r[:, :1])], axis=1)
-        J, r = J[:, slots], r[:, slots]  # (k, G, m, p), (k, G, m)
-        used = (wg > 0)[:, :, None]
-        # a group not drawn adds nothing (and whatever its rows' residuals are, even NaN)
-        gram = np.where(used[..., None], np.swapaxes(J, 2, 3) @ J, 0.0)  # (k, G, p, p): J_g' J_g
-        a = np.where(used, (np.swapaxes(J, 2, 3) @ r[..., None])[..., 0], 0.0)  # (k, G, p): J_g' r_g
-        total = np.einsum("kg,kgpq->kpq", wg, gram)
-        d = np.sqrt(np.clip(np.einsum("kpp->kp", total), 0.0, None))
-        d = np.where(d > 0, d, 1.0)
-        outer = d[:, None, :, None] * d[:, None, None, :]
-        gram = gram / outer
-        a = a / d[:, None, :]
-        bread = np.linalg.pinv(total / outer[:, 0], hermitian=True)
-        # Each group's CR2 score J_g' (I - H_gg)^-1/2 r_g from G_g = J_g' J_g and a_g = J_g' r_g alone:
-        # with E_g = B^1/2 G_g B^1/2 = W L W' (L the leverages, H_gg = J_g B J_g'), the score is
-        # a_g + G_g B^1/2 W diag(gain / L) W' B^1/2 a_g, gain = (1 - L)^-1/2 - 1: the numbers of the
-        # thin SVD of each group's rows (`fitting._cr2_residuals`), from p x p matrices only.
-        ev, Q = np.linalg.eigh(bread)
-        half = (Q * np.sqrt(np.clip(ev, 0.0, None))[:, None, :]) @ np.swapaxes(Q, 1, 2)
-        lev, W = np.linalg.eigh(half[:, None] @ gram @ half[:, None])
-        with np.errstate(all="ignore"):
-            gain = np.where(lev < 1 - 1e-10, 1 / np.sqrt(np.clip(1 - lev, 1e-300, None)) - 1, -1.0)
-            ratio = np.where(lev > 1e-12, gain / lev, 0.0)
-        v = np.einsum("kgqp,kgq->kgp", W, np.einsum("kpq,kgq->kgp", half, a))  # W' B^1/2 a_g
-        u = np.einsum("kpq,kgq->kgp", half, np.einsum("kgpq,kgq->kgp", W, ratio * v))
-        score = a + np.einsum("kgpq,kgq->kgp", gram, u)
-        # every copy of a group drawn w times adds its score w times
-        meat = np.einsum("kg,kgp,kgq->kpq", wg, score, score)
-        V = bread @ meat @ bread / (d[:, :, None] * d[:, None, :])
-        block_out = np.full((theta.shape[0], P, P), np.nan)
-        block_out[:, idx[:, None], idx[None, :]] = V
-        out[sl] = block_out
-    return out
-
-
-def _group_slots(groups: Groups) -> tuple[np.ndarray, np.ndarray]:
-    """(G, m) row numbers of every group side by side, m its largest size, the smaller groups padded
-    with the row number n (a zero row the caller appends); and a row of every group."""
-    order = np.argsort(groups.index, kind="stable")
-    sizes = np.asarray(groups.sizes())
-    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
-    m = int(sizes.max())
-    slots = np.full((len(sizes), m), len(order))
-    within = np.arange(len(order)) - np.repeat(starts, sizes)
-    slots[np.repeat(np.arange(len(sizes)), sizes), within] = order
-    return slots, order[starts]
-
-
-def studentized_interval(draws: np.ndarray, estimate: np.ndarray, se_draws: np.ndarray,
-                         se: np.ndarray, level: float) -> np.ndarray:
-    """(P, 2) symmetric bootstrap-t interval t -+ q s of each parameter, q the `level` quantile of the
-    resamples' |t*| = |t*_b - t| / s*_b (Hall 1988; Efron & Tibshirani 1993, ch. 12). Dividing by each
-    resample's own error takes out what resampling whole runs does to the design (a resample that
-    lost the only shallow run pins alpha_l far less, and says so through s*_b); the symmetric form is
-    used because the t* of an offset such as L0 are skewed where the truth's are not (equal tails
-    covered L0 0.865 in benchmarks/coverage_checkpoints.py, symmetric 0.93). A resample whose error
-    s*_b is 0 (it cannot determine the parameter) has |t*| = inf: an interval that needs it is
-    unbounded. NaN without `se`."""
-    with np.errstate(divide="ignore", invalid="ignore"):
-        t = np.abs(draws - estimate) / se_draws
-    t = np.where(se_draws > 0, t, np.inf)
-    P = draws.shape[1]
-    out = np.full((P, 2), np.nan)
-    for p in range(P):
-        tp = t[:, p]
-        tp = tp[~np.isnan(tp)]
-        if not (np.isfinite(se[p]) and se[p] > 0) or tp.size < 2:
-            continue
-        # infinities as huge numbers, so that interpolating next to one gives a huge end, not NaN
-        q = float(np.quantile(np.minimum(tp, HUGE), level))
-        q = np.inf if q >= HUGE / 2 else q
-        out[p] = estimate[p] - q * se[p], estimate[p] + q * se[p]
-    return out
-
-
-def expanded_interval(draws: np.ndarray, level: float, dof: np.ndarray) -> np.ndarray:
-    """(P, 2) expanded percentile interval (Hesterberg 2015): the percentile interval at the tail
-    probability Phi(t_dof((1 + level) / 2)) instead of (1 + level) / 2, so that on normal draws it is
-    the t interval, not the z interval, of the bootstrap's error. The wild cluster bootstrap keeps the
-    design and its spread is the CR2 error's, which is uncertain as Bell & McCaffrey's `dof` (per
-    parameter) say: without the expansion its alpha_l interval covered 0.875 under iid noise. NaN
-    `dof` keeps the plain percentile."""
-    normal = NormalDist()
-    P = draws.shape[1]
-    out = np.full((P, 2), np.nan)
-    for p in range(P):
-        upper = (1 + level) / 2
-        if p < len(dof) and np.isfinite(dof[p]):
-            upper = normal.cdf(t_quantile(upper, float(dof[p])))
-        out[p] = np.quantile(draws[:, p], [1 - upper, upper])
-    return out
-
-
-def percentile_interval(draws: np.ndarray, level: float) -> np.ndarray:
-    """(P, 2): the (1 - level) / 2 and (1 + level) / 2 quantiles of each column of `draws` (B, P)."""
-    q = np.quantile(draws, [(1 - level) / 2, (1 + level) / 2], axis=0)
-    return q.T
-
-
-def basic_interval(draws: np.ndarray, estimate: np.ndarray, level: float) -> np.ndarray:
-    """(P, 2): the basic (reverse percentile) interval [2 t - q_hi, 2 t - q_lo]."""
-    q = percentile_interval(draws, level)
-    return np.stack([2 * estimate - q[:, 1], 2 * estimate - q[:, 0]], axis=1)
-
-
-def bca_interval(draws: np.ndarray, estimate: np.ndarray, jackknife: np.ndarray,
-                 level: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(P, 2) bias-corrected and accelerated interval (Efron 1987), with the bias z0 and the
-    acceleration a (from the jackknife estimates (J, P)) of each parameter. NaN where a parameter's
-    draws all fall on one side of the estimate."""
-    normal = NormalDist()
-    B, P = draws.shape
-    below = (draws < estimate).mean(axis=0) + 0.5 * (draws == estimate).mean(axis=0)
-    z0 = np.array([normal.inv_cdf(p) if 0 < p < 1 else np.nan for p in below])
-    dev = jackknife.mean(axis=0) - jackknife
-    num = (dev**3).sum(axis=0)
-    den = 6 * (dev**2).sum(axis=0) ** 1.5
-    accel = np.divide(num, den, out=np.zeros(P), where=den > 0)
-    out = np.full((P, 2), np.nan)
-    for p in range(P):
-        if not np.isfinite(z0[p]):
-            continue
-        probs = []
-        for tail in ((1 - level) / 2, (1 + level) / 2):
-            z = z0[p] + normal.inv_cdf(tail)
-            probs.append(normal.cdf(z0[p] + z / (1 - accel[p] * z)))
-        out[p] = np.quantile(draws[:, p], probs)
-    return out, z0, accel
-
-
-# ---------------------------------------------------------------- results
-
-
-@dataclass(frozen=True)
-class BootstrapEstimate:
-    """One parameter: the full-data estimate, the bootstrap standard error and interval, and the
-    Jacobian standard error and interval at the same level, for comparison."""
-
-    name: str
-    value: float
-    se: float
-    ci: tuple[float, float]
-    jacobian_se: float
-    jacobian_ci: tuple[float, float]
-
-
-@dataclass(frozen=True)
-class BootstrapResult:
-    """A bootstrap: the full-data fit, every resample's parameters and status, and the intervals.
-    Index by parameter name: `result["alpha_l"].ci`.
-
-    >>> from scaling_cli import load_runs
-    >>> boot = bootstrap(load_runs("data/example_runs.csv"), n=40, seed=0)
-    >>> estimate = boot["alpha_D"]
-    >>> estimate.ci[0] < estimate.value < estimate.ci[1], 0.002 < estimate.se < 0.01
-    (True, True)
-    """
-
-    fit: FitResult
-    method: str
-    ci: str
-    level: float
-    n: int
-    seed: int
-    names: tuple[str, ...]
-    estimates: tuple[BootstrapEstimate, ...]
-    draws: np.ndarray  # (n, P), also for failed resamples (see `status`)
-    values: np.ndarray  # (n,) objective of each resample's solution
-    status: np.ndarray  # (n,) codes into STATUS
-    iterations: np.ndarray  # (n,) solver iterations, summed over starts
-    start_used: np.ndarray  # (n,) which start gave the best solution (0: the full-data optimum)
-    starts: np.ndarray  # (S, P) the starts every resample was solved from
-    n_failed: int
-    seconds: float
-    jobs: int
-    resampler: Resampler
-    warnings: tuple[str, ...] = ()
-    notes: tuple[str, ...] = ()
-    group: str | None = None
-    derived: tuple[BootstrapEstimate, ...] = ()  # the form's derived quantities, from every draw
-    jackknife: np.ndarray | None = None  # (J, P) leave-one-out estimates, for BCa
-    bias: np.ndarray | None = None  # BCa z0 per parameter
-    acceleration: np.ndarray | None = None  # BCa a per parameter
-    draws_file: str | None = None  # the --draws file the JSON document names instead of inlining draws
-
-    def __getitem__(self, name: str) -> BootstrapEstimate:
-        return self.estimates[self.names.index(name)]
-
-    @property
-    def ok(self) -> np.ndarray:
-        """Mask of the resamples that succeeded."""
-        return self.status == OK
-
-    @property
-    def fits_per_second(self) -> float:
-        return self.n / self.seconds if self.seconds > 0 else math.nan
-
-    def status_counts(self) -> dict[str, int]:
-        counts = np.bincount(self.status.astype(int), minlength=len(STATUS))
-        return {STATUS[i]: int(c) for i, c in enumerate(counts) if c}
-
-    def resample(self, k: int) -> tuple[np.ndarray | None, np.ndarray | None]:
-        """Weights and response of resample `k`, to solve it again (None: 1, the observed response)."""
-        return self.resampler.resample(k)
-
-    def to_dict(self) -> dict:
-        """The fit's JSON document with a `bootstrap` section (`results.bootstrap_to_dict`); the
-        bootstrap's warnings join the fit's."""
-        from .results import bootstrap_to_dict
-
-        return bootstrap_to_dict(self)
-
-    def predict(self, points, level: float | None = None):
-        """Predicted response at new `points` with percentile intervals of the draws' predictions and
-        a prediction interval for a new run (`predict.predict`); `level` defaults to the bootstrap's."""
-        from .predict import predict
-
-        return predict(self, points, level=self.level if level is None else level)
-
-    def __repr__(self) -> str:
-        """One line: `<BootstrapResult decomposed, 2000 case resamples (0 failed), percentile 95%: ...>`."""
-        from .report import _short_estimates
-
-        estimates = _short_estimates((e.name, e.value, e.se) for e in self.estimates + self.derived)
-        return (f"<BootstrapResult {self.fit.form.name}, {self.n} {self.method} resamples ({self.n_failed} "
-                f"failed), {self.ci} {100 * self.level:g}%: {estimates}>")
-
-    def _repr_html_(self) -> str:
-        from .report import html_table
-
-        return html_table(self.to_frame(), repr(self)[1:-1].split(":")[0])
-
-    def to_frame(self):
-        """Per parameter and derived quantity: value, se, ci_lo, ci_hi, jacobian_se, jacobian_lo,
-        jacobian_hi."""
-        import pandas as pd
-
-        rows = [{"name": e.name, "value": e.value, "se": e.se, "ci_lo": e.ci[0], "ci_hi": e.ci[1],
-                 "jacobian_se": e.jacobian_se, "jacobian_lo": e.jacobian_ci[0],
-                 "jacobian_hi": e.jacobian_ci[1]} for e in self.estimates + self.derived]
-        return pd.DataFrame(rows).set_index("name")
-
-    def figures(self) -> dict:
-        """Histograms of every parameter and derived quantity with both intervals, and a corner plot of
-        every free parameter (the exponents, the coefficients they trade against, and the constant such
-        as L0 or E), coefficients of power terms on log10 axes (`plot.bootstrap_figures`); failed
-        resamples left out."""
-        from .plot import bootstrap_figures
-
-        draws = np.where(self.ok[:, None], _with_derived(self.fit.form, self.draws), np.nan)
-        problem = problem_of(self.fit)  # with the fit's --fix and --bound
-        paired = set(Centering(problem, self.fit.values).linear.tolist())
-        free = [p for i, p in enumerate(self.names) if problem.free[i]]
-        coefficients = [p for i, p in enumerate(self.names) if problem.free[i] and i in paired]
-        rows = self.estimates + self.derived
-        names = [e.name for e in rows]
-        return bootstrap_figures(names, draws, [e.value for e in rows], {e.name: e.ci for e in rows},
-                                 {e.name: e.jacobian_ci for e in rows}, exponents=free,
-                                 log_scale=coefficients, corner_names=list(self.names))
-
-    def draws_frame(self):
-        """Every resample as a pandas DataFrame, one row each: `resample` (its index), `status` (`ok` or
-        why it failed), one column per parameter and derived quantity, `objective` (NaN when failed)
-        and `iterations`. The same table `--draws PATH` writes.
-
-        >>> from scaling_cli import load_runs
-        >>> frame = bootstrap(load_runs("data/example_runs.csv"), n=20, seed=0).draws_frame()
-        >>> len(frame), list(frame.columns[:4]), bool(frame["status"].eq("ok").all())
-        (20, ['resample', 'status', 'c_m', 'alpha_m'], True)
-        """
-        import pandas as pd
-
-        frame = pd.DataFrame({"resample": np.arange(self.n),
-                              "status": np.array(STATUS, dtype=object)[self.status.astype(int)]})
-        for name, column in zip(self.names + tuple(e.name for e in self.derived),
-                                _with_derived(self.fit.form, self.draws).T, strict=True):
-            frame[name] = column
-        frame["objective"] = np.where(np.isfinite(self.values), self.values, np.nan)
-        frame["iterations"] = self.iterations
-        return frame
-
-    def write_draws(self, path: str | Path) -> Path:
-        """Write `draws_frame()` to `path`: Parquet for .parquet / .pq, else CSV; whole or not at all."""
-        from .report import atomic_write
-
-        path = Path(path)
-        frame = self.draws_frame()
-        if path.suffix.lower() in (".parquet", ".pq"):
-            try:
-                import pyarrow  # noqa: F401
-            except ImportError:
-                raise DataError(PARQUET_NEEDS_PYARROW) from None
-            writer = frame.to_parquet
-        else:
-            def writer(p):
-                frame.to_csv(p, index=False, float_format="%.17g")
-        try:
-            return atomic_write(path, lambda p: writer(p))
-        except OSError as exc:
-            raise DataError(f"cannot write {path}: {exc.strerror or exc}") from None
 
 
 # ---------------------------------------------------------------- the bootstrap
@@ -834,17 +423,6 @@ def _studentized_errors(problem: Problem, result: FitResult, covariances: np.nda
     se_draws, se_hat = errors(cov, good), errors(full, result.values[None, :])[0]
     unpinned = int(np.any(se_draws[:, :P][:, use] <= 0, axis=1).sum())
     return se_draws, se_hat, unpinned
-
-
-def _with_derived(form: Form, theta: np.ndarray) -> np.ndarray:
-    """`theta` (K, P) with the form's derived quantities appended as columns (K, P + D)."""
-    if not form.derived:
-        return theta
-    if len(theta) == 0:  # no draws (e.g. every jackknife fit failed): keep the column count
-        return np.zeros((0, theta.shape[1] + len(form.derived)))
-    with np.errstate(all="ignore"):
-        extra = np.column_stack([d.value(theta) for d in form.derived])
-    return np.hstack([theta, extra])
 
 
 def _check_options(n: int, method: str, ci: str, level: float, jobs: int) -> None:

@@ -28,6 +28,16 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
+from .cluster import (  # noqa: F401  (bell_mccaffrey_dof and the CR2 helpers were defined here)
+    CONDITION_LIMIT,
+    NULL_LOADING,
+    _cluster_covariance,
+    _contrast_dof,
+    _cr2_residuals,
+    _cr2_residuals_batched,
+    _scaled_jacobian,
+    bell_mccaffrey_dof,
+)
 from .design import (
     GROUPS_PER_PARAMETER,
     Design,
@@ -37,6 +47,7 @@ from .design import (
     groups_of,
     looks_like_curves,
 )
+from .distributions import _normal_quantile, t_quantile  # noqa: F401  (t_quantile is part of this API)
 from .errors import DataError, FitError, ScalefitWarning, SpecError, option
 from .forms import Form, get_form
 from .io import Runs
@@ -46,156 +57,12 @@ from .robust import robust_minimize
 from .search import global_minimize
 from .solve import Problem, levenberg_marquardt
 
-CONDITION_LIMIT = 1e10  # of the column-scaled Jacobian; beyond it a direction counts as undetermined
-NULL_LOADING = 0.05  # a parameter loading a near-null direction by more than this is undetermined
 ERRORS = ("auto", "iid", "cluster")
 BOUNDED_INTERVAL_NOTE = "cut at bound"  # see interval_for
 UPPER_BOUNDED_INTERVAL_NOTE = "cut at upper bound"
 BOTH_BOUNDS_INTERVAL_NOTE = "cut at both bounds"
 HUBER_BOOTSTRAP_HINT = ("Huber objective: standard errors use Huber's (1981) asymptotic formula; "
                         "run `scalefit bootstrap` for intervals you can trust")
-
-
-def t_quantile(p: float, dof: float) -> float:
-    """Quantile of Student's t with `dof` degrees of freedom, numpy- and scipy-free (scipy.special alone
-    costs a CLI a fifth of a second to import).
-
-    A Cornish-Fisher start (Abramowitz & Stegun 26.7.5) refined by Newton steps on the exact
-    integer-dof distribution function (A&S 26.7.3-4); a fractional `dof` (Bell-McCaffrey's) solves
-    the distribution function through the regularized incomplete beta function (`_t_cdf_any`) by
-    safeguarded Newton. Both agree with scipy to 1e-10.
-
-    >>> round(t_quantile(0.975, 10), 4)  # scipy.stats.t.ppf(0.975, 10) = 2.2281...
-    2.2281
-    """
-    if not math.isfinite(dof) or dof <= 0:
-        return float("nan")
-    if dof != int(dof):  # Bell-McCaffrey's degrees of freedom are not whole
-        return _t_quantile_any(p, dof)
-    dof = int(dof)
-    if dof == 1:
-        return math.tan(math.pi * (p - 0.5))
-    z = _normal_quantile(p)
-    x = z + (z**3 + z) / (4 * dof) + (5 * z**5 + 16 * z**3 + 3 * z) / (96 * dof**2)
-    if dof > 200:
-        return x + (3 * z**7 + 19 * z**5 + 17 * z**3 - 15 * z) / (384 * dof**3)
-    log_norm = math.lgamma((dof + 1) / 2) - math.lgamma(dof / 2) - 0.5 * math.log(dof * math.pi)
-    for _ in range(8):
-        pdf = math.exp(log_norm - (dof + 1) / 2 * math.log1p(x * x / dof))
-        step = (_t_cdf(x, dof) - p) / pdf
-        x -= step
-        if abs(step) < 1e-13 * (1 + abs(x)):
-            break
-    return x
-
-
-def _t_quantile_any(p: float, dof: float) -> float:
-    """`t_quantile` for any positive `dof`: Newton on `_t_cdf_any`, kept inside a bracket by bisection."""
-    if p == 0.5:
-        return 0.0
-    if p < 0.5:
-        return -_t_quantile_any(1.0 - p, dof)
-    if not 0.5 < p < 1.0:
-        return float("inf") if p == 1.0 else float("nan")
-    log_norm = math.lgamma((dof + 1) / 2) - math.lgamma(dof / 2) - 0.5 * math.log(dof * math.pi)
-    lo, hi = 0.0, 1.0
-    while _t_cdf_any(hi, dof) < p:
-        lo, hi = hi, 2 * hi
-        if hi > 1e300:
-            return float("inf")
-    x = 0.5 * (lo + hi)
-    for _ in range(200):
-        f = _t_cdf_any(x, dof) - p
-        if f > 0:
-            hi = x
-        else:
-            lo = x
-        pdf = math.exp(log_norm - (dof + 1) / 2 * math.log1p(x * x / dof))
-        new = x - f / pdf if pdf > 0 else 0.5 * (lo + hi)
-        if not lo < new < hi:
-            new = 0.5 * (lo + hi)
-        if abs(new - x) <= 1e-14 * (1 + abs(x)):
-            return new
-        x = new
-    return x
-
-
-def _t_cdf_any(t: float, dof: float) -> float:
-    """Student's t distribution function for any positive `dof`: 1 - I_x(dof/2, 1/2) / 2 at
-    x = dof / (dof + t^2), for t >= 0 (by symmetry below)."""
-    tail = 0.5 * _incomplete_beta(dof / (dof + t * t), dof / 2, 0.5)
-    return 1.0 - tail if t >= 0 else tail
-
-
-def _incomplete_beta(x: float, a: float, b: float) -> float:
-    """The regularized incomplete beta function I_x(a, b), by its continued fraction (modified Lentz;
-    Numerical Recipes 6.4), on the side of x where it converges fast."""
-    if x <= 0.0:
-        return 0.0
-    if x >= 1.0:
-        return 1.0
-    if x > (a + 1) / (a + b + 2):
-        return 1.0 - _incomplete_beta(1.0 - x, b, a)
-    front = math.exp(math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x)
-                     + b * math.log1p(-x)) / a
-    tiny = 1e-300
-    c, d = 1.0, 1.0 - (a + b) * x / (a + 1)
-    d = 1.0 / (d if abs(d) > tiny else tiny)
-    h = d
-    for m in range(1, 500):
-        for num in (m * (b - m) * x / ((a + 2 * m - 1) * (a + 2 * m)),
-                    -(a + m) * (a + b + m) * x / ((a + 2 * m) * (a + 2 * m + 1))):
-            d = 1.0 + num * d
-            d = 1.0 / (d if abs(d) > tiny else tiny)
-            c = 1.0 + num / c
-            c = c if abs(c) > tiny else tiny
-            h *= d * c
-        if abs(d * c - 1.0) < 1e-15:
-            break
-    return front * h
-
-
-def _t_cdf(t: float, dof: int) -> float:
-    theta = math.atan(t / math.sqrt(dof))
-    s, c2 = math.sin(theta), math.cos(theta) ** 2
-    if dof % 2:
-        term, total = math.cos(theta), math.cos(theta)
-        for k in range(3, dof, 2):
-            term *= c2 * (k - 1) / k
-            total += term
-        a = 2 / math.pi * (theta + s * total) if dof > 1 else 2 * theta / math.pi
-    else:
-        term, total = 1.0, 1.0
-        for k in range(2, dof, 2):
-            term *= c2 * (k - 1) / k
-            total += term
-        a = s * total
-    return 0.5 + 0.5 * a
-
-
-def _normal_quantile(p: float) -> float:
-    """Acklam's rational approximation refined by one Halley step (error below 1e-12)."""
-    a = (-3.969683028665376e01, 2.209460984245205e02, -2.759285104469687e02, 1.383577518672690e02,
-         -3.066479806614716e01, 2.506628277459239e00)
-    b = (-5.447609879822406e01, 1.615858368580409e02, -1.556989798598866e02, 6.680131188771972e01,
-         -1.328068155288572e01)
-    c = (-7.784894002430293e-03, -3.223964580411365e-01, -2.400758277161838e00, -2.549732539343734e00,
-         4.374664141464968e00, 2.938163982698783e00)
-    d = (7.784695709041462e-03, 3.224671290700398e-01, 2.445134137142996e00, 3.754408661907416e00)
-    if p < 0.02425:
-        q = math.sqrt(-2 * math.log(p))
-        x = (((((c[0] * q + c[1]) * q + c[2]) * q + c[3]) * q + c[4]) * q + c[5]) / \
-            ((((d[0] * q + d[1]) * q + d[2]) * q + d[3]) * q + 1)
-    elif p > 1 - 0.02425:
-        return -_normal_quantile(1 - p)
-    else:
-        q = p - 0.5
-        r = q * q
-        x = (((((a[0] * r + a[1]) * r + a[2]) * r + a[3]) * r + a[4]) * r + a[5]) * q / \
-            (((((b[0] * r + b[1]) * r + b[2]) * r + b[3]) * r + b[4]) * r + 1)
-    e = 0.5 * math.erfc(-x / math.sqrt(2)) - p
-    u = e * math.sqrt(2 * math.pi) * math.exp(x * x / 2)
-    return x - u / (1 + x * u / 2)
 
 
 def interval_for(value: float, se: float, quantile: float, lower: float = -math.inf,
@@ -572,137 +439,6 @@ def fit(runs: Runs, form: Form | str = "decomposed", objective: Objective | str 
         minima=solution.theta[solution.converged & np.isfinite(solution.value)],
         bounds_by_user=tuple((p, float(problem.lower[form.index(p)]), float(problem.upper[form.index(p)]))
                              for p in (bounds or {})))
-
-
-def _cluster_covariance(problem: Problem, theta: np.ndarray, use: np.ndarray, groups: Groups
-                        ) -> tuple[np.ndarray, list[str], str]:
-    """The cluster-robust covariance (P, P) of the parameters in `use` (NaN elsewhere), the names of
-    those it cannot pin (a null direction: fewer groups than the parameters need), and its kind."""
-    P = len(theta)
-    cov = np.full((P, P), np.nan)
-    idx = np.flatnonzero(use)
-    if idx.size == 0:
-        return cov, [], "CR2"
-    r, Js, d = _scaled_jacobian(problem, theta, idx)
-    G = groups.count
-    scores = np.zeros((G, idx.size))
-    if problem.objective.least_squares:
-        kind, factor = "CR2", 1.0
-        bread = np.linalg.pinv(Js.T @ Js)
-        np.add.at(scores, groups.index, Js * _cr2_residuals(r, Js, bread, groups)[:, None])
-    else:
-        kind, factor = "CR1", G / max(1, G - 1)
-        delta = problem.objective.delta
-        inner = (np.abs(r) <= delta).astype(float)
-        bread = np.linalg.pinv(Js.T @ (Js * inner[:, None]))
-        np.add.at(scores, groups.index, Js * np.clip(r, -delta, delta)[:, None])
-    V = factor * bread @ (scores.T @ scores) @ bread
-    sd = np.sqrt(np.clip(np.diag(V), 0.0, None))
-    dof = np.full(P, np.nan)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        C = V / np.outer(sd, sd)
-    withheld = sd <= 0
-    if np.all(np.isfinite(C[~withheld][:, ~withheld])) and (~withheld).sum():
-        keep = np.flatnonzero(~withheld)
-        ev, vecs = np.linalg.eigh(C[np.ix_(keep, keep)])
-        null = ev < max(ev.max(), 1e-300) / CONDITION_LIMIT
-        if null.any():
-            withheld[keep] |= np.any(np.abs(vecs[:, null]) > NULL_LOADING, axis=1)
-    ok = idx[~withheld]
-    cov[np.ix_(ok, ok)] = (V / np.outer(d, d))[np.ix_(~withheld, ~withheld)]
-    if kind == "CR2":
-        dof[ok] = bell_mccaffrey_dof(Js, bread, groups)[~withheld]
-    return cov, [problem.form.params[i] for i in idx[withheld]], kind, dof
-
-
-def bell_mccaffrey_dof(Js: np.ndarray, bread: np.ndarray, groups: Groups,
-                       contrasts: np.ndarray | None = None) -> np.ndarray:
-    """Degrees of freedom (m,) of the CR2 t statistic of each parameter (or of each column c of
-    `contrasts` (k, m), for c' theta in Js's scaled coordinates): Bell & McCaffrey's (2002)
-    Satterthwaite approximation, as Imbens & Kolesar (2016, eq. 11) recommend it, capped at G - 1.
-
-    The CR2 variance of parameter j is a quadratic form e' C C' e in the errors, C (n, G) having per
-    group g the column (I - H)_{.,g} A_g l_g, with A_g = (I - H_gg)^-1/2 and l = Js bread e_j the
-    parameter's linear weights on the rows. Under iid errors its distribution is matched by a scaled
-    chi-square with (sum lambda)^2 / sum lambda^2 degrees of freedom, lambda the eigenvalues of C'C
-    (G, G). When a few runs carry a parameter (one run at a depth no other run has, say) the variance
-    rests on their few residuals and this is far below G - 1; then t(G - 1) undercovers.
-    With B = bread = (Js'Js)^-1 and a_g = Js_g' A_g l_g, C'C = diag(l_g' A_g^2 l_g) - A' B A, so no
-    (n, G) matrix is formed."""
-    k = Js.shape[1]
-    G = groups.count
-    contrasts = np.eye(k) if contrasts is None else contrasts
-    m = contrasts.shape[1]
-    weights = Js @ (bread @ contrasts)  # (n, m): column j is l for contrast j
-    adjusted = _cr2_residuals(weights, Js, bread, groups)  # A_g l_g, stacked
-    own = np.zeros((G, m))
-    np.add.at(own, groups.index, adjusted**2)
-    dof = np.full(m, np.nan)
-    for j in range(m):
-        a = np.zeros((G, k))
-        np.add.at(a, groups.index, Js * adjusted[:, j:j + 1])
-        CtC = np.diag(own[:, j]) - a @ bread @ a.T
-        lam = np.clip(np.linalg.eigvalsh(CtC), 0.0, None)
-        if lam.sum() > 0:
-            dof[j] = min(float(lam.sum() ** 2 / (lam**2).sum()), G - 1.0)
-    return dof
-
-
-def _scaled_jacobian(problem: Problem, theta: np.ndarray, idx: np.ndarray
-                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Residuals (n,), the Jacobian of the parameters `idx` with unit-norm columns (n, k), and the norms."""
-    r, J = problem.residuals_and_jacobian(theta[None, :])
-    r, J = r[0], J[0][:, idx]
-    d = np.linalg.norm(J, axis=0)
-    d = np.where(d > 0, d, 1.0)
-    return r, J / d, d
-
-
-def _cr2_residuals(r: np.ndarray, Js: np.ndarray, bread: np.ndarray, groups: Groups) -> np.ndarray:
-    """Bell & McCaffrey's residuals (I - H_gg)^-1/2 r_g of every group g, H = Js bread Js' (r (n,), or
-    (n, m) for m vectors at once)."""
-    w, Q = np.linalg.eigh(bread)
-    half = (Q * np.sqrt(np.clip(w, 0.0, None))) @ Q.T
-    order = np.argsort(groups.index, kind="stable")
-    adjusted = np.empty_like(r)
-    for rows in np.split(order, np.cumsum(groups.sizes())[:-1]):
-        # through the thin SVD of J_g B^1/2 (H_gg = U S^2 U'): cost n_g k^2, so groups of thousands of
-        # rows are cheap; a leverage of 1 gets the pseudo-inverse
-        U, sv, _ = np.linalg.svd(Js[rows] @ half, full_matrices=False)
-        lev = sv**2
-        gain = np.where(lev < 1 - 1e-10, 1 / np.sqrt(np.clip(1 - lev, 1e-300, None)) - 1, -1.0)
-        if r.ndim == 1:
-            adjusted[rows] = r[rows] + U @ (gain * (U.T @ r[rows]))
-        else:  # several vectors at once (columns)
-            adjusted[rows] = r[rows] + U @ (gain[:, None] * (U.T @ r[rows]))
-    return adjusted
-
-
-def _contrast_dof(problem: Problem, theta: np.ndarray, ok: np.ndarray, groups: Groups,
-                  gradient: np.ndarray, fallback: float) -> float:
-    """Bell-McCaffrey degrees of freedom of the CR2 error of gradient' theta (a derived quantity);
-    `fallback` when the gradient loads a parameter without an error."""
-    idx = np.flatnonzero(ok)
-    if np.any(gradient[~ok] != 0) or idx.size == 0:
-        return fallback
-    _, Js, d = _scaled_jacobian(problem, theta, idx)
-    bread = np.linalg.pinv(Js.T @ Js)
-    return float(bell_mccaffrey_dof(Js, bread, groups, (gradient[idx] / d)[:, None])[0])
-
-
-def _cr2_residuals_batched(r: np.ndarray, Js: np.ndarray, bread: np.ndarray, splits) -> np.ndarray:
-    """`_cr2_residuals` for K problems at once: r (K, n), Js (K, n, k), bread (K, k, k), `splits` the
-    rows of each group. Rows of weight 0 (zeroed in r and Js) are left as they are."""
-    w, Q = np.linalg.eigh(bread)
-    half = (Q * np.sqrt(np.clip(w, 0.0, None))[:, None, :]) @ np.swapaxes(Q, 1, 2)
-    adjusted = np.empty_like(r)
-    for rows in splits:
-        U, sv, _ = np.linalg.svd(Js[:, rows] @ half, full_matrices=False)
-        lev = sv**2
-        gain = np.where(lev < 1 - 1e-10, 1 / np.sqrt(np.clip(1 - lev, 1e-300, None)) - 1, -1.0)
-        coef = gain * np.einsum("kns,kn->ks", U, r[:, rows])
-        adjusted[:, rows] = r[:, rows] + np.einsum("kns,ks->kn", U, coef)
-    return adjusted
 
 
 def problem_of(result: FitResult) -> Problem:

@@ -10,7 +10,8 @@ import re
 import pytest
 from conftest import ROOT, SHARED_DATA
 
-DOCTESTED = ("errors", "report", "fitting", "forms", "io", "spec", "bootstrap", "compare", "objectives",
+DOCTESTED = ("errors", "report", "fitting", "distributions", "forms", "io", "spec", "bootstrap",
+             "bootstrap_result", "intervals", "resample", "cluster", "compare", "objectives",
              "predict", "optimize", "profile", "results", "plot.style", "plot.layout", "plot.save",
              "plot.fit", "plot.bootstrap", "plot.compare", "plot.optimize")
 # The library's names (`from scaling_cli import ...`): each has a docstring with a short example. The

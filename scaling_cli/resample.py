@@ -1,0 +1,101 @@
+"""Drawing resamples: which rows (case), runs (group) or residual signs (wild) each resample gets, from
+a seed per chunk of draws, so that the same seed gives the same draws whatever the workers."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+# Wild cluster bootstrap weights: Webb's six-point distribution below this many groups (Rademacher's two
+# points give only 2^G distinct resamples), Rademacher from there on.
+WEBB_BELOW_GROUPS = 12
+WEBB_POINTS = np.array([-math.sqrt(1.5), -1.0, -math.sqrt(0.5), math.sqrt(0.5), 1.0, math.sqrt(1.5)])
+# Resamples are solved in tasks of whole chunks, each task's (resamples, rows) weights or responses
+# within TASK_FLOATS (the solver bounds its own temporaries in blocks of rows), and at least MIN_TASKS
+# tasks so that every worker has work. Big tasks amortize the solver's per-step cost over many
+# resamples: on GPT-3's 8 runs a few resamples take 200+ steps along flat valleys and keep a task going.
+TASK_FLOATS = 1_500_000
+MIN_TASKS = 8
+
+
+# ---------------------------------------------------------------- drawing resamples
+
+
+@dataclass(frozen=True)
+class Resampler:
+    """How resample k is drawn. Chunk c (resamples c * chunk_size onwards) uses its own generator,
+    `SeedSequence(seed, spawn_key=(c,))`, so draws depend on the seed and the chunk size only.
+
+    `case` draws n rows with replacement (as counts per row), `group` draws the groups with replacement
+    (every row of a group gets its group's count), `residual` adds resampled residuals (centered, and
+    scaled by sqrt(n / (n - p)) for the degrees of freedom the fit used) to the fitted values in the
+    objective's space: y* = f exp(r*) for log objectives, f + r* for `ls`. `wild` (the wild cluster
+    bootstrap) keeps every row and multiplies each group's residuals by one random weight (Webb's
+    six points below WEBB_BELOW_GROUPS groups, else Rademacher's +-1): y* = f exp(w_g r) or f + w_g r;
+    the residuals are the fit's CR2-adjusted ones, which undo the shrinking by the fit's leverage."""
+
+    method: str
+    seed: int
+    chunk_size: int
+    n_rows: int
+    groups: np.ndarray | None = None  # (n,) group index of every row, for `group`
+    n_groups: int = 0
+    fitted: np.ndarray | None = None  # (n,) for `residual`
+    residuals: np.ndarray | None = None  # (n,) for `residual`
+    log_space: bool = True
+
+    def chunks(self, n: int) -> list[tuple[int, int, int]]:
+        """(chunk, first resample, count) covering resamples 0 .. n-1."""
+        return [(c, start, min(self.chunk_size, n - start))
+                for c, start in enumerate(range(0, n, self.chunk_size))]
+
+    def draw(self, chunk: int, count: int) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """Weights (count, n) and responses (count, n) of the first `count` resamples of `chunk`;
+        either may be None (weights 1, the observed response)."""
+        rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence(self.seed, spawn_key=(chunk,))))
+        n = self.n_rows
+        if self.method == "case":
+            return _counts(rng.integers(0, n, size=(count, n)), n), None
+        if self.method == "group":
+            counts = _counts(rng.integers(0, self.n_groups, size=(count, self.n_groups)), self.n_groups)
+            return counts[:, self.groups], None
+        if self.method == "wild":
+            if self.n_groups < WEBB_BELOW_GROUPS:
+                w = WEBB_POINTS[rng.integers(0, len(WEBB_POINTS), size=(count, self.n_groups))]
+            else:
+                w = rng.choice(np.array([-1.0, 1.0]), size=(count, self.n_groups))
+            r = w[:, self.groups] * self.residuals
+            return None, (self.fitted * np.exp(r) if self.log_space else self.fitted + r)
+        r = self.residuals[rng.integers(0, n, size=(count, n))]
+        return None, (self.fitted * np.exp(r) if self.log_space else self.fitted + r)
+
+    def tasks(self, n: int) -> list[tuple[int, int]]:
+        """(first resample, count) of the tasks solving resamples 0 .. n-1: runs of whole chunks."""
+        per = max(1, min(TASK_FLOATS // max(1, self.n_rows), -(-n // MIN_TASKS)) // self.chunk_size)
+        step = per * self.chunk_size
+        return [(start, min(step, n - start)) for start in range(0, n, step)]
+
+    def draw_span(self, start: int, count: int) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """`draw` for resamples start .. start + count - 1 (`start` a multiple of the chunk size), the
+        chunks they span drawn one by one and stacked."""
+        parts = [self.draw(c, min(self.chunk_size, start + count - first))
+                 for c, first in ((first // self.chunk_size, first)
+                                  for first in range(start, start + count, self.chunk_size))]
+        weights = None if parts[0][0] is None else np.concatenate([w for w, _ in parts])
+        y = None if parts[0][1] is None else np.concatenate([r for _, r in parts])
+        return weights, y
+
+    def resample(self, k: int) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """Weights (n,) and response (n,) of resample `k` (None: 1, the observed response)."""
+        chunk, row = divmod(k, self.chunk_size)
+        weights, y = self.draw(chunk, row + 1)
+        return (None if weights is None else weights[row]), (None if y is None else y[row])
+
+
+def _counts(index: np.ndarray, size: int) -> np.ndarray:
+    """How often each of `size` values appears in each row of `index` (m, k), as floats (m, size)."""
+    m = index.shape[0]
+    flat = (index + size * np.arange(m)[:, None]).ravel()
+    return np.bincount(flat, minlength=m * size).reshape(m, size).astype(float)
