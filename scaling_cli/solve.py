@@ -36,6 +36,10 @@ MAX_ITER_HUBER = 3000
 # x rows x parameters), so that memory stays bounded however many rows the table has.
 ROW_BLOCK_FLOATS = 262_144
 MIN_BLOCK_ROWS = 16
+# Blocks of at least this many rows take the power-sum kernel (`_power_sum_derivatives`); in shorter
+# blocks (a small table solved for a thousand resamples at once) its batched products of tiny matrices
+# cost more than the Jacobian path. Both give the same numbers to rounding.
+KERNEL_MIN_ROWS = 256
 # A solve that stopped converged only if the undamped Newton step would lower the objective by less than
 # this fraction of it.
 STATIONARY_RTOL = 1e-9
@@ -414,7 +418,7 @@ class BatchSolver:
         pr = self.problem
         obj, form = pr.objective, pr.form
         spec = form.power_sum()
-        if spec is not None:
+        if spec is not None and len(X[spec[1][0][2]]) >= KERNEL_MIN_ROWS:
             return _power_sum_derivatives(obj, spec, theta, y, w, X, len(pr.form.params))
         parts = {}
 
