@@ -126,18 +126,3 @@ def _contrast_dof(problem: Problem, theta: np.ndarray, ok: np.ndarray, groups: G
     _, Js, d = _scaled_jacobian(problem, theta, idx)
     bread = np.linalg.pinv(Js.T @ Js)
     return float(bell_mccaffrey_dof(Js, bread, groups, (gradient[idx] / d)[:, None])[0])
-
-
-def _cr2_residuals_batched(r: np.ndarray, Js: np.ndarray, bread: np.ndarray, splits) -> np.ndarray:
-    """`_cr2_residuals` for K problems at once: r (K, n), Js (K, n, k), bread (K, k, k), `splits` the
-    rows of each group. Rows of weight 0 (zeroed in r and Js) are left as they are."""
-    w, Q = np.linalg.eigh(bread)
-    half = (Q * np.sqrt(np.clip(w, 0.0, None))[:, None, :]) @ np.swapaxes(Q, 1, 2)
-    adjusted = np.empty_like(r)
-    for rows in splits:
-        U, sv, _ = np.linalg.svd(Js[:, rows] @ half, full_matrices=False)
-        lev = sv**2
-        gain = np.where(lev < 1 - 1e-10, 1 / np.sqrt(np.clip(1 - lev, 1e-300, None)) - 1, -1.0)
-        coef = gain * np.einsum("kns,kn->ks", U, r[:, rows])
-        adjusted[:, rows] = r[:, rows] + np.einsum("kns,ks->kn", U, coef)
-    return adjusted

@@ -34,7 +34,6 @@ from .cluster import (  # noqa: F401  (bell_mccaffrey_dof and the CR2 helpers we
     _cluster_covariance,
     _contrast_dof,
     _cr2_residuals,
-    _cr2_residuals_batched,
     _scaled_jacobian,
     bell_mccaffrey_dof,
 )

@@ -167,7 +167,8 @@ class Inputs(dict):
 
     def __init__(self, X: Mapping[str, np.ndarray]) -> None:
         super().__init__(X)
-        self.logs: dict = {}  # see `input_log`
+        self.logs: dict[str, np.ndarray] = {}  # see `input_log`
+        # symbol -> (log of its distinct values, where each row's value is among them)
         self.distinct: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         for symbol, values in X.items():
             values = np.asarray(values)
@@ -175,7 +176,7 @@ class Inputs(dict):
                 continue
             distinct, where = np.unique(values, return_inverse=True)
             if len(distinct) * self.REPEATS <= len(values):
-                self.distinct[symbol] = (distinct, where.ravel())
+                self.distinct[symbol] = (np.log(distinct), where.ravel())
 
 
 def input_log(X: Mapping[str, np.ndarray], symbol: str) -> np.ndarray:
@@ -197,12 +198,8 @@ def _negative_power(X: Mapping[str, np.ndarray], symbol: str, exponent: np.ndarr
     if distinct is None:
         out = np.multiply(-exponent[:, None], input_log(X, symbol)[None, :], out=out)
         return np.exp(out, out=out)
-    values, where = distinct
-    logs = getattr(X, "logs", {})
-    key = ("distinct", symbol)
-    if key not in logs:
-        logs[key] = np.log(values)
-    return np.take(np.exp(-exponent[:, None] * logs[key][None, :]), where, axis=1, out=out)
+    log_values, where = distinct
+    return np.take(np.exp(-exponent[:, None] * log_values[None, :]), where, axis=1, out=out)
 
 
 def _power_terms_second_order(theta, v, terms) -> np.ndarray:

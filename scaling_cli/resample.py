@@ -46,11 +46,6 @@ class Resampler:
     residuals: np.ndarray | None = None  # (n,) for `residual`
     log_space: bool = True
 
-    def chunks(self, n: int) -> list[tuple[int, int, int]]:
-        """(chunk, first resample, count) covering resamples 0 .. n-1."""
-        return [(c, start, min(self.chunk_size, n - start))
-                for c, start in enumerate(range(0, n, self.chunk_size))]
-
     def draw(self, chunk: int, count: int) -> tuple[np.ndarray | None, np.ndarray | None]:
         """Weights (count, n) and responses (count, n) of the first `count` resamples of `chunk`;
         either may be None (weights 1, the observed response)."""

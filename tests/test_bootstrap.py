@@ -253,13 +253,6 @@ def test_resamples(method):
         pytest.approx(result.values[5], rel=1e-12)
 
 
-def test_resampler_chunks_cover_every_resample_once():
-    resampler = Resampler("case", 0, 64, 10)
-    chunks = resampler.chunks(1000)
-    assert [c for c, _, _ in chunks] == list(range(16))
-    assert sum(count for _, _, count in chunks) == 1000 and chunks[-1] == (15, 960, 40)
-
-
 def test_tasks_are_runs_of_whole_chunks_and_draw_the_chunks_draws():
     resampler = Resampler("case", 3, 8, 10)
     tasks = resampler.tasks(1000)
