@@ -576,7 +576,8 @@ def predict(
     each point lies outside the fitted data."""
     from .errors import DataError
     from .predict import load_points, parse_at
-    from .report import render_prediction, write_frame_csv, write_json
+    from .report import write_frame_csv, write_json
+    from .report_plan import render_prediction
     from .results import load_result
 
     check_outputs("png", json_path, output)
@@ -626,7 +627,8 @@ def optimize(
     from .optimize import Constraints, parse_flops
     from .optimize import optimize as run_optimize
     from .plot import optimize_figures
-    from .report import render_optimum, write_frame_csv
+    from .report import write_frame_csv
+    from .report_plan import render_optimum
     from .results import load_result
 
     check_outputs(plot_format, json_path, output)
