@@ -179,3 +179,38 @@ def test_a_nist_start_is_independent_of_a_grid_point_before_it():
     assert np.isfinite(alone.value[0])
     assert after.value[1] == pytest.approx(alone.value[0], rel=1e-12)
     assert after.iterations[1] == alone.iterations[0]
+
+
+@pytest.mark.parametrize("form_name", ["decomposed", "chinchilla"])
+@pytest.mark.parametrize("objective", ["log-ls", "ls", "huber"])
+@pytest.mark.parametrize("weighted", [False, True])
+def test_power_sum_kernel_gives_the_jacobian_paths_derivatives(form_name, objective, weighted, monkeypatch):
+    """The solver's power-sum kernel (derivatives from the powers, no Jacobian) against the general
+    path through the form's Jacobian and second-order terms, on repeating and continuous inputs."""
+    from scaling_cli.forms import Inputs
+    from scaling_cli.solve import BatchSolver
+
+    rng = np.random.default_rng(3)
+    n, K = 600, 5
+    run = rng.integers(0, 30, n)
+    m = np.array([256.0, 512, 1024, 2048, 4096])[run % 5]
+    ell = np.array([4.0, 8, 16, 32])[run % 4]
+    D = np.exp(rng.uniform(np.log(1e9), np.log(1e11), n))
+    form = get_form(form_name)
+    if form_name == "decomposed":
+        X, theta = {"m": m, "l": ell, "D": D}, TRUTH
+    else:
+        X, theta = {"N": 12 * m * m * ell, "D": D}, np.array([1.7, 400.0, 0.34, 410.0, 0.28])
+    y = form.predict(theta[None, :], X)[0] * np.exp(rng.normal(0, 0.05, n))
+    pr = Problem.build(form, X, y, Objective(objective, 1e-3 if objective == "huber" else None))
+    solver = BatchSolver(pr, theta, center=False)
+    thetas = theta * (1 + 0.2 * rng.normal(size=(K, len(theta))))
+    w = rng.poisson(1.0, (K, n)).astype(float) if weighted else None
+    ty = pr.objective.transform(y)[None, :]
+    inputs = Inputs(X)
+    assert inputs.distinct  # the repeating inputs take the distinct-value path
+    kernel = solver._block_derivatives(thetas, ty, w, inputs)
+    monkeypatch.setattr(type(form), "power_sum", lambda self: None)
+    general = solver._block_derivatives(thetas, ty, w, inputs)
+    for ours, theirs in zip(kernel, general, strict=True):
+        assert np.max(np.abs(ours - theirs)) <= 1e-12 * np.max(np.abs(theirs))
