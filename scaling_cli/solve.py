@@ -419,45 +419,46 @@ class BatchSolver:
         obj, form = pr.objective, pr.form
         spec = form.power_sum()
         if spec is not None and len(X[spec[1][0][2]]) >= KERNEL_MIN_ROWS:
-            return _power_sum_derivatives(obj, spec, theta, y, w, X, len(pr.form.params))
+            with np.errstate(all="ignore"):  # non-finite rows are the caller's to handle
+                return _power_sum_derivatives(obj, spec, theta, y, w, X, len(pr.form.params))
         parts = {}
 
         def second_order_weights(f):
-            r = obj.residuals_from(y, f)
-            if obj.least_squares:
-                curv = np.ones_like(r) if w is None else w
-                v = r if w is None else r * w
-            else:  # exact Huber Hessian: rho'' is 1 inside delta and 0 outside; rho' = psi = omega r
-                inside = np.abs(r) <= obj.delta
-                curv = inside.astype(float)
-                v = np.clip(r, -obj.delta, obj.delta)
-                if w is not None:
-                    curv, v = curv * w, v * w
-            parts.update(r=r, curv=curv, v=v)
-            if obj.log_space:
-                parts["inv"] = 1.0 / f
-                return -v * parts["inv"]
-            return -v
+            parts["weights"] = _row_weights(obj, obj.residuals_from(y, f), f, w)
+            return parts["weights"][0]
 
         with np.errstate(all="ignore"):
             _, Jf, second = form.predict_derivatives(theta, X, second_order_weights)
-            r, curv, v = parts["r"], parts["curv"], parts["v"]
-            if obj.log_space:
-                inv = parts["inv"]
-                g = -np.einsum("knp,kn->kp", Jf, v * inv)
-                # d2 r = -d2 f / f + J_r J_r': the outer-product part joins the Gauss-Newton term
-                gn = _weighted_gram(Jf, (curv + v) * inv * inv)
-                H = gn + second
-                if obj.least_squares:
-                    scaling = gn
-                else:  # IRLS weights: positive, unlike the exact Huber curvature
-                    omega = obj.irls_weights(r) if w is None else obj.irls_weights(r) * w
-                    scaling = _weighted_gram(Jf, omega * inv * inv)
-            else:
-                g = -np.einsum("knp,kn->kp", Jf, v)
-                scaling = _weighted_gram(Jf, curv)
-                H = scaling + second
+            a, w_hess, w_scale = parts["weights"]
+            g = np.einsum("knp,kn->kp", Jf, a)
+            gn = _weighted_gram(Jf, w_hess)
+            H = gn + second
+            scaling = gn if w_scale is None else _weighted_gram(Jf, w_scale)
         return g, H, scaling
+
+
+def _row_weights(obj: Objective, r: np.ndarray, f: np.ndarray, w: np.ndarray | None):
+    """The per-row weights of one block's derivatives, from its residuals `r`, predictions `f` and
+    weights `w`: `a`, with gradient g = sum a J_f (and the weight of the second derivatives of f); the
+    Gauss-Newton weight of the Hessian; and that of the scaling matrix (None: the same). Exact for
+    Huber too: rho'' is 1 inside delta and 0 outside, rho' = psi. For log residuals J_r = -J_f / f and
+    d2 r = -d2 f / f + J_r J_r', whose outer product joins the Gauss-Newton term."""
+    if obj.least_squares:
+        curv = np.ones_like(r) if w is None else np.broadcast_to(w, r.shape)
+        v = r if w is None else r * w
+    else:
+        curv = (np.abs(r) <= obj.delta).astype(float)
+        v = np.clip(r, -obj.delta, obj.delta)
+        if w is not None:
+            curv, v = curv * w, v * w
+    if not obj.log_space:
+        return -v, curv, None
+    inv = 1.0 / f
+    inv2 = inv * inv
+    w_scale = None
+    if not obj.least_squares:  # IRLS weights: positive, unlike the exact Huber curvature
+        w_scale = obj.irls_weights(r) * inv2 if w is None else obj.irls_weights(r) * w * inv2
+    return -v * inv, (curv + v) * inv2, w_scale
 
 
 def _power_sum_derivatives(obj: Objective, spec, theta: np.ndarray, y: np.ndarray, w: np.ndarray | None,
@@ -485,26 +486,7 @@ def _power_sum_derivatives(obj: Objective, spec, theta: np.ndarray, y: np.ndarra
         logs.append(logx)
     if i_const is not None:
         basis[:, 2 * T] = 1.0
-    r = obj.residuals_from(y, f)
-    if obj.least_squares:
-        curv = np.ones_like(r) if w is None else np.broadcast_to(w, r.shape)
-        v = r if w is None else r * w
-    else:  # exact Huber Hessian: rho'' is 1 inside delta and 0 outside; rho' = psi = omega r
-        curv = (np.abs(r) <= obj.delta).astype(float)
-        v = np.clip(r, -obj.delta, obj.delta)
-        if w is not None:
-            curv, v = curv * w, v * w
-    if obj.log_space:
-        inv = 1.0 / f
-        a = -v * inv  # g = sum a J, and the weight of the second derivatives
-        inv2 = inv * inv
-        w_hess = (curv + v) * inv2  # d2 r = -d2 f / f + J_r J_r': the outer product joins Gauss-Newton
-        if obj.least_squares:
-            w_scale = None
-        else:  # IRLS weights: positive, unlike the exact Huber curvature
-            w_scale = obj.irls_weights(r) * inv2 if w is None else obj.irls_weights(r) * w * inv2
-    else:
-        a, w_hess, w_scale = -v, curv, None
+    a, w_hess, w_scale = _row_weights(obj, obj.residuals_from(y, f), f, w)
     g_basis = (basis @ a[:, :, None])[:, :, 0]
     basis_t = np.swapaxes(basis, 1, 2)
     gram = (basis * w_hess[:, None, :]) @ basis_t
