@@ -70,6 +70,9 @@ def big_table_lines(rows: list[dict]) -> list[str]:
         elif "exhaustive_s" in row:
             lines.append(f"{row['name']} ({row['rows']:,} rows)\n    {row['speedup']:.1f}x faster; objective "
                          f"{row['relative_objective']:+.1e} relative: {_verdict(row['ok'], 'WORSE')}")
+        elif "general_s" in row:
+            lines.append(f"{row['name']} ({row['rows']:,} rows)\n    {row['speedup']:.1f}x faster; "
+                         f"parameters agree to {row['max_rel_diff']:.1e}: {_verdict(row['ok'], 'DIFFERENT')}")
         elif "target_s" in row:
             lines.append(f"{row['name']}\n    {row['seconds']:.2f} s; target < {row['target_s']:g} s: "
                          f"{_verdict(row['ok'])}")
