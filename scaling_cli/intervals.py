@@ -66,7 +66,7 @@ def cluster_covariances(problem: Problem, thetas: np.ndarray, use: np.ndarray, g
         # Each group's CR2 score J_g' (I - H_gg)^-1/2 r_g from G_g = J_g' J_g and a_g = J_g' r_g alone:
         # with E_g = B^1/2 G_g B^1/2 = W L W' (L the leverages, H_gg = J_g B J_g'), the score is
         # a_g + G_g B^1/2 W diag(gain / L) W' B^1/2 a_g, gain = (1 - L)^-1/2 - 1: the numbers of the
-        # thin SVD of each group's rows (`fitting._cr2_residuals`), from p x p matrices only.
+        # thin SVD of each group's rows (`cluster._cr2_residuals`), from p x p matrices only.
         ev, Q = np.linalg.eigh(bread)
         half = (Q * np.sqrt(np.clip(ev, 0.0, None))[:, None, :]) @ np.swapaxes(Q, 1, 2)
         lev, W = np.linalg.eigh(half[:, None] @ gram @ half[:, None])

@@ -61,17 +61,21 @@ def decomposed_result(tmp_path_factory):
     return fit(load_runs(path), "decomposed")
 
 
-@pytest.fixture(scope="module")
-def chinchilla_result(tmp_path_factory):
-    rng = np.random.default_rng(2)
-    n = 120
+def _chinchilla_columns(seed: int, n: int) -> dict[str, np.ndarray]:
+    """n runs drawn from CHINCHILLA_TRUTH with 0.5% log-normal noise: params, tokens, loss."""
+    rng = np.random.default_rng(seed)
     params = np.exp(rng.uniform(np.log(5e7), np.log(1.6e10), n))
     tokens = np.exp(rng.uniform(np.log(1e9), np.log(3e11), n))
     t = CHINCHILLA_TRUTH
     loss = (t["E"] + t["A"] * params ** -t["alpha"] + t["B"] * tokens ** -t["beta"]) \
         * np.exp(rng.normal(0, 0.005, n))
+    return {"params": params, "tokens": tokens, "loss": loss}
+
+
+@pytest.fixture(scope="module")
+def chinchilla_result(tmp_path_factory):
     path = tmp_path_factory.mktemp("chin") / "runs.csv"
-    _write(path, {"params": params, "tokens": tokens, "loss": loss})
+    _write(path, _chinchilla_columns(seed=2, n=120))
     return fit(load_runs(path, require=("params", "tokens", "loss")), "chinchilla")
 
 
@@ -420,16 +424,10 @@ def test_corner_plot_has_every_parameter_and_log_coefficients():
     from scaling_cli.spec import load_form
 
     form = load_form(shipped_form_path("chinchilla"))
-    rng = np.random.default_rng(4)
-    n = 80
-    params = np.exp(rng.uniform(np.log(5e7), np.log(1.6e10), n))
-    tokens = np.exp(rng.uniform(np.log(1e9), np.log(3e11), n))
-    t = CHINCHILLA_TRUTH
-    loss = (t["E"] + t["A"] * params ** -t["alpha"] + t["B"] * tokens ** -t["beta"]) \
-        * np.exp(rng.normal(0, 0.005, n))
     from scaling_cli.io import Runs
 
-    runs = Runs(path="<test>", sha256=None, data={"params": params, "tokens": tokens, "loss": loss},
+    n = 80
+    runs = Runs(path="<test>", sha256=None, data=_chinchilla_columns(seed=4, n=n),
                 roles={"params": "params", "tokens": "tokens", "loss": "loss"}, n_total=n)
     result = bootstrap(runs, form, n=60, seed=0)
     figures = result.figures()
