@@ -75,9 +75,8 @@ class Resampler:
     def draw_span(self, start: int, count: int) -> tuple[np.ndarray | None, np.ndarray | None]:
         """`draw` for resamples start .. start + count - 1 (`start` a multiple of the chunk size), the
         chunks they span drawn one by one and stacked."""
-        parts = [self.draw(c, min(self.chunk_size, start + count - first))
-                 for c, first in ((first // self.chunk_size, first)
-                                  for first in range(start, start + count, self.chunk_size))]
+        parts = [self.draw(first // self.chunk_size, min(self.chunk_size, start + count - first))
+                 for first in range(start, start + count, self.chunk_size)]
         weights = None if parts[0][0] is None else np.concatenate([w for w, _ in parts])
         y = None if parts[0][1] is None else np.concatenate([r for _, r in parts])
         return weights, y
