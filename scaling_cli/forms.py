@@ -164,6 +164,7 @@ class Inputs(dict):
     once and gather the rows, which gives the same numbers as raising every row."""
 
     REPEATS = 4  # an input is kept as distinct values when it has at most 1 / REPEATS as many as rows
+    SEGMENT_ROWS = 8  # runs of rows on which the slow inputs are constant are kept this long on average
 
     def __init__(self, X: Mapping[str, np.ndarray]) -> None:
         super().__init__(X)
@@ -177,6 +178,31 @@ class Inputs(dict):
             distinct, where = np.unique(values, return_inverse=True)
             if len(distinct) * self.REPEATS <= len(values):
                 self.distinct[symbol] = (np.log(distinct), where.ravel())
+        self.segments = _segments(X, self.distinct, self.SEGMENT_ROWS)
+
+
+def _segments(X: Mapping[str, np.ndarray], distinct: Mapping[str, object], length: int
+              ) -> tuple[np.ndarray, tuple[str, ...]] | None:
+    """The runs of consecutive rows on which every slowly changing input is constant, as (the first
+    row of each run, those inputs), or None. An input changes slowly when it repeats (`distinct`) and
+    its value changes between consecutive rows at most once in `length` rows: a width, a depth or a
+    parameter count in a checkpoint table whose rows come run by run. The runs are kept only when
+    they are that long on average too (`solve._power_sum_derivatives` sums over them)."""
+    n = min((len(np.asarray(v)) for v in X.values()), default=0)
+    changes = np.zeros(n, dtype=bool)
+    slow = []
+    for symbol in distinct:
+        values = np.asarray(X[symbol])
+        change = values[1:] != values[:-1]
+        if (int(change.sum()) + 1) * length <= n:
+            slow.append(symbol)
+            changes[1:] |= change
+    if not slow:
+        return None
+    starts = np.concatenate([[0], np.flatnonzero(changes)])
+    if len(starts) * length > n:
+        return None
+    return starts, tuple(slow)
 
 
 def input_log(X: Mapping[str, np.ndarray], symbol: str) -> np.ndarray:

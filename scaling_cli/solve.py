@@ -265,17 +265,19 @@ class BatchSolver:
 
     def _objective(self, centered: np.ndarray, y: np.ndarray | None, w: np.ndarray | None,
                    idx: np.ndarray | None = None) -> np.ndarray:
-        """The objective (k,) at `centered` (k, P), for the rows `idx` of the responses `y` and weights
-        `w` (K, n) (all rows of them when None; y None: the problem's response, w None: weights 1),
-        summed over row blocks."""
+        """The objective (k,) at `centered` (k, P), with responses `y` and weights `w` (k, n) of those
+        problems (y None: the problem's response, w None: weights 1), summed over row blocks; `idx`
+        says which rows of the batch they are (None: all of them; see `Centering`)."""
         pr = self.problem
         theta = self._to_original(centered, idx)
+        spec = pr.form.power_sum()
         S = 0.0
         with np.errstate(all="ignore"):
             for rows, X in self._row_blocks(len(centered)):
-                f = pr.form.predict(theta, X)
-                r = pr.objective.residuals_from(_rows(y, idx, rows, self._ty), f)
-                S = S + pr.objective.value(r, _rows(w, idx, rows))
+                f = (pr.form.predict(theta, X) if spec is None
+                     else _power_sum_columns(spec, theta, X, derivatives=False)[0])
+                r = pr.objective.residuals_from(_rows(y, rows, self._ty), f)
+                S = S + pr.objective.value(r, _rows(w, rows))
         return S
 
     def solve(self, theta0: np.ndarray, y: np.ndarray | None = None, weights: np.ndarray | None = None,
@@ -307,13 +309,31 @@ class BatchSolver:
         scale = 1.0 if obj.least_squares else 0.5
         eye = np.eye(P)
         # non-finite values are handled explicitly (rows marked bad, steps rejected): no warnings
+        # the derivatives at each problem's current point: a rejected step leaves the point where it
+        # was, and its next step (more damped) reuses them (about half the steps in a curved valley)
+        known = np.zeros(K, dtype=bool)
+        g_all, H_all, A_all = np.empty((K, P)), np.empty((K, P, P)), np.empty((K, P))
         with np.errstate(all="ignore"):
+            idx = None
             for _ in range(max_iter):
-                idx = np.flatnonzero(~done)
-                if idx.size == 0:
+                active = np.flatnonzero(~done)
+                if active.size == 0:
                     break
+                if idx is None or active.size != idx.size:  # problems only ever leave the active set
+                    # their responses and weights, gathered once per change rather than at every step
+                    idx = active
+                    y_act = None if y is None else y if idx.size == K else y[idx]
+                    w_act = None if w_all is None else w_all if idx.size == K else w_all[idx]
                 xi = x[idx]
-                g, H, A_diag = self._derivatives(xi, y, w_all, idx)
+                stale = np.flatnonzero(~known[idx])
+                if stale.size:
+                    rows = idx[stale]
+                    part = slice(None) if stale.size == idx.size else stale
+                    y_part = None if y_act is None else y_act[part]
+                    w_part = None if w_act is None else w_act[part]
+                    g_all[rows], H_all[rows], A_all[rows] = self._derivatives(x[rows], y_part, w_part, rows)
+                    known[rows] = True
+                g, H, A_diag = g_all[idx], H_all[idx], A_all[idx]
                 # A parameter pushed against a bound is held there. "Against" includes so close that
                 # reaching the bound would change the objective by less than ftol of it: otherwise an
                 # optimum on a bound in a flat valley (L0 = 0 with alpha_l -> 0) is approached forever.
@@ -347,7 +367,7 @@ class BatchSolver:
                 quadratic = (shift == 0) & ~bad & (decrement >= 0) & (decrement <= S_tol[:, 0])
                 step_s = np.where(quadratic[:, None], newton, damped)
                 new = np.where(blocked, xi, np.clip(xi + step_s / d, lo, hi))
-                S_new = self._objective(new, y, w_all, idx)
+                S_new = self._objective(new, y_act, w_act, idx)
                 S_old = S[idx]
                 denom = np.maximum(np.abs(S_old), 1e-300)
                 actual = S_old - S_new
@@ -358,6 +378,7 @@ class BatchSolver:
                 accept = improved | (quadratic & np.isfinite(S_new) & (S_new <= S_old + ftol * denom))
                 moved = idx[accept]
                 x[moved], S[moved] = new[accept], S_new[accept]
+                known[moved] = False
                 lam[idx] = np.where(improved, np.maximum(lam[idx] / 5.0, 1e-12), lam[idx] * 8.0)
                 iterations[idx] += 1
                 small_f = (np.abs(actual) <= ftol * denom) & (np.abs(predicted) <= ftol * denom)
@@ -383,7 +404,7 @@ class BatchSolver:
                      idx: np.ndarray | None = None):
         """Gradient g and Hessian H of half the objective (of the objective for Huber), and the diagonal
         of the Gauss-Newton matrix for scaling, all in the solver's (centered) parameters, at `x`
-        (k, P) for the rows `idx` of `y` and `w` (as in `_objective`).
+        (k, P), with the responses `y` and weights `w` of those problems (as in `_objective`).
 
         Residual Jacobians are never formed: for log residuals J_r = -J_f / f, so every J_r' C J_r is
         J_f' (C / f^2) J_f, one weighted product of the form's Jacobian. The sums over rows are taken a
@@ -391,7 +412,7 @@ class BatchSolver:
         theta = self._to_original(x, idx)
         g, H, scaling = 0.0, 0.0, 0.0
         for rows, X in self._row_blocks(len(x)):
-            gb, Hb, sb = self._block_derivatives(theta, _rows(y, idx, rows, self._ty), _rows(w, idx, rows), X)
+            gb, Hb, sb = self._block_derivatives(theta, _rows(y, rows, self._ty), _rows(w, rows), X)
             g, H, scaling = g + gb, H + Hb, scaling + sb
         with np.errstate(all="ignore"):
             if self.centering is not None and self.centering.active:
@@ -466,58 +487,111 @@ def _power_sum_derivatives(obj: Objective, spec, theta: np.ndarray, y: np.ndarra
     """`BatchSolver._block_derivatives` for a form f = L + sum_t c_t x_t^-a_t (`Form.power_sum`), with
     no Jacobian formed. Every column of the Jacobian is a multiple of one of the basis rows
     b = (p_1, q_1, ..., p_T, q_T, 1), with p_t = x_t^-a_t and q_t = p_t log x_t (df/dc_t = p_t,
-    df/da_t = -c_t q_t, df/dL = 1), so each weighted Gram matrix is one batched product of the
-    contiguous (K, 2T + 1, n) basis with itself, scaled by (1, -c_t) afterwards, and the second
-    derivatives (d2f/dc_t da_t = -q_t, d2f/da_t^2 = c_t q_t log x_t) reuse the same rows. It gives
-    what the general path gives, to rounding, at a fraction of the memory traffic."""
+    df/da_t = -c_t q_t, df/dL = 1), so each weighted Gram matrix is a batched product of the basis
+    with itself, scaled by (1, -c_t) afterwards, and the second derivatives (d2f/dc_t da_t = -q_t,
+    d2f/da_t^2 = c_t q_t log x_t) reuse the same rows.
+
+    A term whose input is constant over runs of consecutive rows (`Inputs.segments`: a width, a depth
+    or a parameter count in a checkpoint table, run by run) has basis rows constant over each run, as
+    has the constant: those are kept per run, and their products with anything are products with the
+    per-run sums of the weighted per-row quantities (`np.add.reduceat`). Only the other terms (the
+    tokens) are worked out row by row. It gives what the general path gives, to rounding, at a
+    fraction of the memory traffic."""
     i_const, terms = spec
     K = theta.shape[0]
-    n = len(X[terms[0][2]])
-    T = len(terms)
-    nb = 2 * T + (i_const is not None)
-    basis = np.empty((K, nb, n))
-    f = np.zeros((K, n)) if i_const is None else np.repeat(theta[:, i_const, None], n, axis=1)
-    logs = []
-    for t, (ic, ia, var) in enumerate(terms):
-        p = _negative_power(X, var, theta[:, ia], out=basis[:, 2 * t])
-        logx = input_log(X, var)
-        np.multiply(p, logx, out=basis[:, 2 * t + 1])
-        f += theta[:, ic, None] * p
-        logs.append(logx)
-    if i_const is not None:
-        basis[:, 2 * T] = 1.0
+    f, Q, R, starts, per_run, per_row = _power_sum_columns(spec, theta, X, derivatives=True)
+    # the parameter each basis row belongs to, and its factor: per-run rows, the constant, per-row rows
+    ones = np.ones(K)
+    columns = [c for ic, ia, _ in per_run for c in ((ic, ones), (ia, -theta[:, ic]))]
+    columns += [] if i_const is None else [(i_const, ones)]
+    columns += [c for ic, ia, _ in per_row for c in ((ic, ones), (ia, -theta[:, ic]))]
+    index = [i for i, _ in columns]
+    factor = np.stack([v for _, v in columns], axis=1)
+    run_logs = [input_log(X, var)[starts] for _, _, var in per_run]
+    row_logs = [input_log(X, var) for _, _, var in per_row]
     a, w_hess, w_scale = _row_weights(obj, obj.residuals_from(y, f), f, w)
-    g_basis = (basis @ a[:, :, None])[:, :, 0]
-    basis_t = np.swapaxes(basis, 1, 2)
-    gram = (basis * w_hess[:, None, :]) @ basis_t
-    gram_scale = gram if w_scale is None else (basis * w_scale[:, None, :]) @ basis_t
-    index = [i for ic, ia, _ in terms for i in (ic, ia)] + ([] if i_const is None else [i_const])
-    factor = np.ones((K, nb))
-    for t, (ic, _, _) in enumerate(terms):
-        factor[:, 2 * t + 1] = -theta[:, ic]
+    E = Q.shape[1]
+    R_t = np.swapaxes(R, 1, 2)
+
+    def run_sums(v: np.ndarray) -> np.ndarray:
+        return np.add.reduceat(v, starts, axis=-1)
+
+    def gram(weight: np.ndarray) -> np.ndarray:
+        weighted = R * weight[:, None, :]
+        G = np.empty((K, E + R.shape[1], E + R.shape[1]))
+        G[:, :E, :E] = (Q * run_sums(weight)[:, None, :]) @ np.swapaxes(Q, 1, 2)
+        G[:, :E, E:] = Q @ np.swapaxes(run_sums(weighted), 1, 2)
+        G[:, E:, :E] = np.swapaxes(G[:, :E, E:], 1, 2)
+        G[:, E:, E:] = weighted @ R_t
+        return G
+
+    a_run = run_sums(a)
+    g_basis = np.concatenate([(Q @ a_run[:, :, None])[:, :, 0], (R @ a[:, :, None])[:, :, 0]], axis=1)
     sel = np.ix_(np.arange(K), index, index)
     outer = factor[:, :, None] * factor[:, None, :]
     g = np.zeros((K, P))
     g[:, index] = factor * g_basis
     scaling = np.zeros((K, P, P))
-    scaling[sel] = outer * gram_scale
+    gram_hess = gram(w_hess)
+    scaling[sel] = outer * (gram_hess if w_scale is None else gram(w_scale))
     H = scaling.copy() if w_scale is None else np.zeros((K, P, P))
     if w_scale is not None:
-        H[sel] = outer * gram
-    for t, (ic, ia, _) in enumerate(terms):
-        cross = -g_basis[:, 2 * t + 1]
+        H[sel] = outer * gram_hess
+    # second derivatives: the q column of each term is at 2j + 1 of its part of the basis
+    for j, (ic, ia, _) in enumerate(per_run):
+        cross = -g_basis[:, 2 * j + 1]
         H[:, ic, ia] += cross
         H[:, ia, ic] += cross
-        H[:, ia, ia] += theta[:, ic] * np.einsum("kn,kn->k", a, basis[:, 2 * t + 1] * logs[t])
+        H[:, ia, ia] += theta[:, ic] * np.einsum("ks,ks->k", a_run, Q[:, 2 * j + 1] * run_logs[j])
+    for j, (ic, ia, _) in enumerate(per_row):
+        cross = -g_basis[:, E + 2 * j + 1]
+        H[:, ic, ia] += cross
+        H[:, ia, ic] += cross
+        H[:, ia, ia] += theta[:, ic] * np.einsum("kn,kn->k", a, R[:, 2 * j + 1] * row_logs[j])
     return g, H, scaling
 
 
-def _rows(a: np.ndarray | None, idx: np.ndarray | None, rows: slice, default: np.ndarray | None = None):
-    """The block `rows` of the problems `idx` (all when None) of a (K, n) array; for None, `default`'s
-    block as one row (broadcast over the problems), or None."""
+def _power_sum_columns(spec, theta: np.ndarray, X: Mapping[str, np.ndarray], derivatives: bool):
+    """f = L + sum_t c_t x_t^-a_t (`Form.power_sum`) at `theta` (K, P), and the basis rows of
+    `_power_sum_derivatives`: per run of `Inputs.segments` (K, E, runs) for the terms whose input is
+    constant over each run, then the constant; per row (K, F, n) for the other terms. Each term
+    contributes p_t and, with `derivatives`, q_t = p_t log x_t. Also returns the first row of each run
+    and the terms of each kind."""
+    i_const, terms = spec
+    K = theta.shape[0]
+    n = len(X[terms[0][2]])
+    segments = getattr(X, "segments", None)
+    starts, slow = segments if segments is not None else (np.zeros(1, dtype=np.intp), ())
+    per_run = [t for t in terms if t[2] in slow]
+    per_row = [t for t in terms if t[2] not in slow]
+    width = 2 if derivatives else 1
+    Q = np.empty((K, width * len(per_run) + (i_const is not None), len(starts)))
+    R = np.empty((K, width * len(per_row), n))
+    f_run = (np.zeros((K, len(starts))) if i_const is None
+             else np.repeat(theta[:, i_const, None], len(starts), axis=1))
+    for j, (ic, ia, var) in enumerate(per_run):
+        logx = input_log(X, var)[starts]
+        p = np.exp(np.multiply(-theta[:, ia, None], logx[None, :], out=Q[:, width * j]), out=Q[:, width * j])
+        if derivatives:
+            np.multiply(p, logx, out=Q[:, width * j + 1])
+        f_run += theta[:, ic, None] * p
+    if i_const is not None:
+        Q[:, -1] = 1.0
+    f = np.repeat(f_run, np.diff(np.append(starts, n)), axis=1)
+    for j, (ic, ia, var) in enumerate(per_row):
+        p = _negative_power(X, var, theta[:, ia], out=R[:, width * j])
+        if derivatives:
+            np.multiply(p, input_log(X, var), out=R[:, width * j + 1])
+        f += theta[:, ic, None] * p
+    return f, Q, R, starts, per_run, per_row
+
+
+def _rows(a: np.ndarray | None, rows: slice, default: np.ndarray | None = None):
+    """The block `rows` of a (k, n) array; for None, `default`'s block as one row (broadcast over the
+    problems), or None."""
     if a is None:
         return None if default is None else default[None, rows]
-    return a[:, rows] if idx is None else a[idx, rows]
+    return a[:, rows]
 
 
 def _weighted_gram(J: np.ndarray, c: np.ndarray) -> np.ndarray:

@@ -184,15 +184,21 @@ def test_a_nist_start_is_independent_of_a_grid_point_before_it():
 @pytest.mark.parametrize("form_name", ["decomposed", "chinchilla"])
 @pytest.mark.parametrize("objective", ["log-ls", "ls", "huber"])
 @pytest.mark.parametrize("weighted", [False, True])
-def test_power_sum_kernel_gives_the_jacobian_paths_derivatives(form_name, objective, weighted, monkeypatch):
+@pytest.mark.parametrize("by_run", [False, True])
+def test_power_sum_kernel_gives_the_jacobian_paths_derivatives(form_name, objective, weighted, by_run,
+                                                               monkeypatch):
     """The solver's power-sum kernel (derivatives from the powers, no Jacobian) against the general
-    path through the form's Jacobian and second-order terms, on repeating and continuous inputs."""
+    path through the form's Jacobian and second-order terms, on repeating and continuous inputs, with
+    the rows in random order and run by run (a checkpoint table: the kernel sums width and depth
+    terms per run)."""
     from scaling_cli.forms import Inputs
     from scaling_cli.solve import BatchSolver
 
     rng = np.random.default_rng(3)
     n, K = 600, 5
     run = rng.integers(0, 30, n)
+    if by_run:
+        run = np.sort(run)
     m = np.array([256.0, 512, 1024, 2048, 4096])[run % 5]
     ell = np.array([4.0, 8, 16, 32])[run % 4]
     D = np.exp(rng.uniform(np.log(1e9), np.log(1e11), n))
@@ -209,6 +215,7 @@ def test_power_sum_kernel_gives_the_jacobian_paths_derivatives(form_name, object
     ty = pr.objective.transform(y)[None, :]
     inputs = Inputs(X)
     assert inputs.distinct  # the repeating inputs take the distinct-value path
+    assert (inputs.segments is not None) == by_run
     kernel = solver._block_derivatives(thetas, ty, w, inputs)
     monkeypatch.setattr(type(form), "power_sum", lambda self: None)
     general = solver._block_derivatives(thetas, ty, w, inputs)
