@@ -253,6 +253,42 @@ def test_resamples(method):
         pytest.approx(result.values[5], rel=1e-12)
 
 
+@pytest.mark.filterwarnings("ignore::scaling_cli.errors.ScalefitWarning")  # 6 runs pin nothing well
+def test_a_group_resample_that_repeats_another_is_solved_once_with_its_answer(monkeypatch):
+    """With few groups many resamples draw the same counts of the same groups (6 groups: about a third
+    of 200). Each distinct one is solved once, and a repeat gets the solution of its own problem."""
+    from scaling_cli.solve import BatchSolver
+
+    runs = synthetic_runs()
+    runs.data["run"] = np.array([f"run{i // 20}" for i in range(120)], dtype=object)  # 6 runs of 20
+    solved = []
+    original = BatchSolver.solve
+
+    def counting(self, theta0, y=None, weights=None, **kwargs):
+        solved.append(weights)
+        return original(self, theta0, y, weights, **kwargs)
+
+    fitted = fit(runs)
+    monkeypatch.setattr(BatchSolver, "solve", counting)
+    result = bootstrap(runs, n=200, seed=2, method="group", ci="percentile", jobs=1, fit_result=fitted)
+    monkeypatch.undo()
+    counts = np.array([result.resample(k)[0][::20] for k in range(200)])
+    _, first, inverse = np.unique(counts, axis=0, return_index=True, return_inverse=True)
+    repeats = [k for k in range(200) if first[inverse.ravel()[k]] != k]
+    assert len(repeats) >= 30
+    # every problem a solve is given differs from the others it is given
+    assert all(len(np.unique(w, axis=0)) == len(w) for w in solved if w is not None)
+    for k in repeats:
+        assert np.array_equal(result.draws[k], result.draws[first[inverse.ravel()[k]]], equal_nan=True)
+    # a repeat's draw is its own problem's solution: solved alone from the full-data optimum
+    k = [k for k in repeats if result.status[k] == 0][-1]
+    weights, _ = result.resample(k)
+    problem = Problem.build(fitted.form, fitted.inputs, fitted.observed, fitted.objective)
+    alone = BatchSolver(problem, fitted.values).solve(fitted.values[None], None, weights[None])
+    assert alone.converged[0]
+    assert np.allclose(alone.theta[0], result.draws[k], rtol=1e-9, atol=0)
+
+
 def test_tasks_are_runs_of_whole_chunks_and_draw_the_chunks_draws():
     resampler = Resampler("case", 3, 8, 10)
     tasks = resampler.tasks(1000)
