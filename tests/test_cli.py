@@ -188,7 +188,7 @@ MALFORMED: list[Case] = [
     ("exclude-ties-empty-the-table", _rows(SAME_LOSS, "runs.csv", HEADER, "--exclude-top-loss", "1"), 2,
      "{tmp}/runs.csv: no rows left after --exclude-top-loss 1"),
     ("exclude-negative", lambda tmp: _good(tmp, "--exclude-top-loss", "-1"), 2,
-     "Invalid value for '--exclude-top-loss': Input should be greater than or equal to 0"),
+     "Invalid value for '--exclude-top-loss': -1 is not in the range x>=0."),
     ("on-without-configs", lambda tmp: _good(tmp, "--on", "model"), 2,
      "--on is only used with --join FILE"),
     ("configs-without-on", _join(("model", "tokens", "loss"), CURVES[:2], None), 2,
@@ -209,7 +209,7 @@ MALFORMED: list[Case] = [
     ("huber-delta-negative", lambda tmp: _good(tmp, "--objective", "huber", "--delta", "-1e-3"), 2,
      "--delta must be a positive number, not -0.001"),
     ("delta-not-a-number", lambda tmp: _good(tmp, "--objective", "huber", "--delta", "small"), 2,
-     "Invalid value for '--delta': Input should be a valid number, unable to parse string as a number"),
+     "Invalid value for '--delta': 'small' is not a valid float."),
     ("unknown-form", lambda tmp: _good(tmp, "--form", "kaplan"), 2,
      "unknown form 'kaplan': built-in forms are decomposed, chinchilla; 'kaplan' is a shipped YAML form: "
      "pass --config kaplan"),
