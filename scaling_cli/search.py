@@ -13,7 +13,7 @@ from typing import Sequence
 import numpy as np
 
 from . import solve
-from .linear import solve_linear
+from .linear import _bounded_linear_ls, solve_linear
 from .robust import TIE, robust_minimize
 from .solve import BatchSolver, Problem, Solution, levenberg_marquardt
 
@@ -148,25 +148,98 @@ def _value_in_blocks(problem: Problem, theta: np.ndarray, weights: np.ndarray | 
 def exhaustive_grid(problem: Problem, weights: np.ndarray | None = None, keep: int = N_POLISH,
                     from_design: bool = False) -> tuple[np.ndarray, np.ndarray, int]:
     """Every grid point on every row: the `keep` best points (theta, values) and the number tried.
-    `from_design` takes the predictions from the design matrix rather than the form (a third less
-    work, values equal up to rounding: the subsample search uses it)."""
+    Power-sum forms take `_power_sum_grid`; for the others, `from_design` takes the predictions from
+    the design matrix rather than the form (a third less work, values equal up to rounding: the
+    subsample search uses it)."""
     theta = grid_points(problem)
     G = len(theta)
     per_chunk = max(1, GRID_CHUNK_FLOATS // max(1, problem.n * max(1, len(problem.form.linear))))
     values = np.empty(G)
-    for start in range(0, G, per_chunk):
-        if from_design:
-            chunk, f = solve_linear(problem, theta[start:start + per_chunk], weights, predict=True)
-            with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-                value = problem.objective.value(problem.objective.residuals(problem.y[None, :], f), weights)
-        else:
-            chunk = solve_linear(problem, theta[start:start + per_chunk], weights)
-            value = problem.value(chunk, weights)
-        theta[start:start + per_chunk] = chunk
-        values[start:start + per_chunk] = value
+    if not _power_sum_grid(problem, theta, values, weights, per_chunk):
+        for start in range(0, G, per_chunk):
+            if from_design:
+                chunk, f = solve_linear(problem, theta[start:start + per_chunk], weights, predict=True)
+                with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+                    r = problem.objective.residuals(problem.y[None, :], f)
+                    value = problem.objective.value(r, weights)
+            else:
+                chunk = solve_linear(problem, theta[start:start + per_chunk], weights)
+                value = problem.value(chunk, weights)
+            theta[start:start + per_chunk] = chunk
+            values[start:start + per_chunk] = value
     values = np.where(np.isfinite(values), values, np.inf)
     order = np.argsort(values, kind="stable")[:keep]
     return theta[order], values[order], G
+
+
+def _power_sum_grid(problem: Problem, theta: np.ndarray, values: np.ndarray, weights: np.ndarray | None,
+                    per_chunk: int) -> bool:
+    """`exhaustive_grid` for a form f = L + sum_t c_t x_t^-a_t (`Form.power_sum`) whose coefficients
+    are all free and bounded below by 0 (or not at all): fills in the coefficients of the grid points
+    `theta` and their objectives `values`, and returns True (False: not such a form; nothing done).
+
+    The grid is a product of each exponent's values, and every entry of the normal equations depends
+    on at most two exponents: sum w p_i p_j on a pair, sum w p_i y on one. So they are computed once
+    per pair of exponent values (a few hundred products of rows, not one per grid point and pair) and
+    gathered; the coefficients are then solved exactly as `solve_linear` does, and the objective is
+    evaluated on the predictions from the powers. Same numbers as the general path, to rounding."""
+    form = problem.form
+    spec = form.power_sum()
+    if spec is None or not form.linear:
+        return False
+    i_const, terms = spec
+    lin = [form.index(p) for p in form.linear]
+    kinds = {ic: t for t, (ic, _, _) in enumerate(terms)}
+    if i_const is not None:
+        kinds[i_const] = None
+    plain = all(problem.free[p] and problem.lower[p] in (0.0, -np.inf) and problem.upper[p] == np.inf
+                for p in lin)
+    if sorted(kinds) != sorted(lin) or not plain:
+        return False
+    y = problem.y
+    w2 = (1.0 / (y * y) if problem.objective.log_space else np.ones(problem.n))
+    if weights is not None:
+        w2 = w2 * weights
+    with np.errstate(all="ignore"):
+        # per term: its exponent's values on the grid, where each point's is among them, the powers
+        axes = [np.unique(theta[:, ia], return_inverse=True) for _, ia, _ in terms]
+        powers = [np.exp(-values_[:, None] * np.log(np.asarray(problem.X[var], dtype=float))[None, :])
+                  for (values_, _), (_, _, var) in zip(axes, terms, strict=True)]
+        where = [inverse.ravel() for _, inverse in axes]
+        weighted = [p * w2 for p in powers]
+        G, L = len(theta), len(lin)
+        A = np.empty((G, L, L))
+        b = np.empty((G, L))
+        for i, pi in enumerate(lin):
+            ti = kinds[pi]
+            b[:, i] = (w2 @ y) if ti is None else (weighted[ti] @ y)[where[ti]]
+            for j, pj in enumerate(lin[i:], start=i):
+                tj = kinds[pj]
+                if ti is None and tj is None:
+                    entry = np.full(G, w2.sum())
+                elif ti is None or tj is None:
+                    t = tj if ti is None else ti
+                    entry = weighted[t].sum(axis=1)[where[t]]
+                elif ti == tj:
+                    entry = np.einsum("an,an->a", weighted[ti], powers[ti])[where[ti]]
+                else:
+                    entry = (weighted[ti] @ powers[tj].T)[where[ti], where[tj]]
+                A[:, i, j] = A[:, j, i] = entry
+        ok = np.all(np.isfinite(A), axis=(1, 2)) & np.all(np.isfinite(b), axis=1)
+        A = np.where(ok[:, None, None], A, np.eye(L))
+        b = np.where(ok[:, None], b, 0.0)
+        c = _bounded_linear_ls(A, b, np.isfinite(problem.lower[lin]))
+        theta[:, lin] = np.clip(c, problem.lower[lin], problem.upper[lin])
+        theta[~ok] = np.nan
+        ty = problem.objective.transform(y)
+        for start in range(0, G, per_chunk):
+            rows = slice(start, start + per_chunk)
+            f = np.zeros((len(theta[rows]), problem.n)) if i_const is None else \
+                np.repeat(theta[rows, i_const, None], problem.n, axis=1)
+            for t, (ic, _, _) in enumerate(terms):
+                f += theta[rows, ic, None] * powers[t][where[t][rows]]
+            values[rows] = problem.objective.value(problem.objective.residuals_from(ty[None, :], f), weights)
+    return True
 
 
 def global_minimize(problem: Problem, weights: np.ndarray | None = None,

@@ -121,6 +121,44 @@ def test_global_search_beats_the_truth_without_any_start(seed):
     assert solution.value[0] < values[0]  # polishing improved on the grid
 
 
+@pytest.mark.parametrize("form_name", ["decomposed", "chinchilla"])
+@pytest.mark.parametrize("objective", ["log-ls", "ls", "huber"])
+@pytest.mark.parametrize("case", ["plain", "weighted", "fixed exponent"])
+def test_power_sum_grid_gives_the_general_grids_points_and_values(form_name, objective, case, monkeypatch):
+    """The grid for power-sum forms (normal equations from pairs of exponent values) against the
+    general path (a design matrix per grid point): every grid point's coefficients and objective."""
+    from scaling_cli import search
+
+    pr = problem(objective, seed=4)
+    if form_name == "chinchilla":
+        X = {"N": 12 * pr.X["m"] ** 2 * pr.X["l"], "D": pr.X["D"]}
+        pr = Problem.build(get_form("chinchilla"), X, pr.y, pr.objective)
+    rng = np.random.default_rng(5)
+    weights = rng.poisson(1.0, pr.n).astype(float) if case == "weighted" else None
+    if case == "fixed exponent":
+        name = "alpha_l" if form_name == "decomposed" else "beta"
+        pr = Problem.build(pr.form, pr.X, pr.y, pr.objective, {name: 0.5})
+    theta = search.grid_points(pr)
+    fast, fast_values = theta.copy(), np.empty(len(theta))
+    assert search._power_sum_grid(pr, fast, fast_values, weights, 10_000)
+    monkeypatch.setattr(search, "_power_sum_grid", lambda *args: False)
+    top, values, n_grid = search.exhaustive_grid(pr, weights, keep=len(theta))
+    assert n_grid == len(theta)
+    order = np.argsort(fast_values, kind="stable")
+    assert np.allclose(fast_values[order], values, rtol=1e-9, atol=0)
+    assert np.allclose(fast[order], top, rtol=1e-6, atol=1e-9)
+
+
+def test_the_power_sum_grid_leaves_forms_with_a_held_or_bounded_coefficient_to_the_general_path():
+    from scaling_cli import search
+
+    pr = problem()
+    for fixed, bounds in (({"L0": 1.7}, None), (None, {"c_m": (10.0, 1e4)})):
+        held = Problem.build(pr.form, pr.X, pr.y, pr.objective, fixed, bounds)
+        theta = search.grid_points(held)
+        assert not search._power_sum_grid(held, theta, np.empty(len(theta)), None, 10_000)
+
+
 def test_a_row_whose_derivatives_overflow_stops_without_breaking_the_batch():
     from scaling_cli.forms import Decomposed
 
