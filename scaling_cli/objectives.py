@@ -61,9 +61,14 @@ class Objective:
         if not self.log_space:
             return ty - f
         with np.errstate(invalid="ignore", divide="ignore"):
-            r = ty - np.log(f)
-        nonpositive = f <= 0
-        return np.where(nonpositive, np.nan, r) if nonpositive.any() else r
+            r = np.log(f)
+        if isinstance(r, np.ndarray) and r.shape == np.broadcast_shapes(np.shape(ty), r.shape):
+            np.subtract(ty, r, out=r)  # in place: the solver calls this on its widest arrays
+        else:
+            r = ty - r
+        if not np.min(f, initial=np.inf) <= 0:  # (a NaN in f is a NaN in r already)
+            return r
+        return np.where(f <= 0, np.nan, r)
 
     def residual_jacobian(self, f: np.ndarray, Jf: np.ndarray) -> np.ndarray:
         """d residual / d theta from d f / d theta (shapes (K, n) and (K, n, P))."""

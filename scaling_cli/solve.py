@@ -465,7 +465,7 @@ def _row_weights(obj: Objective, r: np.ndarray, f: np.ndarray, w: np.ndarray | N
     Huber too: rho'' is 1 inside delta and 0 outside, rho' = psi. For log residuals J_r = -J_f / f and
     d2 r = -d2 f / f + J_r J_r', whose outer product joins the Gauss-Newton term."""
     if obj.least_squares:
-        curv = np.ones_like(r) if w is None else np.broadcast_to(w, r.shape)
+        curv = 1.0 if w is None else w
         v = r if w is None else r * w
     else:
         curv = (np.abs(r) <= obj.delta).astype(float)
@@ -473,13 +473,20 @@ def _row_weights(obj: Objective, r: np.ndarray, f: np.ndarray, w: np.ndarray | N
         if w is not None:
             curv, v = curv * w, v * w
     if not obj.log_space:
-        return -v, curv, None
-    inv = 1.0 / f
-    inv2 = inv * inv
+        return -v, np.broadcast_to(curv, r.shape), None
+    # in place where the arrays are this function's own: these are the solver's widest temporaries
+    inv = np.reciprocal(f)
+    a = np.multiply(v, inv)
+    np.negative(a, out=a)
+    w_hess = np.add(curv, v, out=None if v is r else v)
+    w_hess *= inv
+    w_hess *= inv
     w_scale = None
     if not obj.least_squares:  # IRLS weights: positive, unlike the exact Huber curvature
-        w_scale = obj.irls_weights(r) * inv2 if w is None else obj.irls_weights(r) * w * inv2
-    return -v * inv, (curv + v) * inv2, w_scale
+        w_scale = obj.irls_weights(r) if w is None else obj.irls_weights(r) * w
+        w_scale *= inv
+        w_scale *= inv
+    return a, w_hess, w_scale
 
 
 def _power_sum_derivatives(obj: Objective, spec, theta: np.ndarray, y: np.ndarray, w: np.ndarray | None,
