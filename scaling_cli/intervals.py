@@ -3,13 +3,16 @@ studentized (bootstrap-t) interval with each resample's cluster-robust CR2 covar
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from statistics import NormalDist
+from typing import Mapping
 
 import numpy as np
 
 from .design import Groups
 from .fitting import t_quantile
-from .solve import Problem
+from .forms import Inputs
+from .solve import Problem, _power_sum_columns
 
 HUGE = 1e300
 # cluster_covariances works on blocks of resamples holding about this many floats (resamples x rows x
@@ -36,26 +39,21 @@ def cluster_covariances(problem: Problem, thetas: np.ndarray, use: np.ndarray, g
     if idx.size == 0 or K == 0:
         return out
     slots, first = _group_slots(groups)
+    cells = _PowerSumCells.of(problem, groups)
     block = int(np.clip(COVARIANCE_FLOATS // max(1, slots.size * P), 1, MAX_BLOCK))
     for start in range(0, K, block):
         sl = slice(start, min(K, start + block))
         theta = thetas[sl]
+        y_block = problem.y[None, :] if y is None else y[sl]
         with np.errstate(all="ignore"):
-            f = problem.form.predict(theta, problem.X)
-            r = problem.objective.residuals(problem.y[None, :] if y is None else y[sl], f)
-            J = problem.objective.residual_jacobian(f, problem.form.jacobian(theta, problem.X))[:, :, idx]
+            gram, a = (_slot_sums(problem, theta, y_block, idx, slots) if cells is None
+                       else cells.sums(theta, y_block, idx))  # (k, G, p, p): J_g' J_g, (k, G, p): J_g' r_g
         # every row of a group has the group's weight (how often it was drawn)
         wg = np.ones((theta.shape[0], len(first))) if weights is None else weights[sl][:, first]
-        # the rows of each group side by side (zero rows pad the smaller groups): sums over a group's
-        # rows become batched matrix products
-        if slots.size > J.shape[1]:  # groups of unequal sizes
-            J = np.concatenate([J, np.zeros_like(J[:, :1])], axis=1)
-            r = np.concatenate([r, np.zeros_like(r[:, :1])], axis=1)
-        J, r = J[:, slots], r[:, slots]  # (k, G, m, p), (k, G, m)
         used = (wg > 0)[:, :, None]
         # a group not drawn adds nothing (and whatever its rows' residuals are, even NaN)
-        gram = np.where(used[..., None], np.swapaxes(J, 2, 3) @ J, 0.0)  # (k, G, p, p): J_g' J_g
-        a = np.where(used, (np.swapaxes(J, 2, 3) @ r[..., None])[..., 0], 0.0)  # (k, G, p): J_g' r_g
+        gram = np.where(used[..., None], gram, 0.0)
+        a = np.where(used, a, 0.0)
         total = np.einsum("kg,kgpq->kpq", wg, gram)
         d = np.sqrt(np.clip(np.einsum("kpp->kp", total), 0.0, None))
         d = np.where(d > 0, d, 1.0)
@@ -83,6 +81,95 @@ def cluster_covariances(problem: Problem, thetas: np.ndarray, use: np.ndarray, g
         block_out[:, idx[:, None], idx[None, :]] = V
         out[sl] = block_out
     return out
+
+
+def _slot_sums(problem: Problem, theta: np.ndarray, y: np.ndarray, idx: np.ndarray, slots: np.ndarray):
+    """Each group's J_g' J_g (k, G, p, p) and J_g' r_g (k, G, p), J the residual Jacobian in the
+    parameters `idx`: the rows of each group side by side (zero rows pad the smaller groups, `slots`),
+    so that sums over a group's rows become batched matrix products."""
+    f = problem.form.predict(theta, problem.X)
+    r = problem.objective.residuals(y, f)
+    J = problem.objective.residual_jacobian(f, problem.form.jacobian(theta, problem.X))[:, :, idx]
+    if slots.size > J.shape[1]:  # groups of unequal sizes
+        J = np.concatenate([J, np.zeros_like(J[:, :1])], axis=1)
+        r = np.concatenate([r, np.zeros_like(r[:, :1])], axis=1)
+    J, r = J[:, slots], r[:, slots]  # (k, G, m, p), (k, G, m)
+    return np.swapaxes(J, 2, 3) @ J, (np.swapaxes(J, 2, 3) @ r[..., None])[..., 0]
+
+
+@dataclass(frozen=True)
+class _PowerSumCells:
+    """`_slot_sums` for a power-sum form (`Form.power_sum`) on a least-squares objective whose groups
+    come in runs of rows: the Jacobian is never formed. Its columns are multiples of the solver's basis
+    rows (`solve._power_sum_columns`), and a width or depth term's rows are constant over each run of
+    rows (`Inputs.segments`); the table is cut into cells, runs of rows in one group and one segment,
+    each group's sums are sums over its cells, and a cell's are the products of its constant basis
+    rows with the cell's sums of the per-row quantities (the token term's rows, weighted)."""
+
+    problem: Problem
+    X: Mapping[str, np.ndarray]
+    starts: np.ndarray  # first row of every cell
+    segment: np.ndarray  # the segment of every cell
+    order: np.ndarray  # the cells ordered by group
+    group_starts: np.ndarray  # where each group's cells begin in that order
+
+    MAX_CELL_FRACTION = 0.25  # more cells than this fraction of the rows: the slots are cheaper
+
+    @classmethod
+    def of(cls, problem: Problem, groups: Groups) -> _PowerSumCells | None:
+        spec = problem.form.power_sum()
+        if spec is None or not problem.objective.least_squares or problem.n == 0:
+            return None
+        X = Inputs(problem.X)
+        segment_starts = X.segments[0] if X.segments is not None else np.zeros(1, dtype=np.intp)
+        change = np.flatnonzero(groups.index[1:] != groups.index[:-1]) + 1
+        starts = np.union1d(segment_starts, change).astype(np.intp)
+        if len(starts) > cls.MAX_CELL_FRACTION * problem.n:
+            return None
+        segment = np.searchsorted(segment_starts, starts, side="right") - 1
+        cell_group = groups.index[starts]
+        order = np.argsort(cell_group, kind="stable")
+        group_starts = np.flatnonzero(np.r_[True, cell_group[order][1:] != cell_group[order][:-1]])
+        return cls(problem, X, starts, segment, order, group_starts)
+
+    def sums(self, theta: np.ndarray, y: np.ndarray, idx: np.ndarray):
+        pr = self.problem
+        obj = pr.objective
+        spec = pr.form.power_sum()
+        f, Q, R, _, per_run, per_row = _power_sum_columns(spec, theta, self.X, derivatives=True)
+        r = obj.residuals_from(obj.transform(y), f)
+        # J_r = -J_f / f for log residuals, -J_f otherwise
+        u = 1.0 / f if obj.log_space else np.ones_like(f)
+        w2, wa = u * u, -r * u
+        K, F, E = theta.shape[0], R.shape[1], Q.shape[1]
+
+        def cell_sums(v):
+            return np.add.reduceat(v, self.starts, axis=-1)
+
+        Qc = Q[:, :, self.segment]  # (k, E, cells)
+        W, A = cell_sums(w2), cell_sums(wa)
+        WR, AR = cell_sums(R * w2[:, None, :]), cell_sums(R * wa[:, None, :])
+        WRR = cell_sums(R[:, :, None, :] * (R * w2[:, None, :])[:, None, :, :])  # (k, F, F, cells)
+        nb = E + F
+        G = np.empty((K, len(self.starts), nb, nb))
+        G[:, :, :E, :E] = np.einsum("kic,kjc,kc->kcij", Qc, Qc, W)
+        G[:, :, :E, E:] = np.einsum("kic,kjc->kcij", Qc, WR)
+        G[:, :, E:, :E] = np.swapaxes(G[:, :, :E, E:], 2, 3)
+        G[:, :, E:, E:] = np.moveaxis(WRR, 3, 1)
+        a = np.concatenate([np.moveaxis(Qc * A[:, None, :], 1, 2), np.moveaxis(AR, 1, 2)], axis=2)
+        G = np.add.reduceat(G[:, self.order], self.group_starts, axis=1)  # (k, groups, nb, nb)
+        a = np.add.reduceat(a[:, self.order], self.group_starts, axis=1)
+        # basis rows -> parameters: per-run rows (p, q per term), the constant, per-row rows
+        i_const = spec[0]
+        ones = np.ones(K)
+        columns = [c for ic, ia, _ in per_run for c in ((ic, ones), (ia, -theta[:, ic]))]
+        columns += [] if i_const is None else [(i_const, ones)]
+        columns += [c for ic, ia, _ in per_row for c in ((ic, ones), (ia, -theta[:, ic]))]
+        where = {p: j for j, (p, _) in enumerate(columns)}
+        cols = [where[p] for p in idx]
+        factor = np.stack([columns[j][1] for j in cols], axis=1)  # (k, p)
+        gram = G[:, :, cols][:, :, :, cols] * (factor[:, :, None] * factor[:, None, :])[:, None]
+        return gram, a[:, :, cols] * factor[:, None, :]
 
 
 def _group_slots(groups: Groups) -> tuple[np.ndarray, np.ndarray]:

@@ -300,6 +300,48 @@ def test_resample_covariance_counts_a_group_drawn_twice_as_two_clusters():
     close(got[np.ix_(ok, ok)], expected[np.ix_(ok, ok)])
 
 
+@pytest.mark.parametrize("form_name", ["decomposed", "chinchilla"])
+@pytest.mark.parametrize("objective", ["log-ls", "ls"])
+@pytest.mark.parametrize("grouping", ["runs", "pairs of runs", "interleaved"])
+def test_resample_covariances_from_run_sums_equal_those_from_the_jacobian(form_name, objective, grouping,
+                                                                          monkeypatch):
+    """The per-resample CR2 covariances of a checkpoint table from the power-sum basis summed over
+    cells (runs of rows in one group and one width and depth) against the general path through each
+    group's Jacobian rows, with group-bootstrap weights, for groups that are the runs, groups of two
+    runs of the same width and depth, and groups whose rows are interleaved (the general path)."""
+    import scaling_cli.intervals as intervals
+    from scaling_cli.bootstrap import cluster_covariances
+    from scaling_cli.objectives import Objective
+
+    # runs 0 and 1, and 2 and 3, share a width and a depth: one segment spans two groups
+    runs = grouped_runs(n_runs=12, per_run=24, seed=4,
+                        widths=[512.0, 512, 1024, 1024, 768, 1536, 2048, 3072, 4096, 6144, 2560, 3584],
+                        depths=[6.0, 6, 12, 12, 24, 8, 32, 16, 20, 48, 10, 40])
+    form = get_form(form_name)
+    X = {"m": runs.column("width"), "l": runs.column("depth"), "D": runs.column("tokens")}
+    if form_name == "chinchilla":
+        X = {"N": 12 * X["m"] ** 2 * X["l"], "D": X["D"]}
+    problem = Problem.build(form, X, runs.column("loss"), Objective(objective))
+    run = np.repeat(np.arange(12), 24)
+    index = {"runs": run, "pairs of runs": run // 2, "interleaved": np.arange(len(run)) % 12}[grouping]
+    groups = Groups("run", index, int(index.max()) + 1)
+    assert (intervals._PowerSumCells.of(problem, groups) is None) == (grouping == "interleaved")
+    from scaling_cli.search import global_minimize
+
+    theta = global_minimize(problem)[0].theta[0]
+    rng = np.random.default_rng(1)
+    thetas = theta * (1 + 0.002 * rng.normal(size=(6, len(theta))))
+    counts = rng.multinomial(groups.count, np.full(groups.count, 1 / groups.count), 6)
+    weights = counts[:, index].astype(float)
+    use = np.ones(len(theta), dtype=bool)
+    ours = cluster_covariances(problem, thetas, use, groups, weights)
+    monkeypatch.setattr(intervals._PowerSumCells, "of", classmethod(lambda cls, problem, groups: None))
+    theirs = cluster_covariances(problem, thetas, use, groups, weights)
+    scale = np.sqrt(np.einsum("kii->ki", theirs)[:, :, None] * np.einsum("kii->ki", theirs)[:, None, :])
+    # (the two sum the same products in another order; CR2 of a nearly collinear design magnifies that)
+    np.testing.assert_allclose(ours / scale, theirs / scale, rtol=0, atol=1e-6)
+
+
 def test_studentized_interval_inverts_the_resampled_t():
     """With resampled t* = (draw - estimate) / se* standard normal the bootstrap-t interval is
     estimate -+ 1.96 se, whatever the spread of the draws themselves; a resample that cannot pin the
