@@ -143,9 +143,7 @@ class _Engine:
         r = self.resampler
         if weights is None or r.method != "group":
             return None, None
-        n = len(r.groups)
-        first_row = np.empty(r.n_groups, dtype=np.intp)
-        first_row[r.groups[::-1]] = np.arange(n - 1, -1, -1)  # each group's first row
+        first_row = np.unique(r.groups, return_index=True)[1]  # every row of a group has its count
         _, first, repeats = np.unique(weights[:, first_row], axis=0, return_index=True, return_inverse=True)
         if len(first) == len(weights):
             return None, None
