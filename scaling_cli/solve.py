@@ -223,21 +223,23 @@ class Centering:
         The first matrix gets the second-order term of the change of variables (it is the Hessian);
         the others (the Gauss-Newton matrix, used for scaling only) just the chain rule."""
         K, P = theta.shape
-        E = self.factor(centered, rows)  # (K, C)
-        G = np.broadcast_to(self._select(rows)[1], (K,) + self.G_rows.shape[1:])  # (K, C, N)
+        E = self.factor(centered, rows)
+        G = np.broadcast_to(self._select(rows)[1], (K,) + self.G_rows.shape[1:])
         D = np.broadcast_to(np.eye(P), (K, P, P)).copy()
-        lin, nl = self.linear, self.nonlinear
-        # (every centered coefficient at once: a linear and a nonlinear parameter are never the same)
-        D[:, lin, lin] = E
-        D[:, lin[:, None], nl[None, :]] = -theta[:, lin, None] * G
+        nl = self.nonlinear
+        for r, j in enumerate(self.linear):
+            D[:, j, j] = E[:, r]
+            D[:, j, nl] = -theta[:, j, None] * G[:, r]
         Dt = np.swapaxes(D, 1, 2)
         g_new = np.einsum("kip,ki->kp", D, g)
         out = [Dt @ M @ D for M in matrices]
         H = out[0]
-        cross = -(g[:, lin] * E)[:, :, None] * G  # (K, C, N)
-        H[:, lin[:, None], nl[None, :]] += cross
-        H[:, nl[:, None], lin[None, :]] += np.swapaxes(cross, 1, 2)
-        H[:, nl[:, None], nl[None, :]] += np.einsum("kc,kcn,kcm->knm", g[:, lin] * theta[:, lin], G, G)
+        for r, j in enumerate(self.linear):
+            cross = -(g[:, j] * E[:, r])[:, None] * G[:, r]
+            H[:, j, nl] += cross
+            H[:, nl, j] += cross
+            H[:, nl[:, None], nl[None, :]] += (g[:, j] * theta[:, j])[:, None, None] * (
+                G[:, r, :, None] * G[:, r, None, :])
         return g_new, out
 
 
