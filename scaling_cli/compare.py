@@ -52,6 +52,7 @@ if TYPE_CHECKING:
     from .fitting import FitResult
 
 RANK_BY = ("extrapolation", "cv", "aic", "bic")
+RANK_DIGITS = 9  # metrics that agree to this many significant digits rank as a tie
 DEFAULT_FOLDS = 5
 DEFAULT_HOLDOUT_TOP = 0.2
 DEFAULT_BY = "flops"
@@ -400,12 +401,20 @@ def compare_forms(data: Runs | str | Path, forms: Sequence[Form | str | Path], *
         input_sha256=runs.sha256, seconds=time.perf_counter() - t0)
 
 
+def _rounded(value: float, nan: float) -> float:
+    """`value` to RANK_DIGITS significant digits (`nan` for NaN), for ranking."""
+    return nan if math.isnan(value) else float(f"{value:.{RANK_DIGITS}g}")
+
+
 def rank_entries(entries: Sequence[FormComparison], rank_by: str) -> tuple[FormComparison, ...]:
     """Forms that fitted, best first by `rank_by` (those without the metric after, by AIC), numbered
     from 1; then the forms that failed, in their order."""
     ok = [e for e in entries if e.ok]
-    ok.sort(key=lambda e: (not np.isfinite(e.metric(rank_by)), np.nan_to_num(e.metric(rank_by), nan=0.0),
-                           np.nan_to_num(e.fit.stats.aic, nan=np.inf)))
+    # Metrics equal to RANK_DIGITS significant digits are a tie, broken by AIC and then by the order the
+    # forms were given: two forms that reach the same fit (an interaction term at 0) must not be ordered
+    # by the last bits of their errors, which any change of summation order moves.
+    ok.sort(key=lambda e: (not np.isfinite(e.metric(rank_by)), _rounded(e.metric(rank_by), 0.0),
+                           _rounded(e.fit.stats.aic, np.inf)))
     return tuple([replace(e, rank=r) for r, e in enumerate(ok, start=1)]
                  + [replace(e, rank=None) for e in entries if not e.ok])
 

@@ -169,6 +169,27 @@ def test_ranking_follows_the_metric(runs_csv, rank_by):
         ranked.rerank("r2")
 
 
+def test_forms_whose_metric_agrees_to_rounding_rank_by_aic_then_as_given(result):
+    """Two forms that reach the same fit (an interaction term at 0) have errors that differ only in
+    their last bits, which any change of summation order moves: that is a tie, broken by AIC and then
+    by the order the forms were given, never by the bits."""
+    from dataclasses import replace
+
+    from scaling_cli.compare import rank_entries
+
+    true, other = result["decomposed"], result["depth_free"]
+    assert true.fit.stats.aic < other.fit.stats.aic
+    tied = replace(other, extrapolation=replace(
+        other.extrapolation, mean_abs_rel_error=true.extrapolation.mean_abs_rel_error * (1 - 1e-14)))
+    assert [e.name for e in rank_entries([tied, true], "extrapolation")] == ["decomposed", "depth_free"]
+    ahead = replace(tied, extrapolation=replace(
+        other.extrapolation, mean_abs_rel_error=true.extrapolation.mean_abs_rel_error * (1 - 1e-6)))
+    assert [e.name for e in rank_entries([true, ahead], "extrapolation")] == ["depth_free", "decomposed"]
+    twin = replace(true, name="twin")
+    for order in ([true, twin], [twin, true]):
+        assert [e.name for e in rank_entries(order, "extrapolation")] == [e.name for e in order]
+
+
 def test_akaike_weights_sum_to_one(result):
     weights = [e.akaike_weight for e in result.ranked]
     assert math.isclose(sum(weights), 1.0, rel_tol=1e-12)
