@@ -77,7 +77,9 @@ def grid_rows(problem: Problem, weights: np.ndarray | None = None,
     order = np.lexsort(columns[::-1])  # by the first input, then the next, ..., then the response
     picked = [order[np.round(np.linspace(0, len(order) - 1, size)).astype(int)]]
     picked += [np.array([np.argmin(c), np.argmax(c)]) for c in columns]
-    return usable[np.unique(np.concatenate(picked))]
+    chosen = np.zeros(len(usable), dtype=bool)  # (np.unique would import numpy.ma: 20 ms of a fit)
+    chosen[np.concatenate(picked)] = True
+    return usable[chosen]
 
 
 def subproblem(problem: Problem, rows: np.ndarray) -> Problem:
