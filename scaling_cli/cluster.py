@@ -13,14 +13,15 @@ NULL_LOADING = 0.05  # a parameter loading a near-null direction by more than th
 
 
 def _cluster_covariance(problem: Problem, theta: np.ndarray, use: np.ndarray, groups: Groups
-                        ) -> tuple[np.ndarray, list[str], str]:
+                        ) -> tuple[np.ndarray, list[str], str, np.ndarray]:
     """The cluster-robust covariance (P, P) of the parameters in `use` (NaN elsewhere), the names of
-    those it cannot pin (a null direction: fewer groups than the parameters need), and its kind."""
+    those it cannot pin (a null direction: fewer groups than the parameters need), its kind, and each
+    parameter's Bell-McCaffrey degrees of freedom (P,) (NaN where it has none, and for CR1)."""
     P = len(theta)
     cov = np.full((P, P), np.nan)
     idx = np.flatnonzero(use)
     if idx.size == 0:
-        return cov, [], "CR2"
+        return cov, [], "CR2", np.full(P, np.nan)
     r, Js, d = _scaled_jacobian(problem, theta, idx)
     G = groups.count
     scores = np.zeros((G, idx.size))

@@ -267,6 +267,18 @@ def test_wild_bootstrap_on_checkpoints_is_honest_about_few_runs():
         assert 0.5 < (hi - lo) / (jhi - jlo) < 1.5, name
 
 
+def test_a_checkpoint_fit_with_every_parameter_held_has_no_errors_and_no_crash():
+    """With every parameter held there is nothing for the cluster-robust covariance to estimate: the
+    fit reports its values with no errors (it used to fail unpacking the covariance's result)."""
+    runs = grouped_runs(n_runs=12, per_run=8, seed=3)
+    free = quiet_fit(runs, "decomposed")
+    every = {name: float(value) for name, value in zip(free.form.params, free.values, strict=True)}
+    held = quiet_fit(runs, "decomposed", fixed=every)
+    assert held.covariance_type == "cluster-robust CR2"
+    assert np.array_equal(held.values, free.values)
+    assert np.all(np.isnan(held.stderr)) and all(note == "fixed" for note in (e.note for e in held.estimates))
+
+
 def test_resample_covariance_counts_a_group_drawn_twice_as_two_clusters():
     """The CR2 covariance of a group-bootstrap resample (weights 2 on one run, 0 on another) equals the
     fit's cluster-robust covariance of the table in which that run's rows appear twice as two runs
