@@ -46,7 +46,7 @@ from .design import (
     groups_of,
     looks_like_curves,
 )
-from .distributions import _normal_quantile, t_quantile  # noqa: F401  (t_quantile is part of this API)
+from .distributions import t_quantile  # noqa: F401  (t_quantile is part of this API)
 from .errors import DataError, FitError, ScalefitWarning, SpecError, option
 from .forms import Form, get_form
 from .io import Runs

@@ -280,13 +280,13 @@ class Decomposed(Form):
         J = np.empty((theta.shape[0], len(X["m"]), len(self.params)))
         for (c, a, v), power in zip(self._terms, self._powers(theta, X), strict=False):
             J[:, :, self.index(c)] = power
-            J[:, :, self.index(a)] = -theta[:, self.index(c), None] * power * np.log(X[v])[None, :]
+            J[:, :, self.index(a)] = -theta[:, self.index(c), None] * power * input_log(X, v)[None, :]
         J[:, :, self.index("L0")] = 1.0
         return J
 
     def second_order(self, theta, X, v):
         return _power_terms_second_order(theta, v, [
-            (self.index(c), self.index(a), power, np.log(X[var]))
+            (self.index(c), self.index(a), power, input_log(X, var))
             for (c, a, var), power in zip(self._terms, self._powers(np.atleast_2d(theta), X), strict=False)])
 
     def predict_derivatives(self, theta, X, second_order_weights):
@@ -300,7 +300,7 @@ class Decomposed(Form):
         J = np.empty((theta.shape[0], len(X["m"]), len(self.params)))
         terms = []
         for (c, a, var), power in zip(self._terms, powers, strict=False):
-            logx = np.log(X[var])
+            logx = input_log(X, var)
             J[:, :, self.index(c)] = power
             J[:, :, self.index(a)] = -theta[:, self.index(c), None] * power * logx[None, :]
             terms.append((self.index(c), self.index(a), power, logx))
@@ -350,15 +350,15 @@ class Chinchilla(Form):
         J = np.empty((theta.shape[0], len(X["N"]), 5))
         J[:, :, 0] = 1.0
         J[:, :, 1] = pn
-        J[:, :, 2] = -theta[:, 1, None] * pn * np.log(X["N"])[None, :]
+        J[:, :, 2] = -theta[:, 1, None] * pn * input_log(X, "N")[None, :]
         J[:, :, 3] = pd
-        J[:, :, 4] = -theta[:, 3, None] * pd * np.log(X["D"])[None, :]
+        J[:, :, 4] = -theta[:, 3, None] * pd * input_log(X, "D")[None, :]
         return J
 
     def second_order(self, theta, X, v):
         pn, pd = self._powers(np.atleast_2d(theta), X)
-        return _power_terms_second_order(theta, v, [(1, 2, pn, np.log(X["N"])),
-                                                     (3, 4, pd, np.log(X["D"]))])
+        return _power_terms_second_order(theta, v, [(1, 2, pn, input_log(X, "N")),
+                                                     (3, 4, pd, input_log(X, "D"))])
 
     def predict_derivatives(self, theta, X, second_order_weights):
         if not self._inherits_derivatives(Chinchilla):
@@ -367,7 +367,7 @@ class Chinchilla(Form):
         pn, pd = self._powers(theta, X)
         f = (theta[:, self.index("E"), None] + theta[:, self.index("A"), None] * pn
              + theta[:, self.index("B"), None] * pd)
-        log_n, log_d = np.log(X["N"]), np.log(X["D"])
+        log_n, log_d = input_log(X, "N"), input_log(X, "D")
         J = np.empty((theta.shape[0], len(X["N"]), 5))
         J[:, :, 0] = 1.0
         J[:, :, 1] = pn
