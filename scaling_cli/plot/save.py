@@ -3,7 +3,7 @@ and closed."""
 
 from __future__ import annotations
 
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING, Mapping
 
@@ -45,12 +45,8 @@ def _save_one(fig: Figure, path: Path, fmt: str) -> Path:
     kwargs = {"dpi": PNG_DPI} if fmt == "png" else {}
 
     def write(tmp: Path) -> None:
-        with matplotlib.rc_context(SAVE_STYLE):
-            if fmt == "pdf":
-                with _lean_font_subsets():
-                    fig.savefig(tmp, format=fmt, **kwargs)
-            else:
-                fig.savefig(tmp, format=fmt, **kwargs)
+        with matplotlib.rc_context(SAVE_STYLE), _lean_font_subsets() if fmt == "pdf" else nullcontext():
+            fig.savefig(tmp, format=fmt, **kwargs)
 
     try:
         return atomic_write(path, write)
