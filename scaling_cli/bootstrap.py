@@ -280,7 +280,10 @@ def bootstrap(runs: Runs, form: Form | str = "decomposed", objective: Objective 
         residuals = (raw - raw.mean()) * math.sqrt(n_rows / max(1, n_rows - k))
     resampler = Resampler(method, seed, chunk_size, n_rows, groups, n_groups, fitted, residuals,
                           objective.log_space)
-    solver = BatchSolver(problem, theta_hat)
+    # group weights are constant over every run of rows of one group: steps skip the groups a
+    # resample leaves out
+    pieces = None if method != "group" else np.flatnonzero(np.r_[True, groups[1:] != groups[:-1]])
+    solver = BatchSolver(problem, theta_hat, pieces=pieces)
     starts = _starts(problem, result, solver)
     stud_groups = None
     if ci == "studentized":

@@ -84,13 +84,18 @@ class Objective:
         return r * r
 
     def value(self, r: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
-        """The objective summed over the last axis; inf where any residual is not finite."""
+        """The objective summed over the last axis; inf where a residual of nonzero weight is not
+        finite. (The sum is finite exactly when every term is: no pass over the residuals to check.)"""
         rho = self.rho(r)
         if weights is not None:
-            rho = rho * weights
+            with np.errstate(invalid="ignore"):  # inf * 0: a row of weight 0, dealt with below
+                rho = rho * weights
         total = np.sum(rho, axis=-1)
-        return np.where(np.all(np.isfinite(r) | (weights == 0 if weights is not None else False),
-                               axis=-1), total, np.inf)
+        finite = np.isfinite(total)
+        if weights is not None and not np.all(finite):  # rows of weight 0 count for nothing, whatever r
+            total = np.where(finite, total, np.sum(np.where(weights == 0, 0.0, rho), axis=-1))
+            finite = np.isfinite(total)
+        return np.where(finite, total, np.inf)
 
     def irls_weights(self, r: np.ndarray) -> np.ndarray:
         """Weights w such that sum w r^2 (times 1/2 for Huber) majorizes the objective near r.

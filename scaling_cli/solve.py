@@ -40,6 +40,9 @@ MIN_BLOCK_ROWS = 16
 # blocks (a small table solved for a thousand resamples at once) its batched products of tiny matrices
 # cost more than the Jacobian path. Both give the same numbers to rounding.
 KERNEL_MIN_ROWS = 256
+# The fixed cost of a row block (its numpy calls) in rows' worth of work per problem: what decides
+# between plain blocks and blocks cut at the pieces of a group bootstrap (`_weighted_blocks`).
+BLOCK_COST_ROWS = 6000
 # A solve that stopped converged only if the undamped Newton step would lower the objective by less than
 # this fraction of it.
 STATIONARY_RTOL = 1e-9
@@ -252,12 +255,17 @@ class BatchSolver:
     shifted where it is indefinite; bounds are kept by projection with an active set. Convergence
     is judged relative to the objective's own value."""
 
-    def __init__(self, problem: Problem, theta_hat: np.ndarray, center: bool = True) -> None:
+    def __init__(self, problem: Problem, theta_hat: np.ndarray, center: bool = True,
+                 pieces: np.ndarray | None = None) -> None:
         """`theta_hat`: the centre of the change of variables, one vector for every row of a solve, or
-        one per row (K, P) for solves of exactly K rows (see `Centering`)."""
+        one per row (K, P) for solves of exactly K rows (see `Centering`). `pieces`: the first row of
+        each run of consecutive rows over which every weights array given to `solve` is constant per
+        problem (the groups of a group bootstrap, run by run), or None; see `_piece_blocks`."""
         self.problem = problem
         self.centering = Centering(problem, theta_hat) if center else None
         self._blocks: dict[int, list] = {}
+        self._pieces: dict[int, list] = {}
+        self.pieces = None if pieces is None else np.asarray(pieces, dtype=np.intp)
         self._ty = problem.objective.transform(problem.y)  # the response in the objective's space
 
     def _to_original(self, centered: np.ndarray, rows: np.ndarray | None = None) -> np.ndarray:
@@ -271,13 +279,19 @@ class BatchSolver:
         pr = self.problem
         theta = self._to_original(centered, idx)
         spec = pr.form.power_sum()
-        S = 0.0
+        S = np.zeros(len(centered))
         with np.errstate(all="ignore"):
-            for rows, X in self._row_blocks(len(centered)):
-                f = (pr.form.predict(theta, X) if spec is None
-                     else _power_sum_columns(spec, theta, X, derivatives=False)[0])
+            for rows, X, sel, c in self._weighted_blocks(len(centered), y, w):
+                th = theta if sel is None else theta[sel]
+                f = (pr.form.predict(th, X) if spec is None
+                     else _power_sum_columns(spec, th, X, derivatives=False)[0])
                 r = pr.objective.residuals_from(_rows(y, rows, self._ty), f)
-                S = S + pr.objective.value(r, _rows(w, rows))
+                if c is None:
+                    S += pr.objective.value(r, _rows(w, rows))
+                elif sel is None:
+                    S += c * pr.objective.value(r)
+                else:
+                    S[sel] += c * pr.objective.value(r)
         return S
 
     def solve(self, theta0: np.ndarray, y: np.ndarray | None = None, weights: np.ndarray | None = None,
@@ -291,6 +305,10 @@ class BatchSolver:
         # the responses in the objective's space, once per solve (not at every step)
         y = None if y is None else np.broadcast_to(obj.transform(np.asarray(y, dtype=float)), (K, pr.n))
         w_all = None if weights is None else np.broadcast_to(np.asarray(weights, dtype=float), (K, pr.n))
+        if w_all is not None and self.pieces is not None:
+            lengths = np.diff(np.append(self.pieces, pr.n))
+            if not np.array_equal(w_all, np.repeat(w_all[:, self.pieces], lengths, axis=1)):
+                raise ValueError("the weights vary within a piece of rows given to the solver")
         if max_iter is None:
             max_iter = MAX_ITER_LS if obj.least_squares else MAX_ITER_HUBER
         with np.errstate(all="ignore"):
@@ -410,10 +428,21 @@ class BatchSolver:
         J_f' (C / f^2) J_f, one weighted product of the form's Jacobian. The sums over rows are taken a
         block of rows at a time (`_row_blocks`), so no array spans every row of every problem."""
         theta = self._to_original(x, idx)
-        g, H, scaling = 0.0, 0.0, 0.0
-        for rows, X in self._row_blocks(len(x)):
-            gb, Hb, sb = self._block_derivatives(theta, _rows(y, rows, self._ty), _rows(w, rows), X)
-            g, H, scaling = g + gb, H + Hb, scaling + sb
+        K, P = x.shape
+        g, H, scaling = np.zeros((K, P)), np.zeros((K, P, P)), np.zeros((K, P, P))
+        for rows, X, sel, c in self._weighted_blocks(K, y, w):
+            if c is None:
+                gb, Hb, sb = self._block_derivatives(theta, _rows(y, rows, self._ty), _rows(w, rows), X)
+                g += gb
+                H += Hb
+                scaling += sb
+                continue
+            gb, Hb, sb = self._block_derivatives(theta if sel is None else theta[sel],
+                                                 _rows(y, rows, self._ty), None, X)
+            part = slice(None) if sel is None else sel
+            g[part] += c[:, None] * gb
+            H[part] += c[:, None, None] * Hb
+            scaling[part] += c[:, None, None] * sb
         with np.errstate(all="ignore"):
             if self.centering is not None and self.centering.active:
                 g, (H, scaling) = self.centering.transform(x, theta, g, [H, scaling], idx)
@@ -431,6 +460,53 @@ class BatchSolver:
                 (slice(start, start + size), Inputs({k: np.asarray(v)[start:start + size]
                                                      for k, v in self.problem.X.items()}))
                 for start in range(0, n, size)]
+        return cached
+
+    def _weighted_blocks(self, K: int, y: np.ndarray | None, w: np.ndarray | None):
+        """The row blocks of a step for K problems with responses `y` and weights `w`, as (rows, inputs,
+        sel, c). Plain blocks (`_row_blocks`) have sel and c None: every problem, the block's own
+        weights. With `pieces` and weights (and the problem's response), blocks end where pieces do,
+        and each is worked out only for the problems `sel` (None: all of them) that weigh it, without
+        weights, its sums then multiplied by each problem's weight there, `c`: a group resample of 8
+        runs leaves about a third of them out, and those rows cost nothing. Whichever costs less,
+        counting BLOCK_COST_ROWS rows for each block's fixed cost."""
+        plain = self._row_blocks(K)
+        plain_cost = len(plain) * BLOCK_COST_ROWS + K * self.problem.n
+        # (more pieces than plain blocks cost more than they could save: few problems left)
+        if (self.pieces is None or w is None or y is not None
+                or len(self.pieces) * BLOCK_COST_ROWS >= plain_cost):
+            return [(rows, X, None, None) for rows, X in plain]
+        blocks, first, length = self._piece_blocks(K)
+        c = w[:, first]  # (K, blocks): each problem's weight in each block
+        weighs = c != 0
+        counts = weighs.sum(axis=0)
+        if int(counts.astype(bool).sum()) * BLOCK_COST_ROWS + int(counts @ length) >= plain_cost:
+            return [(rows, X, None, None) for rows, X in plain]
+        out = []
+        for b in np.flatnonzero(counts):
+            rows, X = blocks[b]
+            if counts[b] == K:
+                out.append((rows, X, None, c[:, b]))
+            else:
+                sel = np.flatnonzero(weighs[:, b])
+                out.append((rows, X, sel, c[sel, b]))
+        return out
+
+    def _piece_blocks(self, K: int) -> tuple[list[tuple[slice, Mapping[str, np.ndarray]]], np.ndarray,
+                                            np.ndarray]:
+        """The blocks of `_row_blocks` for K problems, cut at every piece too (each piece split evenly
+        into blocks of at most that many rows), with the first row and the length of each."""
+        n = self.problem.n
+        bounds = np.append(self.pieces, n)
+        size = max(MIN_BLOCK_ROWS, ROW_BLOCK_FLOATS // max(1, K * len(self.problem.form.params)))
+        size = min(size, int(np.diff(bounds).max()))  # one key for all the sizes that split nothing
+        cached = self._pieces.get(size)
+        if cached is None:
+            cuts = np.concatenate([np.linspace(a, b, -(-(b - a) // size) + 1).round().astype(np.intp)[:-1]
+                                   for a, b in zip(bounds[:-1], bounds[1:], strict=True)] + [np.array([n])])
+            blocks = [(slice(a, b), Inputs({k: np.asarray(v)[a:b] for k, v in self.problem.X.items()}))
+                      for a, b in zip(cuts[:-1], cuts[1:], strict=True)]
+            cached = self._pieces[size] = (blocks, cuts[:-1], np.diff(cuts))
         return cached
 
     def _block_derivatives(self, theta, y, w, X):

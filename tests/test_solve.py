@@ -259,3 +259,89 @@ def test_power_sum_kernel_gives_the_jacobian_paths_derivatives(form_name, object
     general = solver._block_derivatives(thetas, ty, w, inputs)
     for ours, theirs in zip(kernel, general, strict=True):
         assert np.max(np.abs(ours - theirs)) <= 1e-12 * np.max(np.abs(theirs))
+
+
+def grouped_problem(objective: str = "log-ls", n_groups: int = 16, rows: int = 400, seed: int = 4):
+    """A checkpoint table of `n_groups` runs, run by run (each its own width and depth, logged at
+    `rows` token counts), and the first row of each run."""
+    rng = np.random.default_rng(seed)
+    group = np.repeat(np.arange(n_groups), rows)
+    m = np.array([256.0, 512, 1024, 2048])[group % 4]
+    ell = np.array([4.0, 8, 16, 24, 32])[group % 5]
+    D = np.concatenate([np.sort(np.exp(rng.uniform(np.log(1e9), np.log(1e11), rows)))
+                        for _ in range(n_groups)])
+    X = {"m": m, "l": ell, "D": D}
+    form = get_form("decomposed")
+    y = form.predict(TRUTH[None, :], X)[0] * np.exp(rng.normal(0, 0.01, len(D)))
+    pr = Problem.build(form, X, y, Objective(objective, 1e-3 if objective == "huber" else None))
+    return pr, group, np.arange(0, len(D), rows)
+
+
+def group_weights(group: np.ndarray, K: int, seed: int = 5) -> np.ndarray:
+    from scaling_cli.resample import _counts
+
+    G = int(group.max()) + 1
+    return _counts(np.random.default_rng(seed).integers(0, G, size=(K, G)), G)[:, group]
+
+
+@pytest.mark.parametrize("objective", ["log-ls", "huber"])
+def test_blocks_cut_at_the_groups_give_the_plain_blocks_objective_derivatives_and_solutions(objective):
+    """With `pieces` (a group bootstrap's runs) each block is worked out only for the resamples that
+    draw its group, its sums multiplied by their counts afterwards: the same objective, derivatives
+    and solutions as blocks over every resample with per-row weights, to rounding."""
+    from scaling_cli.solve import BatchSolver
+
+    pr, group, first = grouped_problem(objective)
+    K = 48
+    w = group_weights(group, K)
+    plain, pieced = BatchSolver(pr, TRUTH), BatchSolver(pr, TRUTH, pieces=first)
+    blocks = pieced._weighted_blocks(K, None, w)
+    assert all(c is not None for _, _, _, c in blocks)  # the blocks cut at the groups were taken
+    assert any(sel is not None for _, _, sel, _ in blocks)  # and some left resamples out
+    assert sum(K if sel is None else len(sel) for _, _, sel, _ in blocks) < K * len(blocks)
+    thetas = TRUTH * (1 + 0.1 * np.random.default_rng(6).normal(size=(K, len(TRUTH))))
+    x = plain.centering.to_centered(thetas)
+    assert np.allclose(pieced._objective(x, None, w), plain._objective(x, None, w), rtol=1e-12, atol=0)
+    for ours, theirs in zip(pieced._derivatives(x, None, w), plain._derivatives(x, None, w), strict=True):
+        assert np.max(np.abs(ours - theirs)) <= 1e-11 * np.max(np.abs(theirs))
+    a, b = pieced.solve(thetas, None, w), plain.solve(thetas, None, w)
+    assert a.converged.all() and b.converged.all()
+    assert np.allclose(a.value, b.value, rtol=1e-10, atol=0)
+    assert np.allclose(a.theta, b.theta, rtol=1e-6, atol=1e-9)
+
+
+def test_rows_of_weight_zero_count_for_nothing_even_where_not_finite():
+    """A group that a resample leaves out cannot make its objective non-finite, with blocks cut at
+    the groups or not; a row of positive weight that is not finite still does."""
+    from scaling_cli.solve import BatchSolver
+
+    pr, group, first = grouped_problem()
+    y = pr.y.copy()
+    y[group == 2] = -1.0  # log y is NaN there
+    bad = Problem.build(pr.form, pr.X, y, pr.objective)
+    kept = group != 2
+    without = Problem.build(pr.form, {k: v[kept] for k, v in pr.X.items()}, pr.y[kept], pr.objective)
+    K = 48
+    w = group_weights(group, K)
+    w[:, group == 2] = 0.0
+    w[0, group == 2] = 1.0  # the first resample draws it
+    thetas = TRUTH * (1 + 0.1 * np.random.default_rng(6).normal(size=(K, len(TRUTH))))
+    expected = without.value(thetas, w[:, kept])
+    for pieces in (None, first):
+        solver = BatchSolver(bad, TRUTH, center=False, pieces=pieces)
+        S = solver._objective(thetas, None, w)
+        assert S[0] == np.inf
+        assert np.allclose(S[1:], expected[1:], rtol=1e-12, atol=0)
+    r = np.array([[1.0, np.nan, 2.0], [1.0, np.nan, 2.0], [1.0, np.inf, 2.0]])
+    assert Objective("ls").value(r, np.array([[1.0, 0.0, 2.0], [1.0, 1.0, 2.0], [1.0, 0.0, 1.0]])).tolist() \
+        == [9.0, np.inf, 5.0]
+
+
+def test_pieces_promise_weights_constant_over_each():
+    from scaling_cli.solve import BatchSolver
+
+    pr, group, first = grouped_problem()
+    w = group_weights(group, 3)
+    w[1, 5] += 1.0
+    with pytest.raises(ValueError, match="vary within a piece"):
+        BatchSolver(pr, TRUTH, pieces=first).solve(np.repeat(TRUTH[None, :], 3, axis=0), None, w)
