@@ -309,7 +309,7 @@ class BatchSolver:
         # the responses in the objective's space, once per solve (not at every step)
         y = None if y is None else np.broadcast_to(obj.transform(np.asarray(y, dtype=float)), (K, pr.n))
         w_all = None if weights is None else np.broadcast_to(np.asarray(weights, dtype=float), (K, pr.n))
-        if w_all is not None and self.pieces is not None:
+        if w_all is not None and y is None and self._pieces_may_pay(K):  # (fewer problems: less so)
             lengths = np.diff(np.append(self.pieces, pr.n))
             if not np.array_equal(w_all, np.repeat(w_all[:, self.pieces], lengths, axis=1)):
                 raise ValueError("the weights vary within a piece of rows given to the solver")
@@ -475,11 +475,9 @@ class BatchSolver:
         runs leaves about a third of them out, and those rows cost nothing. Whichever costs less,
         counting BLOCK_COST_ROWS rows for each block's fixed cost."""
         plain = self._row_blocks(K)
-        plain_cost = len(plain) * BLOCK_COST_ROWS + K * self.problem.n
-        # (more pieces than plain blocks cost more than they could save: few problems left)
-        if (self.pieces is None or w is None or y is not None
-                or len(self.pieces) * BLOCK_COST_ROWS >= plain_cost):
+        if w is None or y is not None or not self._pieces_may_pay(K):
             return [(rows, X, None, None) for rows, X in plain]
+        plain_cost = len(plain) * BLOCK_COST_ROWS + K * self.problem.n
         blocks, first, length = self._piece_blocks(K)
         c = w[:, first]  # (K, blocks): each problem's weight in each block
         weighs = c != 0
@@ -495,6 +493,14 @@ class BatchSolver:
                 sel = np.flatnonzero(weighs[:, b])
                 out.append((rows, X, sel, c[sel, b]))
         return out
+
+    def _pieces_may_pay(self, K: int) -> bool:
+        """Whether blocks cut at the pieces can cost less than the plain blocks for K problems: not when
+        the pieces' fixed costs alone are more than the plain blocks' whole cost (many short runs, or
+        few problems left)."""
+        if self.pieces is None:
+            return False
+        return (len(self.pieces) - len(self._row_blocks(K))) * BLOCK_COST_ROWS < K * self.problem.n
 
     def _piece_blocks(self, K: int) -> tuple[list[tuple[slice, Mapping[str, np.ndarray]]], np.ndarray,
                                             np.ndarray]:

@@ -341,7 +341,7 @@ def test_pieces_promise_weights_constant_over_each():
     from scaling_cli.solve import BatchSolver
 
     pr, group, first = grouped_problem()
-    w = group_weights(group, 3)
+    w = group_weights(group, 48)
     w[1, 5] += 1.0
     with pytest.raises(ValueError, match="vary within a piece"):
-        BatchSolver(pr, TRUTH, pieces=first).solve(np.repeat(TRUTH[None, :], 3, axis=0), None, w)
+        BatchSolver(pr, TRUTH, pieces=first).solve(np.repeat(TRUTH[None, :], 48, axis=0), None, w)
