@@ -268,7 +268,7 @@ class BatchSolver:
         self.problem = problem
         self.centering = Centering(problem, theta_hat) if center else None
         self._blocks: dict[int, list] = {}
-        self._pieces: dict[int, list] = {}
+        self._pieces: dict[int, tuple] = {}
         self.pieces = None if pieces is None else np.asarray(pieces, dtype=np.intp)
         self._ty = problem.objective.transform(problem.y)  # the response in the objective's space
 
@@ -309,7 +309,9 @@ class BatchSolver:
         # the responses in the objective's space, once per solve (not at every step)
         y = None if y is None else np.broadcast_to(obj.transform(np.asarray(y, dtype=float)), (K, pr.n))
         w_all = None if weights is None else np.broadcast_to(np.asarray(weights, dtype=float), (K, pr.n))
-        if w_all is not None and y is None and self._pieces_may_pay(K):  # (fewer problems: less so)
+        # the pieces' promise, checked once per solve where they may be used (with fewer problems
+        # left, later in the solve, they pay less, never more)
+        if w_all is not None and y is None and self._pieces_may_pay(K):
             lengths = np.diff(np.append(self.pieces, pr.n))
             if not np.array_equal(w_all, np.repeat(w_all[:, self.pieces], lengths, axis=1)):
                 raise ValueError("the weights vary within a piece of rows given to the solver")
@@ -430,7 +432,7 @@ class BatchSolver:
 
         Residual Jacobians are never formed: for log residuals J_r = -J_f / f, so every J_r' C J_r is
         J_f' (C / f^2) J_f, one weighted product of the form's Jacobian. The sums over rows are taken a
-        block of rows at a time (`_row_blocks`), so no array spans every row of every problem."""
+        block of rows at a time (`_weighted_blocks`), so no array spans every row of every problem."""
         theta = self._to_original(x, idx)
         K, P = x.shape
         g, H, scaling = np.zeros((K, P)), np.zeros((K, P, P)), np.zeros((K, P, P))

@@ -290,9 +290,14 @@ def test_a_group_resample_that_repeats_another_is_solved_once_with_its_answer(mo
 
 
 def test_tasks_are_runs_of_whole_chunks_and_draw_the_chunks_draws():
+    from scaling_cli.resample import MIN_TASKS
+
     resampler = Resampler("case", 3, 8, 10)
     tasks = resampler.tasks(1000)
-    assert len(tasks) >= 8  # every worker gets work
+    assert len(tasks) == MIN_TASKS  # every worker gets work, in equal shares
+    assert max(c for _, c in tasks) - min(c for _, c in tasks) <= 8
+    big = Resampler("case", 3, 8, 10**6).tasks(1000)  # each task's weights within TASK_FLOATS
+    assert len(big) == 125 and all(c == 8 for _, c in big)
     assert all(start % 8 == 0 for start, _ in tasks)
     assert [s for s, _ in tasks] == list(np.cumsum([0] + [c for _, c in tasks])[:-1])
     assert sum(c for _, c in tasks) == 1000
