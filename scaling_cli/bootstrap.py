@@ -11,7 +11,9 @@ c' = c * exp(G (alpha - alpha_hat)), where G is the derivative of the mean log g
 (for a power law c x^-alpha this is c' = c x_ref^-(alpha - alpha_hat) with x_ref the geometric mean of
 x). This is an exact change of variables, so the optimum is the same, but it removes most of the
 curvature that the c / alpha trade-off puts into the problem, and Newton needs about 7 iterations
-instead of about 40 (on the paper's table). Chunks of resamples go to worker processes with `jobs`.
+instead of about 40 (on the paper's table). In a group bootstrap each step skips the groups a
+resample leaves out (about a third of them with 8 groups). Chunks of resamples go to worker processes
+with `jobs`, in at least 4 equal tasks.
 
 How it is right:
 - each resample starts from the full-data optimum and from every other distinct local minimum the
