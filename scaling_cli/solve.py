@@ -457,9 +457,13 @@ class BatchSolver:
     def _row_blocks(self, K: int) -> list[tuple[slice, Mapping[str, np.ndarray]]]:
         """Row blocks of at most ROW_BLOCK_FLOATS Jacobian entries for K problems, with their inputs.
         Small blocks keep the temporaries of each step in the processor's cache (and out of the
-        operating system's page allocator), which made the solver 2-3x faster on big tables."""
+        operating system's page allocator), which made the solver 2-3x faster on big tables. A form
+        with the power-sum kernel forms no Jacobian (its temporaries are a few (K, rows) arrays), and
+        its blocks keep the KERNEL_MIN_ROWS the kernel needs: for 256 resamples the budget alone gives
+        146 rows, and the Jacobian path there took twice the kernel's time."""
         n = self.problem.n
-        size = min(n, max(MIN_BLOCK_ROWS, ROW_BLOCK_FLOATS // max(1, K * len(self.problem.form.params))))
+        least = MIN_BLOCK_ROWS if self.problem.form.power_sum() is None else KERNEL_MIN_ROWS
+        size = min(n, max(least, ROW_BLOCK_FLOATS // max(1, K * len(self.problem.form.params))))
         cached = self._blocks.get(size)
         if cached is None:
             cached = self._blocks[size] = [

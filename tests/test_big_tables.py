@@ -107,13 +107,17 @@ def test_grid_rows_are_deterministic_and_hold_the_extremes():
 
 
 @pytest.mark.parametrize("objective", ["log-ls", "ls", "huber"])
-def test_row_blocks_give_the_same_solution(monkeypatch, objective):
+@pytest.mark.parametrize("kernel", [True, False])
+def test_row_blocks_give_the_same_solution(monkeypatch, objective, kernel):
     pr = make_problem("decomposed", "iid", objective, 3, n=500)
+    if not kernel:  # the general Jacobian path
+        monkeypatch.setattr(type(pr.form), "power_sum", lambda self: None)
     rng = np.random.default_rng(1)
     weights = rng.poisson(1.0, (6, pr.n)).astype(float)
     start = np.repeat(DECOMPOSED[None, :] * 1.05, 6, axis=0)
     whole = levenberg_marquardt(pr, start, weights)
     monkeypatch.setattr(solve, "ROW_BLOCK_FLOATS", 6 * 7 * 37)  # blocks of 37 rows
+    monkeypatch.setattr(solve, "KERNEL_MIN_ROWS", 16)  # (which the kernel then takes too)
     assert len(BatchSolver(pr, DECOMPOSED)._row_blocks(6)) == 14
     blocked = levenberg_marquardt(pr, start, weights)
     assert np.all(whole.converged) and np.all(blocked.converged)
