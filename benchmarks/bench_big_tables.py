@@ -18,7 +18,7 @@ Measures, in one run:
   3. in-process on the 10^5-row table (10^4 with --quick), one process: a group bootstrap of 100 with
      the solver's power-sum kernel against the general Jacobian path, same draws (parameters must agree
      to 1e-6 relative: exit code 1 otherwise);
-  4. in-process on GPT-3's joined curves, one process: a group bootstrap of 300 (100 with --quick) with
+  4. in-process on GPT-3's joined curves, one process: a group bootstrap of 1,000 (200 with --quick) with
      steps that skip the runs a resample leaves out against plain blocks over every row, same draws
      (objectives must agree to 1e-9 relative: exit code 1 otherwise; parameters agree to 1e-6 except in
      flat valleys, where rounding moves where a solve stops);
@@ -251,7 +251,7 @@ def main() -> None:
         compared = subsample_against_exhaustive(write_table(10_000, Path(tmp) / "runs_cmp.csv"))
         kernel = kernel_against_general(write_table(10_000 if args.quick else 100_000,
                                                     Path(tmp) / "runs_kernel.csv"), 50 if args.quick else 100)
-    pieces = pieces_against_plain(100 if args.quick else 300)
+    pieces = pieces_against_plain(200 if args.quick else 1000)
     summary = [*summary, compared, kernel, pieces, *published(args.quick, args.repeats)]
     if args.summary:
         args.summary.write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
