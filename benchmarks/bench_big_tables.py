@@ -128,32 +128,41 @@ def subsample_against_exhaustive(path: Path) -> dict:
             "exhaustive_s": slow_s, "speedup": slow_s / fast_s, "relative_objective": rel, "ok": ok}
 
 
+def shipped_and_replaced(runs, resamples: int, owner, name: str, replacement, **options):
+    """A bootstrap of `runs` in one process as shipped, then with `owner.name` replaced by `replacement`
+    (put back after), from the same fit and seed: (shipped result, its seconds, replaced, seconds)."""
+    from scaling_cli.bootstrap import bootstrap
+    from scaling_cli.fitting import fit
+
+    out = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        result = fit(runs, "decomposed")
+        shipped = getattr(owner, name)
+        for replace in (False, True):
+            if replace:
+                setattr(owner, name, replacement)
+            try:
+                t0 = time.perf_counter()
+                out += [bootstrap(runs, n=resamples, seed=0, jobs=1, fit_result=result, **options),
+                        time.perf_counter() - t0]
+            finally:
+                setattr(owner, name, shipped)
+    return tuple(out)
+
+
 def kernel_against_general(path: Path, resamples: int) -> dict:
     """In-process, one process: a group bootstrap with the solver's power-sum kernel (every derivative
     from the powers, no Jacobian formed) against the general Jacobian path it replaced, same draws."""
     import numpy as np
 
     from scaling_cli import load_runs
-    from scaling_cli.bootstrap import bootstrap
-    from scaling_cli.fitting import fit
     from scaling_cli.forms import Decomposed
 
     runs = load_runs(path)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        result = fit(runs, "decomposed")
-        t0 = time.perf_counter()
-        # percentile intervals: the solver alone (the studentized default adds each resample's CR2)
-        fast = bootstrap(runs, n=resamples, seed=0, jobs=1, fit_result=result, ci="percentile")
-        fast_s = time.perf_counter() - t0
-        shipped = Decomposed.power_sum
-        Decomposed.power_sum = lambda self: None
-        try:
-            t0 = time.perf_counter()
-            general = bootstrap(runs, n=resamples, seed=0, jobs=1, fit_result=result, ci="percentile")
-            slow_s = time.perf_counter() - t0
-        finally:
-            Decomposed.power_sum = shipped
+    # percentile intervals: the solver alone (the studentized default adds each resample's CR2)
+    fast, fast_s, general, slow_s = shipped_and_replaced(runs, resamples, Decomposed, "power_sum",
+                                                         lambda self: None, ci="percentile")
     both = (fast.status == 0) & (general.status == 0)
     diff = float(np.max(np.abs(fast.draws[both] - general.draws[both])
                         / np.maximum(np.abs(general.draws[both]), 1e-12)))
@@ -173,27 +182,15 @@ def pieces_against_plain(resamples: int) -> dict:
     out (blocks cut at the runs) against plain blocks over every row, same draws."""
     import numpy as np
 
-    from scaling_cli import load_runs, solve
-    from scaling_cli.bootstrap import bootstrap
-    from scaling_cli.fitting import fit
+    from scaling_cli import load_runs
+    from scaling_cli.solve import BatchSolver
 
     require_shared(GPT3_CURVES, GPT3_CONFIGS)
     runs = load_runs(GPT3_CURVES, configs=GPT3_CONFIGS, on="model=model_name", drop_missing=True,
                      columns={"tokens": "step"})
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        result = fit(runs, "decomposed")
-        t0 = time.perf_counter()
-        fast = bootstrap(runs, n=resamples, seed=0, jobs=1, fit_result=result, method="group")
-        fast_s = time.perf_counter() - t0
-        shipped = solve.BatchSolver._pieces_may_pay
-        solve.BatchSolver._pieces_may_pay = lambda self, K: False  # plain blocks throughout
-        try:
-            t0 = time.perf_counter()
-            plain = bootstrap(runs, n=resamples, seed=0, jobs=1, fit_result=result, method="group")
-            slow_s = time.perf_counter() - t0
-        finally:
-            solve.BatchSolver._pieces_may_pay = shipped
+    # with the pieces never paying: plain blocks throughout
+    fast, fast_s, plain, slow_s = shipped_and_replaced(runs, resamples, BatchSolver, "_pieces_may_pay",
+                                                       lambda self, K: False, method="group")
     both = (fast.status == 0) & (plain.status == 0)
     value = float(np.max(np.abs(fast.values[both] - plain.values[both]) / plain.values[both]))
     rel = np.max(np.abs(fast.draws[both] - plain.draws[both]) / np.maximum(np.abs(plain.draws[both]), 1e-12),
