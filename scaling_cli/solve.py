@@ -460,9 +460,11 @@ class BatchSolver:
         operating system's page allocator), which made the solver 2-3x faster on big tables. A form
         with the power-sum kernel forms no Jacobian (its temporaries are a few (K, rows) arrays), and
         its blocks keep the KERNEL_MIN_ROWS the kernel needs: for 256 resamples the budget alone gives
-        146 rows, and the Jacobian path there took twice the kernel's time."""
+        146 rows, and the Jacobian path there took twice the kernel's time. (A smaller table never
+        reaches the kernel and keeps small blocks: the paper's 203 rows, 1,055 resamples at once.)"""
         n = self.problem.n
-        least = MIN_BLOCK_ROWS if self.problem.form.power_sum() is None else KERNEL_MIN_ROWS
+        kernel = self.problem.form.power_sum() is not None and n >= KERNEL_MIN_ROWS
+        least = KERNEL_MIN_ROWS if kernel else MIN_BLOCK_ROWS
         size = min(n, max(least, ROW_BLOCK_FLOATS // max(1, K * len(self.problem.form.params))))
         cached = self._blocks.get(size)
         if cached is None:
