@@ -463,9 +463,7 @@ class BatchSolver:
         146 rows, and the Jacobian path there took twice the kernel's time. (A smaller table never
         reaches the kernel and keeps small blocks: the paper's 203 rows, 1,055 resamples at once.)"""
         n = self.problem.n
-        kernel = self.problem.form.power_sum() is not None and n >= KERNEL_MIN_ROWS
-        least = KERNEL_MIN_ROWS if kernel else MIN_BLOCK_ROWS
-        size = min(n, max(least, ROW_BLOCK_FLOATS // max(1, K * len(self.problem.form.params))))
+        size = min(n, max(self._least_rows(), ROW_BLOCK_FLOATS // max(1, K * len(self.problem.form.params))))
         cached = self._blocks.get(size)
         if cached is None:
             cached = self._blocks[size] = [
@@ -473,6 +471,11 @@ class BatchSolver:
                                                      for k, v in self.problem.X.items()}))
                 for start in range(0, n, size)]
         return cached
+
+    def _least_rows(self) -> int:
+        """The fewest rows a block is cut to (see `_row_blocks`)."""
+        kernel = self.problem.form.power_sum() is not None and self.problem.n >= KERNEL_MIN_ROWS
+        return KERNEL_MIN_ROWS if kernel else MIN_BLOCK_ROWS
 
     def _weighted_blocks(self, K: int, y: np.ndarray | None, w: np.ndarray | None):
         """The row blocks of a step for K problems with responses `y` and weights `w`, as (rows, inputs,
@@ -516,7 +519,7 @@ class BatchSolver:
         most PIECE_BLOCK_FLOATS entries where it is longer; with the first row and the length of each."""
         n = self.problem.n
         bounds = np.append(self.pieces, n)
-        size = max(MIN_BLOCK_ROWS, PIECE_BLOCK_FLOATS // max(1, K * len(self.problem.form.params)))
+        size = max(self._least_rows(), PIECE_BLOCK_FLOATS // max(1, K * len(self.problem.form.params)))
         size = min(size, int(np.diff(bounds).max()))  # one key for all the sizes that split nothing
         cached = self._pieces.get(size)
         if cached is None:
