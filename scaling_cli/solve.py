@@ -270,6 +270,7 @@ class BatchSolver:
         self._blocks: dict[int, list] = {}
         self._pieces: dict[int, tuple] = {}
         self.pieces = None if pieces is None else np.asarray(pieces, dtype=np.intp)
+        self._piece_rows = None if pieces is None else np.diff(np.append(self.pieces, problem.n))
         self._ty = problem.objective.transform(problem.y)  # the response in the objective's space
 
     def _to_original(self, centered: np.ndarray, rows: np.ndarray | None = None) -> np.ndarray:
@@ -285,17 +286,12 @@ class BatchSolver:
         spec = pr.form.power_sum()
         S = np.zeros(len(centered))
         with np.errstate(all="ignore"):
-            for rows, X, sel, c in self._weighted_blocks(len(centered), y, w):
-                th = theta if sel is None else theta[sel]
+            for rows, X, part, scale, wb in self._weighted_blocks(len(centered), y, w):
+                th = theta[part]
                 f = (pr.form.predict(th, X) if spec is None
                      else _power_sum_columns(spec, th, X, derivatives=False)[0])
-                r = pr.objective.residuals_from(_rows(y, rows, self._ty), f)
-                if c is None:
-                    S += pr.objective.value(r, _rows(w, rows))
-                elif sel is None:
-                    S += c * pr.objective.value(r)
-                else:
-                    S[sel] += c * pr.objective.value(r)
+                value = pr.objective.value(pr.objective.residuals_from(_rows(y, rows, self._ty), f), wb)
+                S[part] += value if scale is None else scale * value
         return S
 
     def solve(self, theta0: np.ndarray, y: np.ndarray | None = None, weights: np.ndarray | None = None,
@@ -312,8 +308,7 @@ class BatchSolver:
         # the pieces' promise, checked once per solve where they may be used (with fewer problems
         # left, later in the solve, they pay less, never more)
         if w_all is not None and y is None and self._pieces_may_pay(K):
-            lengths = np.diff(np.append(self.pieces, pr.n))
-            if not np.array_equal(w_all, np.repeat(w_all[:, self.pieces], lengths, axis=1)):
+            if not np.array_equal(w_all, np.repeat(w_all[:, self.pieces], self._piece_rows, axis=1)):
                 raise ValueError("the weights vary within a piece of rows given to the solver")
         if max_iter is None:
             max_iter = MAX_ITER_LS if obj.least_squares else MAX_ITER_HUBER
@@ -436,19 +431,13 @@ class BatchSolver:
         theta = self._to_original(x, idx)
         K, P = x.shape
         g, H, scaling = np.zeros((K, P)), np.zeros((K, P, P)), np.zeros((K, P, P))
-        for rows, X, sel, c in self._weighted_blocks(K, y, w):
-            if c is None:
-                gb, Hb, sb = self._block_derivatives(theta, _rows(y, rows, self._ty), _rows(w, rows), X)
-                g += gb
-                H += Hb
-                scaling += sb
-                continue
-            gb, Hb, sb = self._block_derivatives(theta if sel is None else theta[sel],
-                                                 _rows(y, rows, self._ty), None, X)
-            part = slice(None) if sel is None else sel
-            g[part] += c[:, None] * gb
-            H[part] += c[:, None, None] * Hb
-            scaling[part] += c[:, None, None] * sb
+        for rows, X, part, scale, wb in self._weighted_blocks(K, y, w):
+            gb, Hb, sb = self._block_derivatives(theta[part], _rows(y, rows, self._ty), wb, X)
+            if scale is not None:
+                gb, Hb, sb = scale[:, None] * gb, scale[:, None, None] * Hb, scale[:, None, None] * sb
+            g[part] += gb
+            H[part] += Hb
+            scaling[part] += sb
         with np.errstate(all="ignore"):
             if self.centering is not None and self.centering.active:
                 g, (H, scaling) = self.centering.transform(x, theta, g, [H, scaling], idx)
@@ -466,11 +455,13 @@ class BatchSolver:
         size = min(n, max(self._least_rows(), ROW_BLOCK_FLOATS // max(1, K * len(self.problem.form.params))))
         cached = self._blocks.get(size)
         if cached is None:
-            cached = self._blocks[size] = [
-                (slice(start, start + size), Inputs({k: np.asarray(v)[start:start + size]
-                                                     for k, v in self.problem.X.items()}))
-                for start in range(0, n, size)]
+            cached = self._blocks[size] = [(slice(a, a + size), self._block_inputs(a, a + size))
+                                           for a in range(0, n, size)]
         return cached
+
+    def _block_inputs(self, start: int, stop: int) -> Inputs:
+        """The inputs of rows start .. stop - 1, as a block's own `Inputs`."""
+        return Inputs({k: np.asarray(v)[start:stop] for k, v in self.problem.X.items()})
 
     def _least_rows(self) -> int:
         """The fewest rows a block is cut to (see `_row_blocks`)."""
@@ -479,30 +470,28 @@ class BatchSolver:
 
     def _weighted_blocks(self, K: int, y: np.ndarray | None, w: np.ndarray | None):
         """The row blocks of a step for K problems with responses `y` and weights `w`, as (rows, inputs,
-        sel, c). Plain blocks (`_row_blocks`) have sel and c None: every problem, the block's own
-        weights. With `pieces` and weights (and the problem's response), blocks end where pieces do,
-        and each is worked out only for the problems `sel` (None: all of them) that weigh it, without
-        weights, its sums then multiplied by each problem's weight there, `c`: a group resample of 8
-        runs leaves about a third of them out, and those rows cost nothing. Whichever costs less,
-        counting BLOCK_COST_ROWS rows for each block's fixed cost."""
-        plain = self._row_blocks(K)
+        part, scale, weights): the block is worked out for the problems `part` (an index or every one)
+        with its `weights` (or None), and its sums multiplied by `scale` (or not). Plain blocks
+        (`_row_blocks`) take every problem and the block's own weights. With `pieces` and weights (and
+        the problem's response), blocks end where pieces do, and each is worked out only for the
+        problems that weigh it, without weights, its sums then multiplied by each problem's weight
+        there: a group resample of 8 runs leaves about a third of them out, and those rows cost
+        nothing. Whichever costs less, counting BLOCK_COST_ROWS rows for each block's fixed cost."""
+        plain = [(rows, X, slice(None), None, _rows(w, rows)) for rows, X in self._row_blocks(K)]
         if w is None or y is not None or not self._pieces_may_pay(K):
-            return [(rows, X, None, None) for rows, X in plain]
-        plain_cost = len(plain) * BLOCK_COST_ROWS + K * self.problem.n
+            return plain
         blocks, first, length = self._piece_blocks(K)
         c = w[:, first]  # (K, blocks): each problem's weight in each block
         weighs = c != 0
         counts = weighs.sum(axis=0)
-        if int(counts.astype(bool).sum()) * BLOCK_COST_ROWS + int(counts @ length) >= plain_cost:
-            return [(rows, X, None, None) for rows, X in plain]
+        cost = int(counts.astype(bool).sum()) * BLOCK_COST_ROWS + int(counts @ length)
+        if cost >= len(plain) * BLOCK_COST_ROWS + K * self.problem.n:
+            return plain
         out = []
         for b in np.flatnonzero(counts):
             rows, X = blocks[b]
-            if counts[b] == K:
-                out.append((rows, X, None, c[:, b]))
-            else:
-                sel = np.flatnonzero(weighs[:, b])
-                out.append((rows, X, sel, c[sel, b]))
+            part = slice(None) if counts[b] == K else np.flatnonzero(weighs[:, b])
+            out.append((rows, X, part, c[part, b], None))
         return out
 
     def _pieces_may_pay(self, K: int) -> bool:
@@ -518,14 +507,14 @@ class BatchSolver:
         """The blocks of `_weighted_blocks` for K problems: every piece, split evenly into blocks of at
         most PIECE_BLOCK_FLOATS entries where it is longer; with the first row and the length of each."""
         n = self.problem.n
-        bounds = np.append(self.pieces, n)
         size = max(self._least_rows(), PIECE_BLOCK_FLOATS // max(1, K * len(self.problem.form.params)))
-        size = min(size, int(np.diff(bounds).max()))  # one key for all the sizes that split nothing
+        size = min(size, int(self._piece_rows.max()))  # one key for all the sizes that split nothing
         cached = self._pieces.get(size)
         if cached is None:
-            cuts = np.concatenate([np.linspace(a, b, -(-(b - a) // size) + 1).round().astype(np.intp)[:-1]
-                                   for a, b in zip(bounds[:-1], bounds[1:], strict=True)] + [np.array([n])])
-            blocks = [(slice(a, b), Inputs({k: np.asarray(v)[a:b] for k, v in self.problem.X.items()}))
+            cuts = np.concatenate([np.linspace(a, a + m, -(-m // size) + 1).round().astype(np.intp)[:-1]
+                                   for a, m in zip(self.pieces, self._piece_rows, strict=True)]
+                                  + [np.array([n])])
+            blocks = [(slice(a, b), self._block_inputs(a, b))
                       for a, b in zip(cuts[:-1], cuts[1:], strict=True)]
             cached = self._pieces[size] = (blocks, cuts[:-1], np.diff(cuts))
         return cached

@@ -296,9 +296,9 @@ def test_blocks_cut_at_the_groups_give_the_plain_blocks_objective_derivatives_an
     w = group_weights(group, K)
     plain, pieced = BatchSolver(pr, TRUTH), BatchSolver(pr, TRUTH, pieces=first)
     blocks = pieced._weighted_blocks(K, None, w)
-    assert all(c is not None for _, _, _, c in blocks)  # the blocks cut at the groups were taken
-    assert any(sel is not None for _, _, sel, _ in blocks)  # and some left resamples out
-    assert sum(K if sel is None else len(sel) for _, _, sel, _ in blocks) < K * len(blocks)
+    assert all(scale is not None for _, _, _, scale, _ in blocks)  # the blocks cut at the groups were taken
+    assert any(isinstance(part, np.ndarray) for _, _, part, _, _ in blocks)  # and some left resamples out
+    assert sum(len(scale) for _, _, _, scale, _ in blocks) < K * len(blocks)
     thetas = TRUTH * (1 + 0.1 * np.random.default_rng(6).normal(size=(K, len(TRUTH))))
     x = plain.centering.to_centered(thetas)
     assert np.allclose(pieced._objective(x, None, w), plain._objective(x, None, w), rtol=1e-12, atol=0)
