@@ -254,7 +254,7 @@ class CompareResult:
             "notes": list(self.notes),
             "warnings": list(self.warnings),
             "seed": self.seed,
-            "versions": versions(),
+            "versions": versions(forms=[e.form for e in self.entries]),
             "input": {"path": self.input_path, "sha256": self.input_sha256},
         })
 

@@ -404,7 +404,8 @@ class _NumericalProblem:
             self.role[symbol] = role
         by_role = {r: s for s, r in self.role.items()}
         self.symbols = list(form.variables)
-        sym = {s: form._symbols[s] for s in self.symbols}
+        symbols = form.sympy_symbols()
+        sym = {s: symbols[s] for s in self.symbols}
         where = f"{getattr(form, 'source', form.name)}"
         if form.params_model:
             f = parse_formula(form.params_model, f"{where}: params")
@@ -437,7 +438,6 @@ class _NumericalProblem:
         vs = [sym[s] for s in self.symbols]
         self._loss = Program([form.symbolic] + [sympy.diff(form.symbolic, x) * x for x in vs])
         self._cost = Program([cost] + [sympy.diff(cost, x) * x for x in vs] + [N])
-        self._param_symbols = form._param_symbols
 
     @staticmethod
     def _check_names(formula, allowed, key):
@@ -446,8 +446,8 @@ class _NumericalProblem:
             raise SpecError(f"{key}: unknown name {', '.join(unknown)}; it may use {', '.join(allowed)}")
 
     def _env(self, theta, z):
-        env = {p: float(t) for p, t in zip(self._param_symbols, theta, strict=True)}
-        env.update({self.form._symbols[s]: float(math.exp(x)) for s, x in zip(self.symbols, z, strict=True)})
+        env = {p: float(t) for p, t in zip(self.form.params, theta, strict=True)}
+        env.update({s: float(math.exp(x)) for s, x in zip(self.symbols, z, strict=True)})
         return env
 
     def loss(self, theta, z):

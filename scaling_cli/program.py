@@ -8,6 +8,10 @@ one loop over the steps, so that a solver step costs a few microseconds of Pytho
 
 Each operation is the one the expression names, in the order sympy lists a sum's or a product's terms,
 so that the numbers are those of evaluating the expression term by term.
+
+Inputs are named by their symbols' names, and the steps' functions come from a fixed table, so that a
+program is plain data once built: `to_data` / `from_data` keep it as JSON (the cache of compiled forms,
+`form_cache`), and evaluating it needs no sympy.
 """
 
 from __future__ import annotations
@@ -27,6 +31,13 @@ def _reciprocal_sqrt(x):
     return 1.0 / np.sqrt(x)
 
 
+# Every function a step can call, by the name a program's data gives it.
+FUNCTIONS = {"add": operator.add, "mul": operator.mul, "truediv": operator.truediv, "power": np.power,
+             "sqrt": np.sqrt, "rsqrt": _reciprocal_sqrt, "exp": np.exp, "log": np.log, "tanh": np.tanh,
+             "arctan": np.arctan, "sin": np.sin, "cos": np.cos, "abs": np.abs, "sign": np.sign}
+_FUNCTION_NAMES = {id(f): name for name, f in FUNCTIONS.items()}
+
+
 class _Tape:
     """Builds a program's registers and steps from sympy expressions (see `Program`)."""
 
@@ -35,7 +46,7 @@ class _Tape:
 
         self.registers: list[Any] = []  # constants filled in; inputs and steps' results at run time
         self.steps: list[tuple[Any, int, int, int]] = []  # (function, a, b or _NO_ARGUMENT, out)
-        self.inputs: list[tuple[Any, int]] = []  # (sympy symbol, register)
+        self.inputs: list[tuple[str, int]] = []  # (a symbol's name, register)
         self._slots: dict[Any, int] = {}  # sympy expression -> the register holding its value
         self._functions = {sympy.exp: np.exp, sympy.log: np.log, sympy.tanh: np.tanh,
                            sympy.atan: np.arctan, sympy.sin: np.sin, sympy.cos: np.cos,
@@ -63,9 +74,12 @@ class _Tape:
         return found
 
     def _build(self, expr) -> int:
-        if expr.is_Symbol:
+        if expr.is_Symbol:  # an input, named by its name: two symbols of one name are one input
+            for name, register in self.inputs:
+                if name == expr.name:
+                    return register
             register = self._register()
-            self.inputs.append((expr, register))
+            self.inputs.append((expr.name, register))
             return register
         if not expr.free_symbols:
             try:
@@ -114,13 +128,12 @@ def _dag_size(expressions: Sequence[Any]) -> int:
 
 class Program:
     """Several sympy expressions compiled together, sharing common sub-expressions (sympy.cse).
-    Called with {sympy symbol: value} (arrays that broadcast together, or floats), it returns the
+    Called with {symbol name: value} (arrays that broadcast together, or floats), it returns the
     expressions' values in order; a constant expression gives a float."""
 
     def __init__(self, expressions: Sequence[Any]) -> None:
         import sympy
 
-        self.size = len(expressions)
         replacements, reduced = sympy.cse(list(expressions),
                                           symbols=sympy.numbered_symbols("_cse", cls=sympy.Dummy))
         tape = _Tape()
@@ -130,6 +143,46 @@ class Program:
         self._registers = tape.registers
         self._inputs = tape.inputs
         self._steps = tape.steps
+
+    @property
+    def size(self) -> int:
+        """The number of expressions (outputs)."""
+        return len(self._outputs)
+
+    def input_names(self) -> list[str]:
+        return [name for name, _ in self._inputs]
+
+    def to_data(self) -> dict:
+        """The program as JSON-safe values: constants, inputs, steps (by function name), outputs."""
+        return {"registers": self._registers, "inputs": [list(i) for i in self._inputs],
+                "steps": [[_FUNCTION_NAMES[id(f)], a, b, out] for f, a, b, out in self._steps],
+                "outputs": self._outputs}
+
+    @classmethod
+    def from_data(cls, data: Mapping[str, Any]) -> Program:
+        """The program `to_data` gave; raises ValueError on anything else (a damaged cache file)."""
+        registers = list(data["registers"])
+        n = len(registers)
+
+        def register(i: Any, *, allow_none: bool = False) -> int:
+            if allow_none and i == _NO_ARGUMENT:
+                return i
+            if type(i) is not int or not 0 <= i < n:
+                raise ValueError(f"register {i!r} is not one of the program's {n}")
+            return i
+
+        if any(r is not None and type(r) is not float for r in registers):
+            raise ValueError("a constant register is not a float")
+        program = cls.__new__(cls)
+        program._registers = registers
+        program._inputs = [(str(name), register(r)) for name, r in data["inputs"]]
+        program._steps = []
+        for name, a, b, out in data["steps"]:
+            if name not in FUNCTIONS:
+                raise ValueError(f"unknown function {name!r}")
+            program._steps.append((FUNCTIONS[name], register(a), register(b, allow_none=True), register(out)))
+        program._outputs = [register(r) for r in data["outputs"]]
+        return program
 
     def __call__(self, env: Mapping[Any, Any]) -> list:
         registers = list(self._registers)

@@ -66,8 +66,9 @@ def jsonable(value: Any) -> Any:
     return value
 
 
-def versions(extra: Iterable[str] = ()) -> dict[str, str]:
-    """Versions of scalefit, Python and the numerical libraries that were imported."""
+def versions(extra: Iterable[str] = (), forms: Iterable[Any] = ()) -> dict[str, str]:
+    """Versions of scalefit, Python and the numerical libraries that were imported, and the sympy that
+    compiled any of `forms` (a form from the cache of compiled forms is used without importing it)."""
     from . import __version__
 
     out = {"scalefit": __version__, "python": platform.python_version(), "numpy": np.__version__}
@@ -75,6 +76,9 @@ def versions(extra: Iterable[str] = ()) -> dict[str, str]:
         module = sys.modules.get(name)
         if module is not None and hasattr(module, "__version__"):
             out[name] = module.__version__
+    compiled_by = sorted({f.compiled.sympy for f in forms if hasattr(f, "compiled")})
+    if compiled_by:
+        out["sympy"] = ", ".join(compiled_by)
     return out
 
 
@@ -153,7 +157,7 @@ def fit_to_dict(result: FitResult) -> dict:
         "undetermined": list(result.undetermined),
         "convergence": result.convergence or ("converged" if result.converged else "did not converge"),
         "warnings": list(result.warnings),
-        "versions": versions(),
+        "versions": versions(forms=[result.form]),
         "input": {"path": result.input_path, "sha256": result.input_sha256},
         "form_spec": form_to_dict(result.form),
         "data": {

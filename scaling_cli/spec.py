@@ -42,7 +42,9 @@ from .spec_form import (  # noqa: F401  (re-exported)
     MAX_GRID_PER_AXIS,
     MAX_GRID_POINTS,
     MAX_SYMBOLIC_HESSIAN_NODES,
+    CompiledForm,
     SpecForm,
+    compile_form,
     default_grids,
 )
 
@@ -442,6 +444,31 @@ def parse_form(mapping: Any, source: str = "<string>") -> SpecForm:
     check = _Checker(source)
     spec = _check_shape(mapping, check)
     meaning = _check_meaning(spec, check)
+    from . import form_cache
+
+    params = list(spec["parameters"])
+    entry = form_cache.key(mapping, source)
+    compiled, symbolic = form_cache.load(entry), None
+    if compiled is None:
+        compiled, symbolic = _compile(spec, meaning, check)
+        form_cache.store(entry, compiled)
+    name = spec.get("name") or (Path(source).stem if source != "<string>" else "custom")
+    form = SpecForm(
+        name=name, expression=meaning["formula"].text, formula=meaning["formula"], params=params,
+        variables=spec["variables"], response=spec["response"].strip(),
+        response_names=meaning["response_names"], lower=meaning["lower"], upper=meaning["upper"],
+        init=meaning["init"], fixed=meaning["fixed"], objective=meaning["objective"],
+        delta=meaning["delta"], description=spec.get("description", ""),
+        reference=spec.get("reference", ""), derived_texts={n: f.text for n, f in meaning["derived"].items()},
+        compiled=compiled, source=source, symbolic=symbolic)
+    form.text = _yaml_text(mapping)
+    form.cost = spec.get("cost")
+    form.params_model = spec.get("params")
+    return form
+
+
+def _compile(spec: dict, meaning: dict, check: _Checker):
+    """The sympy expression of a checked spec and its `CompiledForm`."""
     import sympy  # only once the spec is known to be sound: a rejected spec is refused in milliseconds
 
     params = list(spec["parameters"])
@@ -452,24 +479,15 @@ def parse_form(mapping: Any, source: str = "<string>") -> SpecForm:
         for p in params:
             if symbols[p] not in symbolic.free_symbols:
                 check.fail(f"parameters.{p}", f"the expression does not depend on '{p}' (its terms cancel)")
-        derived = [(n, to_sympy(f, symbols, check.where(f"derived.{n}")), f.text)
+        derived = [(n, to_sympy(f, symbols, check.where(f"derived.{n}")))
                    for n, f in meaning["derived"].items()]
-        name = spec.get("name") or (Path(source).stem if source != "<string>" else "custom")
-        form = SpecForm(
-            name=name, expression=meaning["formula"].text, params=params, variables=spec["variables"],
-            response=spec["response"].strip(), response_formula=meaning["response_formula"],
-            response_names=meaning["response_names"], lower=meaning["lower"], upper=meaning["upper"],
-            init=meaning["init"], fixed=meaning["fixed"], objective=meaning["objective"],
-            delta=meaning["delta"], description=spec.get("description", ""),
-            reference=spec.get("reference", ""), symbolic=symbolic, symbols=symbols, derived_specs=derived,
-            source=source)
-        form.text = _yaml_text(mapping)
-        form.cost = spec.get("cost")
-        form.params_model = spec.get("params")
-        return form
+        compiled = compile_form(symbolic, symbols, params, list(spec["variables"]),
+                                meaning["response_formula"], list(meaning["response_names"]), derived,
+                                check.source)
     except RecursionError:
         check.fail("expression", "the formula is too complex to differentiate; simplify it")
         raise  # not reached
+    return compiled, symbolic
 
 
 def _yaml_text(mapping: Any) -> str | None:

@@ -1,9 +1,16 @@
 """`SpecForm`: a form from a YAML spec, with predictions and analytic derivatives compiled from its
-formula (`program`), and the default grids of its global search."""
+formula (`program`), and the default grids of its global search.
+
+The sympy work (derivatives, which parameters are linear, common sub-expressions) is done once by
+`compile_form` and kept in a `CompiledForm`: programs of numpy steps and names, plain data. A form
+evaluates only those, so a form whose `CompiledForm` comes from the cache (`form_cache`) fits without
+importing sympy; its sympy expression is rebuilt only when asked for (`optimize` differentiates it).
+"""
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
 import numpy as np
@@ -21,16 +28,132 @@ MAX_GRID_PER_AXIS = 64
 GRID_MAGNITUDES = (1e-3, 1e3)
 
 
+@dataclass(frozen=True)
+class CompiledDerived:
+    """A derived quantity's value and the nonzero entries of its gradient (parameters `used`)."""
+
+    name: str
+    value: Program
+    used: tuple[int, ...]
+    gradient: Program
+
+
+@dataclass(frozen=True)
+class CompiledForm:
+    """What sympy works out for a form, as data: the parameters it is jointly affine in, the variables
+    its formula uses, and the programs of its prediction, Jacobian, variable-projection design,
+    second-order terms (None when the formula is too large for symbolic second derivatives; the base
+    class then differentiates the Jacobian numerically), response and derived quantities."""
+
+    linear: tuple[str, ...]
+    variables: tuple[str, ...]
+    predict: Program
+    jacobian: Program
+    design: Program
+    hessian_pairs: tuple[tuple[int, int], ...]
+    combined: Program | None  # the formula, its gradient and its second derivatives, together
+    response: Program | None
+    derived: tuple[CompiledDerived, ...]
+    sympy: str  # the version of sympy that compiled it
+
+    def to_data(self) -> dict:
+        return {"linear": list(self.linear), "variables": list(self.variables),
+                "predict": self.predict.to_data(), "jacobian": self.jacobian.to_data(),
+                "design": self.design.to_data(), "hessian_pairs": [list(p) for p in self.hessian_pairs],
+                "combined": None if self.combined is None else self.combined.to_data(),
+                "response": None if self.response is None else self.response.to_data(),
+                "derived": [{"name": d.name, "value": d.value.to_data(), "used": list(d.used),
+                             "gradient": d.gradient.to_data()} for d in self.derived],
+                "sympy": self.sympy}
+
+    @classmethod
+    def from_data(cls, data: Mapping[str, Any]) -> CompiledForm:
+        """The form `to_data` gave; raises ValueError, KeyError or TypeError on anything else."""
+        def optional(d):
+            return None if d is None else Program.from_data(d)
+
+        pairs = tuple((int(i), int(j)) for i, j in data["hessian_pairs"])
+        combined = optional(data["combined"])
+        if combined is not None and combined.size < len(pairs):
+            raise ValueError("fewer second derivatives than pairs")
+        return cls(linear=tuple(map(str, data["linear"])), variables=tuple(map(str, data["variables"])),
+                   predict=Program.from_data(data["predict"]), jacobian=Program.from_data(data["jacobian"]),
+                   design=Program.from_data(data["design"]), hessian_pairs=pairs, combined=combined,
+                   response=optional(data["response"]),
+                   derived=tuple(CompiledDerived(str(d["name"]), Program.from_data(d["value"]),
+                                                 tuple(int(i) for i in d["used"]),
+                                                 Program.from_data(d["gradient"]))
+                                 for d in data["derived"]),
+                   sympy=str(data["sympy"]))
+
+
+def compile_form(symbolic, symbols: Mapping[str, Any], params: Sequence[str], variables: Sequence[str],
+                 response_formula: Formula | None, response_names: Sequence[str],
+                 derived: Sequence[tuple[str, Any]], source: str) -> CompiledForm:
+    """Differentiate a form's sympy expression and compile what fitting it needs (`CompiledForm`)."""
+    import sympy
+
+    param_symbols = [symbols[p] for p in params]
+    gradient = [sympy.diff(symbolic, s) for s in param_symbols]
+    linear = _detect_linear(params, param_symbols, gradient)
+    lin = [symbols[p] for p in linear]
+    offset = symbolic.subs({s: 0 for s in lin}) if lin else symbolic
+    pairs: list[tuple[int, int]] = []
+    combined = None
+    # Symbolic second derivatives of large formulas (products of many functions) take sympy seconds;
+    # there the base class differentiates the analytic Jacobian numerically instead.
+    if _dag_size(gradient) <= MAX_SYMBOLIC_HESSIAN_NODES:
+        hessian = []
+        for i, gi in enumerate(gradient):
+            for j in range(i, len(params)):
+                h = sympy.diff(gi, param_symbols[j])
+                if h != 0:
+                    pairs.append((i, j))
+                    hessian.append(h)
+        combined = Program([symbolic, *gradient, *hessian])
+    response = None
+    if response_formula is not None:
+        columns = {n: sympy.Symbol(n, real=True) for n in response_names}
+        response = Program([to_sympy(response_formula, columns, f"{source}: response")])
+    compiled_derived = []
+    for name, expr in derived:
+        grads = [sympy.diff(expr, s) for s in param_symbols]
+        used = tuple(i for i, g in enumerate(grads) if g != 0)
+        compiled_derived.append(CompiledDerived(name, Program([expr]), used,
+                                                Program([grads[i] for i in used])))
+    return CompiledForm(
+        linear=linear, variables=tuple(v for v in variables if symbols[v] in symbolic.free_symbols),
+        predict=Program([symbolic]), jacobian=Program(gradient),
+        design=Program([gradient[params.index(p)] for p in linear] + [offset]), hessian_pairs=tuple(pairs),
+        combined=combined, response=response, derived=tuple(compiled_derived), sympy=sympy.__version__)
+
+
+def _detect_linear(params: Sequence[str], param_symbols: Sequence[Any], gradient: Sequence[Any]
+                   ) -> tuple[str, ...]:
+    """Parameters the formula is affine in, jointly: p's derivative is free of p and of every other
+    parameter already taken, and p appears in no earlier choice's derivative."""
+    taken: list[int] = []
+    for i, _ in enumerate(params):
+        free = gradient[i].free_symbols
+        if param_symbols[i] in free:
+            continue
+        if any(param_symbols[j] in free for j in taken):
+            continue
+        if any(param_symbols[i] in gradient[j].free_symbols for j in taken):
+            continue
+        taken.append(i)
+    return tuple(params[i] for i in taken)
+
+
 class SpecForm(Form):
     """A form read from a YAML spec: predictions and derivatives compiled from a checked formula."""
 
-    def __init__(self, *, name: str, expression: str, params: Sequence[str], variables: Mapping[str, str],
-                 response: str, response_formula: Formula | None, response_names: Mapping[str, str],
+    def __init__(self, *, name: str, expression: str, formula: Formula, params: Sequence[str],
+                 variables: Mapping[str, str], response: str, response_names: Mapping[str, str],
                  lower: Mapping[str, float], upper: Mapping[str, float], init: Mapping[str, float],
                  fixed: Mapping[str, float], objective: str, delta: float | None, description: str,
-                 reference: str, symbolic, symbols: Mapping[str, Any], derived_specs: Sequence, source: str):
-        import sympy
-
+                 reference: str, derived_texts: Mapping[str, str], compiled: CompiledForm, source: str,
+                 symbolic=None):
         self.name = name
         self.expression = expression
         self.params = tuple(params)
@@ -45,79 +168,55 @@ class SpecForm(Form):
         self.description = description
         self.reference = reference
         self.source = source
-        self.symbolic = symbolic
-        self._symbols = dict(symbols)
-        self._param_symbols = [symbols[p] for p in self.params]
-        self._expr_variables = [v for v in self.variables if symbols[v] in symbolic.free_symbols]
-        self._response_formula = response_formula
+        self.compiled = compiled
+        self.linear = compiled.linear
+        self.analytic_second_order = compiled.combined is not None
+        self._formula = formula
+        self._symbolic = symbolic
         self._response_names = dict(response_names)
-        self._response_program = None
-        if response_formula is not None:
-            self._response_program = Program([to_sympy(response_formula, {
-                n: sympy.Symbol(n, real=True) for n in response_names}, f"{source}: response")])
-
-        self.gradient_exprs = [sympy.diff(symbolic, s) for s in self._param_symbols]
-        self.linear = self._detect_linear()
-        self._predict = Program([symbolic])
-        self._jacobian = Program(self.gradient_exprs)
-        lin = [symbols[p] for p in self.linear]
-        offset = symbolic.subs({s: 0 for s in lin}) if lin else symbolic
-        self._design = Program([self.gradient_exprs[self.index(p)] for p in self.linear] + [offset])
-        self._hessian: tuple[list[tuple[int, int]], Program] | None = None
-        self._combined: tuple[list[tuple[int, int]], Program] | None = None
-        # Symbolic second derivatives of large formulas (products of many functions) take sympy
-        # seconds; there the base class differentiates the analytic Jacobian numerically instead.
-        self.analytic_second_order = _dag_size(self.gradient_exprs) <= MAX_SYMBOLIC_HESSIAN_NODES
         self.grid = default_grids(self)
-        self.derived = tuple(self._derived(n, f, text) for n, f, text in derived_specs)
+        self.derived = tuple(self._derived(d, derived_texts[d.name]) for d in compiled.derived)
 
-    # -- symbolic structure
-    def _detect_linear(self) -> tuple[str, ...]:
-        """Parameters the formula is affine in, jointly: p's derivative is free of p and of every other
-        parameter already taken, and p appears in no earlier choice's derivative."""
-        taken: list[int] = []
-        for i, _ in enumerate(self.params):
-            free = self.gradient_exprs[i].free_symbols
-            if self._param_symbols[i] in free:
-                continue
-            if any(self._param_symbols[j] in free for j in taken):
-                continue
-            if any(self._param_symbols[i] in self.gradient_exprs[j].free_symbols for j in taken):
-                continue
-            taken.append(i)
-        return tuple(self.params[i] for i in taken)
-
-    def _derived(self, name: str, expr, text: str) -> Derived:
+    # -- symbolic structure (sympy, on demand)
+    def sympy_symbols(self) -> dict[str, Any]:
+        """The sympy symbols of the parameters and variables, by name."""
         import sympy
 
-        value = Program([expr])
-        grads = [sympy.diff(expr, s) for s in self._param_symbols]
-        used = [i for i, g in enumerate(grads) if g != 0]
-        gradient = Program([grads[i] for i in used])
+        return {n: sympy.Symbol(n, real=True) for n in (*self.params, *self.variables)}
+
+    @property
+    def symbolic(self):
+        """The formula as a sympy expression (rebuilt from the checked formula when the form came
+        compiled from the cache)."""
+        if self._symbolic is None:
+            self._symbolic = to_sympy(self._formula, self.sympy_symbols(), f"{self.source}: expression")
+        return self._symbolic
+
+    def _derived(self, compiled: CompiledDerived, text: str) -> Derived:
         P = len(self.params)
 
         def value_fn(theta: np.ndarray) -> np.ndarray:
             theta = np.atleast_2d(theta)
-            (v,) = value(self._param_env(theta))
+            (v,) = compiled.value(self._param_env(theta))
             return np.broadcast_to(np.asarray(v, dtype=float), (theta.shape[0], 1))[:, 0].copy()
 
         def gradient_fn(theta: np.ndarray) -> np.ndarray:
             theta = np.atleast_2d(theta)
             out = np.zeros((theta.shape[0], P))
-            for i, g in zip(used, gradient(self._param_env(theta)), strict=True):
+            for i, g in zip(compiled.used, compiled.gradient(self._param_env(theta)), strict=True):
                 out[:, i] = np.broadcast_to(np.asarray(g, dtype=float), (theta.shape[0], 1))[:, 0]
             return out
 
-        return Derived(name, value_fn, gradient_fn, text)
+        return Derived(compiled.name, value_fn, gradient_fn, text)
 
     # -- evaluation
     def _param_env(self, theta: np.ndarray) -> dict:
-        return {s: theta[:, i, None] for i, s in enumerate(self._param_symbols)}
+        return {p: theta[:, i, None] for i, p in enumerate(self.params)}
 
     def _env(self, theta: np.ndarray, X: Mapping[str, np.ndarray]) -> dict:
         env = self._param_env(theta)
-        for v in self._expr_variables:
-            env[self._symbols[v]] = np.asarray(X[v], dtype=float)[None, :]
+        for v in self.compiled.variables:
+            env[v] = np.asarray(X[v], dtype=float)[None, :]
         return env
 
     def _n(self, X: Mapping[str, np.ndarray]) -> int:
@@ -125,47 +224,31 @@ class SpecForm(Form):
 
     def predict(self, theta, X):
         theta = np.atleast_2d(np.asarray(theta, dtype=float))
-        (f,) = self._predict(self._env(theta, X))
+        (f,) = self.compiled.predict(self._env(theta, X))
         return np.array(np.broadcast_to(f, (theta.shape[0], self._n(X))), dtype=float)
 
     def jacobian(self, theta, X):
         theta = np.atleast_2d(np.asarray(theta, dtype=float))
         shape = (theta.shape[0], self._n(X))
         J = np.empty(shape + (len(self.params),))
-        for i, column in enumerate(self._jacobian(self._env(theta, X))):
+        for i, column in enumerate(self.compiled.jacobian(self._env(theta, X))):
             J[:, :, i] = np.broadcast_to(column, shape)
         return J
-
-    def _hessian_terms(self) -> tuple[list[tuple[int, int]], list]:
-        """The nonzero second derivatives (i <= j) of the formula, as index pairs and expressions."""
-        import sympy
-
-        pairs, exprs = [], []
-        for i, gi in enumerate(self.gradient_exprs):
-            for j in range(i, len(self.params)):
-                h = sympy.diff(gi, self._param_symbols[j])
-                if h != 0:
-                    pairs.append((i, j))
-                    exprs.append(h)
-        return pairs, exprs
 
     def second_order(self, theta, X, v):
         if not self.analytic_second_order:
             return super().second_order(theta, X, v)
         theta = np.atleast_2d(np.asarray(theta, dtype=float))
-        if self._hessian is None:  # compiled on first use: only the polish needs it
-            pairs, exprs = self._hessian_terms()
-            self._hessian = (pairs, Program(exprs))
-        pairs, program = self._hessian
-        return self._contract(pairs, program(self._env(theta, X)), theta, X, v)
+        outputs = self.compiled.combined(self._env(theta, X))
+        return self._contract(outputs[len(self.params) + 1:], theta, X, v)
 
-    def _contract(self, pairs, hessians, theta, X, v) -> np.ndarray:
+    def _contract(self, hessians, theta, X, v) -> np.ndarray:
         """sum_i v_i d2 f_i / d theta_a d theta_b from the second derivatives of the pairs (a, b)."""
         K, P = theta.shape
         H = np.zeros((K, P, P))
         v = np.broadcast_to(np.asarray(v, dtype=float), (K, self._n(X)))
         with np.errstate(all="ignore"):
-            for (i, j), h in zip(pairs, hessians, strict=True):
+            for (i, j), h in zip(self.compiled.hessian_pairs, hessians, strict=True):
                 h = np.broadcast_to(h, v.shape)
                 H[:, i, j] = H[:, j, i] = np.einsum("kn,kn->k", v, h)
         return H
@@ -177,23 +260,19 @@ class SpecForm(Form):
         if not (self.analytic_second_order and self._inherits_derivatives(SpecForm)):
             return super().predict_derivatives(theta, X, second_order_weights)
         theta = np.atleast_2d(np.asarray(theta, dtype=float))
-        if self._combined is None:
-            pairs, exprs = self._hessian_terms()
-            self._combined = (pairs, Program([self.symbolic, *self.gradient_exprs, *exprs]))
-        pairs, program = self._combined
         P = len(self.params)
         shape = (theta.shape[0], self._n(X))
-        outputs = program(self._env(theta, X))
+        outputs = self.compiled.combined(self._env(theta, X))
         f = np.array(np.broadcast_to(outputs[0], shape), dtype=float)
         J = np.empty(shape + (P,))
         for i, column in enumerate(outputs[1:P + 1]):
             J[:, :, i] = np.broadcast_to(column, shape)
-        return f, J, self._contract(pairs, outputs[P + 1:], theta, X, second_order_weights(f))
+        return f, J, self._contract(outputs[P + 1:], theta, X, second_order_weights(f))
 
     def design(self, theta, X):
         theta = np.atleast_2d(np.asarray(theta, dtype=float))
         shape = (theta.shape[0], self._n(X))
-        *columns, offset = self._design(self._env(theta, X))
+        *columns, offset = self.compiled.design(self._env(theta, X))
         B = np.empty(shape + (len(self.linear),))
         for j, column in enumerate(columns):
             B[:, :, j] = np.broadcast_to(column, shape)
@@ -209,13 +288,10 @@ class SpecForm(Form):
         return ()
 
     def observed(self, runs) -> np.ndarray:
-        if self._response_program is None:
+        if self.compiled.response is None:
             return np.asarray(runs.column(self.response), dtype=float)
-        import sympy
-
-        env = {sympy.Symbol(n, real=True): np.asarray(runs.column(col), dtype=float)
-               for n, col in self._response_names.items()}
-        (y,) = self._response_program(env)
+        env = {n: np.asarray(runs.column(col), dtype=float) for n, col in self._response_names.items()}
+        (y,) = self.compiled.response(env)
         y = np.array(np.broadcast_to(y, (len(runs),)), dtype=float)
         bad = np.flatnonzero(~np.isfinite(y))
         if bad.size:

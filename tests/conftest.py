@@ -13,6 +13,21 @@ NIST_DIR = SHARED / "nist"
 SKIP_SHARED = "../shared (the published run tables and NIST problems) is not beside the repo"
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _own_form_cache(tmp_path_factory):
+    """Compiled forms go to a cache of this test session's own (CLI subprocesses inherit it), never to
+    the user's ~/.cache/scalefit."""
+    import os
+
+    before = os.environ.get("SCALEFIT_CACHE_DIR")
+    os.environ["SCALEFIT_CACHE_DIR"] = str(tmp_path_factory.mktemp("scalefit-cache"))
+    yield
+    if before is None:
+        os.environ.pop("SCALEFIT_CACHE_DIR", None)
+    else:
+        os.environ["SCALEFIT_CACHE_DIR"] = before
+
+
 def shared_file(*parts: str) -> Path:
     """A file under ../shared, or skip the test saying why."""
     path = SHARED.joinpath(*parts)
