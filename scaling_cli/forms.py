@@ -11,6 +11,7 @@ prediction is `design(...) @ linear + offset`, so the global search can solve th
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
@@ -244,6 +245,80 @@ def _power_terms_second_order(theta, v, terms) -> np.ndarray:
     return H
 
 
+class PowerSum:
+    """f = L + sum_t c_t x_t^-a_t (the constant L optional) for parameter vectors theta (K, P): the
+    prediction, its derivatives and its variable-projection design, with every power computed from the
+    log of its input (`_negative_power`), as the solver's kernel computes them
+    (`solve._power_sum_derivatives`). The built-in `Decomposed` and any YAML form whose formula is such
+    a sum evaluate through it. `constant` and `terms` ((index of c, index of a, input symbol), ...) are
+    what `Form.power_sum` returns; `linear` orders the design's columns."""
+
+    def __init__(self, n_params: int, constant: int | None, terms: Sequence[tuple[int, int, str]],
+                 linear: Sequence[int]):
+        self.n_params = n_params
+        self.constant = constant
+        self.terms = tuple(terms)
+        self.linear = tuple(linear)
+
+    def spec(self) -> tuple[int | None, tuple[tuple[int, int, str], ...]]:
+        return self.constant, self.terms
+
+    def _n(self, X) -> int:
+        return len(X[self.terms[0][2]])
+
+    def powers(self, theta: np.ndarray, X) -> list[np.ndarray]:
+        return [_negative_power(X, v, theta[:, ia]) for _, ia, v in self.terms]
+
+    def _sum(self, theta: np.ndarray, X, powers: list[np.ndarray]) -> np.ndarray:
+        shape = (theta.shape[0], self._n(X))
+        out = np.zeros(shape) if self.constant is None else \
+            np.broadcast_to(theta[:, self.constant, None], shape).copy()
+        for (ic, _, _), power in zip(self.terms, powers, strict=True):
+            out += theta[:, ic, None] * power
+        return out
+
+    def predict(self, theta: np.ndarray, X) -> np.ndarray:
+        theta = np.atleast_2d(theta)
+        return self._sum(theta, X, self.powers(theta, X))
+
+    def _jacobian(self, theta: np.ndarray, X, powers: list[np.ndarray]) -> np.ndarray:
+        J = np.zeros((theta.shape[0], self._n(X), self.n_params))
+        for (ic, ia, v), power in zip(self.terms, powers, strict=True):
+            J[:, :, ic] = power
+            J[:, :, ia] = -theta[:, ic, None] * power * input_log(X, v)[None, :]
+        if self.constant is not None:
+            J[:, :, self.constant] = 1.0
+        return J
+
+    def jacobian(self, theta: np.ndarray, X) -> np.ndarray:
+        theta = np.atleast_2d(theta)
+        return self._jacobian(theta, X, self.powers(theta, X))
+
+    def _second_order_terms(self, X, powers: list[np.ndarray]) -> list:
+        return [(ic, ia, power, input_log(X, v))
+                for (ic, ia, v), power in zip(self.terms, powers, strict=True)]
+
+    def second_order(self, theta: np.ndarray, X, v: np.ndarray) -> np.ndarray:
+        theta = np.atleast_2d(theta)
+        return _power_terms_second_order(theta, v, self._second_order_terms(X, self.powers(theta, X)))
+
+    def predict_derivatives(self, theta: np.ndarray, X, second_order_weights):
+        """The prediction, Jacobian and second-order term from one set of powers."""
+        theta = np.atleast_2d(theta)
+        powers = self.powers(theta, X)
+        f = self._sum(theta, X, powers)
+        H = _power_terms_second_order(theta, second_order_weights(f), self._second_order_terms(X, powers))
+        return f, self._jacobian(theta, X, powers), H
+
+    def design(self, theta: np.ndarray, X) -> tuple[np.ndarray, np.ndarray]:
+        theta = np.atleast_2d(theta)
+        powers = self.powers(theta, X)
+        ones = np.ones_like(powers[0])
+        by_coefficient = {ic: power for (ic, _, _), power in zip(self.terms, powers, strict=True)}
+        columns = [by_coefficient.get(j, ones) for j in self.linear]
+        return np.stack(columns, axis=-1), np.zeros_like(powers[0])
+
+
 class Decomposed(Form):
     """L = c_m m^-alpha_m + c_l l^-alpha_l + c_D D^-alpha_D + L0 (Liu, Kangaslahti, Liu, Gore 2026)."""
 
@@ -260,58 +335,33 @@ class Decomposed(Form):
     grid = {"alpha_m": EXPONENT_GRID, "alpha_l": EXPONENT_GRID, "alpha_D": DATA_EXPONENT_GRID}
     _terms = (("c_m", "alpha_m", "m"), ("c_l", "alpha_l", "l"), ("c_D", "alpha_D", "D"))
 
-    def _powers(self, theta, X):
-        return [_negative_power(X, v, theta[:, self.index(a)]) for _, a, v in self._terms]
+    @cached_property
+    def _sum(self) -> PowerSum:
+        return PowerSum(len(self.params), self.index("L0"),
+                        tuple((self.index(c), self.index(a), v) for c, a, v in self._terms),
+                        tuple(self.index(p) for p in self.linear))
 
     def power_sum(self):
         if not self._inherits_derivatives(Decomposed):
             return None
-        return self.index("L0"), tuple((self.index(c), self.index(a), v) for c, a, v in self._terms)
+        return self._sum.spec()
 
     def predict(self, theta, X):
-        theta = np.atleast_2d(theta)
-        out = np.broadcast_to(theta[:, self.index("L0"), None], (theta.shape[0], len(X["m"]))).copy()
-        for (c, _, _), power in zip(self._terms, self._powers(theta, X), strict=False):
-            out += theta[:, self.index(c), None] * power
-        return out
+        return self._sum.predict(theta, X)
 
     def jacobian(self, theta, X):
-        theta = np.atleast_2d(theta)
-        J = np.empty((theta.shape[0], len(X["m"]), len(self.params)))
-        for (c, a, v), power in zip(self._terms, self._powers(theta, X), strict=False):
-            J[:, :, self.index(c)] = power
-            J[:, :, self.index(a)] = -theta[:, self.index(c), None] * power * input_log(X, v)[None, :]
-        J[:, :, self.index("L0")] = 1.0
-        return J
+        return self._sum.jacobian(theta, X)
 
     def second_order(self, theta, X, v):
-        return _power_terms_second_order(theta, v, [
-            (self.index(c), self.index(a), power, input_log(X, var))
-            for (c, a, var), power in zip(self._terms, self._powers(np.atleast_2d(theta), X), strict=False)])
+        return self._sum.second_order(theta, X, v)
 
     def predict_derivatives(self, theta, X, second_order_weights):
         if not self._inherits_derivatives(Decomposed):
             return super().predict_derivatives(theta, X, second_order_weights)
-        theta = np.atleast_2d(theta)
-        powers = self._powers(theta, X)
-        f = np.broadcast_to(theta[:, self.index("L0"), None], (theta.shape[0], len(X["m"]))).copy()
-        for (c, _, _), power in zip(self._terms, powers, strict=False):
-            f += theta[:, self.index(c), None] * power
-        J = np.empty((theta.shape[0], len(X["m"]), len(self.params)))
-        terms = []
-        for (c, a, var), power in zip(self._terms, powers, strict=False):
-            logx = input_log(X, var)
-            J[:, :, self.index(c)] = power
-            J[:, :, self.index(a)] = -theta[:, self.index(c), None] * power * logx[None, :]
-            terms.append((self.index(c), self.index(a), power, logx))
-        J[:, :, self.index("L0")] = 1.0
-        return f, J, _power_terms_second_order(theta, second_order_weights(f), terms)
+        return self._sum.predict_derivatives(theta, X, second_order_weights)
 
     def design(self, theta, X):
-        theta = np.atleast_2d(theta)
-        powers = self._powers(theta, X)
-        ones = np.ones_like(powers[0])
-        return np.stack(powers + [ones], axis=-1), np.zeros_like(powers[0])
+        return self._sum.design(theta, X)
 
 
 class Chinchilla(Form):

@@ -16,7 +16,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from .errors import DataError
-from .forms import Derived, Form
+from .forms import Derived, Form, PowerSum
 from .formula import Formula, to_sympy
 from .program import Program, _dag_size
 
@@ -55,6 +55,8 @@ class CompiledForm:
     response: Program | None
     derived: tuple[CompiledDerived, ...]
     sympy: str  # the version of sympy that compiled it
+    # L + sum_t c_t x_t**(-a_t), by name: (L or None, ((c, a, x), ...)); None for any other formula
+    power_sum: tuple[str | None, tuple[tuple[str, str, str], ...]] | None = None
 
     def to_data(self) -> dict:
         return {"linear": list(self.linear), "variables": list(self.variables),
@@ -64,7 +66,9 @@ class CompiledForm:
                 "response": None if self.response is None else self.response.to_data(),
                 "derived": [{"name": d.name, "value": d.value.to_data(), "used": list(d.used),
                              "gradient": d.gradient.to_data()} for d in self.derived],
-                "sympy": self.sympy}
+                "sympy": self.sympy,
+                "power_sum": None if self.power_sum is None else [self.power_sum[0],
+                                                                   [list(t) for t in self.power_sum[1]]]}
 
     @classmethod
     def from_data(cls, data: Mapping[str, Any]) -> CompiledForm:
@@ -73,6 +77,11 @@ class CompiledForm:
             return None if d is None else Program.from_data(d)
 
         pairs = tuple((int(i), int(j)) for i, j in data["hessian_pairs"])
+        power_sum = data["power_sum"]
+        if power_sum is not None:
+            constant, terms = power_sum
+            power_sum = (None if constant is None else str(constant),
+                         tuple((str(c), str(a), str(x)) for c, a, x in terms))
         combined = optional(data["combined"])
         if combined is not None and combined.size < len(pairs):
             raise ValueError("fewer second derivatives than pairs")
@@ -84,7 +93,7 @@ class CompiledForm:
                                                  tuple(int(i) for i in d["used"]),
                                                  Program.from_data(d["gradient"]))
                                  for d in data["derived"]),
-                   sympy=str(data["sympy"]))
+                   sympy=str(data["sympy"]), power_sum=power_sum)
 
 
 def compile_form(symbolic, symbols: Mapping[str, Any], params: Sequence[str], variables: Sequence[str],
@@ -125,7 +134,37 @@ def compile_form(symbolic, symbols: Mapping[str, Any], params: Sequence[str], va
         linear=linear, variables=tuple(v for v in variables if symbols[v] in symbolic.free_symbols),
         predict=Program([symbolic]), jacobian=Program(gradient),
         design=Program([gradient[params.index(p)] for p in linear] + [offset]), hessian_pairs=tuple(pairs),
-        combined=combined, response=response, derived=tuple(compiled_derived), sympy=sympy.__version__)
+        combined=combined, response=response, derived=tuple(compiled_derived), sympy=sympy.__version__,
+        power_sum=_power_sum_terms(symbolic, params, variables))
+
+
+def _power_sum_terms(symbolic, params: Sequence[str], variables: Sequence[str]
+                     ) -> tuple[str | None, tuple[tuple[str, str, str], ...]] | None:
+    """When the formula is L + sum_t c_t * x_t**(-a_t), every parameter once and every x a variable:
+    (L or None, ((c, a, x), ...)) in the order of the coefficients among the parameters (the
+    built-in forms' order, so that a YAML copy of one sums its terms as it does); else None."""
+    constant, terms = None, []
+    for term in symbolic.args if symbolic.is_Add else (symbolic,):
+        if term.is_Symbol and term.name in params:
+            if constant is not None:
+                return None
+            constant = term.name
+            continue
+        if not (term.is_Mul and len(term.args) == 2):
+            return None
+        coefficient = next((a for a in term.args if a.is_Symbol), None)
+        power = next((a for a in term.args if a.is_Pow), None)
+        if coefficient is None or power is None or coefficient.name not in params:
+            return None
+        exponent = -power.exp
+        if not (power.base.is_Symbol and power.base.name in variables and exponent.is_Symbol
+                and exponent.name in params):
+            return None
+        terms.append((coefficient.name, exponent.name, power.base.name))
+    used = ([] if constant is None else [constant]) + [p for c, a, _ in terms for p in (c, a)]
+    if not terms or len(used) != len(set(used)) or set(used) != set(params):
+        return None
+    return constant, tuple(sorted(terms, key=lambda t: list(params).index(t[0])))
 
 
 def _detect_linear(params: Sequence[str], param_symbols: Sequence[Any], gradient: Sequence[Any]
@@ -176,6 +215,18 @@ class SpecForm(Form):
         self._response_names = dict(response_names)
         self.grid = default_grids(self)
         self.derived = tuple(self._derived(d, derived_texts[d.name]) for d in compiled.derived)
+        # a power sum is evaluated as the built-in forms and the solver's kernel evaluate one
+        self._power = None
+        if compiled.power_sum is not None:
+            constant, terms = compiled.power_sum
+            self._power = PowerSum(len(self.params), None if constant is None else self.index(constant),
+                                   tuple((self.index(c), self.index(a), x) for c, a, x in terms),
+                                   tuple(self.index(p) for p in self.linear))
+
+    def power_sum(self):
+        if self._power is None or not self._inherits_derivatives(SpecForm):
+            return None
+        return self._power.spec()
 
     # -- symbolic structure (sympy, on demand)
     def sympy_symbols(self) -> dict[str, Any]:
@@ -224,11 +275,15 @@ class SpecForm(Form):
 
     def predict(self, theta, X):
         theta = np.atleast_2d(np.asarray(theta, dtype=float))
+        if self._power is not None:
+            return self._power.predict(theta, X)
         (f,) = self.compiled.predict(self._env(theta, X))
         return np.array(np.broadcast_to(f, (theta.shape[0], self._n(X))), dtype=float)
 
     def jacobian(self, theta, X):
         theta = np.atleast_2d(np.asarray(theta, dtype=float))
+        if self._power is not None:
+            return self._power.jacobian(theta, X)
         shape = (theta.shape[0], self._n(X))
         J = np.empty(shape + (len(self.params),))
         for i, column in enumerate(self.compiled.jacobian(self._env(theta, X))):
@@ -236,6 +291,8 @@ class SpecForm(Form):
         return J
 
     def second_order(self, theta, X, v):
+        if self._power is not None:
+            return self._power.second_order(np.atleast_2d(np.asarray(theta, dtype=float)), X, v)
         if not self.analytic_second_order:
             return super().second_order(theta, X, v)
         theta = np.atleast_2d(np.asarray(theta, dtype=float))
@@ -257,9 +314,13 @@ class SpecForm(Form):
         """The prediction, Jacobian and second-order term from one program: the formula, its gradient
         and its second derivatives compiled together, sharing their common sub-expressions (the solver
         needs all three at every step; evaluated apart they took three times the work)."""
-        if not (self.analytic_second_order and self._inherits_derivatives(SpecForm)):
+        if not self._inherits_derivatives(SpecForm):
             return super().predict_derivatives(theta, X, second_order_weights)
         theta = np.atleast_2d(np.asarray(theta, dtype=float))
+        if self._power is not None:
+            return self._power.predict_derivatives(theta, X, second_order_weights)
+        if not self.analytic_second_order:
+            return super().predict_derivatives(theta, X, second_order_weights)
         P = len(self.params)
         shape = (theta.shape[0], self._n(X))
         outputs = self.compiled.combined(self._env(theta, X))
@@ -271,6 +332,8 @@ class SpecForm(Form):
 
     def design(self, theta, X):
         theta = np.atleast_2d(np.asarray(theta, dtype=float))
+        if self._power is not None:
+            return self._power.design(theta, X)
         shape = (theta.shape[0], self._n(X))
         *columns, offset = self.compiled.design(self._env(theta, X))
         B = np.empty(shape + (len(self.linear),))
@@ -283,9 +346,13 @@ class SpecForm(Form):
         return list(dict.fromkeys(self._response_names.values()))
 
     def positive_columns(self) -> tuple[str, ...]:
-        """None: a user's formula may take any values (NIST-style x can be 0 or negative); a log
-        objective's need for a positive response is checked when fitting."""
-        return ()
+        """The columns raised to a power in a power sum (computed from their logs, as the built-in
+        forms do); none for any other formula: a user's formula may take any values (NIST-style x
+        can be 0 or negative). A log objective's need for a positive response is checked when
+        fitting."""
+        if self._power is None:
+            return ()
+        return tuple(dict.fromkeys(self.variables[x] for _, _, x in self._power.terms))
 
     def observed(self, runs) -> np.ndarray:
         if self.compiled.response is None:

@@ -520,3 +520,78 @@ def test_kaplan_reaches_the_robust_optimum_by_default(table, exclude):
         robust = fit(runs, form, strategy="robust")
     assert default.converged and default.n_escalated > 0
     assert default.objective_value <= robust.objective_value * (1 + 1e-9)
+
+
+# ---------------------------------------------------------------- power sums
+
+
+@pytest.mark.parametrize(("expression", "params", "expected"), [
+    ("c * x**(-a)", "c a", (None, (("c", "a", "x"),))),
+    ("L + B * y**(-b) + A * x**(-a)", "L A a B b", ("L", (("A", "a", "x"), ("B", "b", "y")))),
+    ("L + A / x**a", "L A a", ("L", (("A", "a", "x"),))),
+    ("L + A * x**a", "L A a", None),  # a rising power
+    ("L + 2 * A * x**(-a)", "L A a", None),  # a constant factor
+    ("L + A * x**(-a) + A * y**(-b)", "L A a b", None),  # a coefficient twice
+    ("L + A * x**(-a) + B * y**(-a)", "L A a B", None),  # an exponent twice
+    ("L + M + A * x**(-a)", "L M A a", None),  # two constants
+    ("L + A * x**(-a) * y**(-b)", "L A a b", None),  # a product of powers
+    ("L + A * (2 * x)**(-a)", "L A a", None),  # the power of an expression
+    ("L + A * exp(-a * x)", "L A a", None),
+])
+def test_power_sums_are_recognised_exactly(expression, params, expected):
+    variables = {"x": "x", "y": "y"} if "y" in expression else {"x": "x"}
+    form = parse_form({"expression": expression, "variables": variables,
+                       "parameters": {p: None for p in params.split()}})
+    assert form.compiled.power_sum == expected
+    assert (form.power_sum() is None) == (expected is None)
+    assert form.positive_columns() == (() if expected is None else
+                                       tuple(dict.fromkeys(variables[x] for _, _, x in expected[1])))
+
+
+def test_a_yaml_power_sum_computes_what_the_built_in_form_does():
+    """configs/decomposed.yaml is evaluated as the built-in decomposed form is, bit for bit, so that
+    the solver's kernel, the grid's shortcut and the form itself agree exactly, as they do for it."""
+    yaml_form, built_in = load_form(CONFIGS / "decomposed.yaml"), get_form("decomposed")
+    assert yaml_form.params == built_in.params and yaml_form.power_sum() == built_in.power_sum()
+    rng = np.random.default_rng(5)
+    X = {"m": rng.uniform(64, 8192, 50), "l": rng.integers(2, 80, 50).astype(float),
+         "D": rng.uniform(1e8, 1e12, 50)}
+    theta = rng.uniform(0.05, 3.0, (4, 7))
+    for a, b in zip(yaml_form.predict_derivatives(theta, X, np.sin),
+                    built_in.predict_derivatives(theta, X, np.sin), strict=True):
+        np.testing.assert_array_equal(a, b)
+    for a, b in zip(yaml_form.design(theta, X), built_in.design(theta, X), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_a_yaml_power_sum_fits_a_big_table_as_the_built_in_form_does():
+    """On a table past the solver's kernel threshold the YAML form takes the kernel too: same optimum."""
+    from scaling_cli.solve import KERNEL_MIN_ROWS
+
+    rng = np.random.default_rng(6)
+    n = 4 * KERNEL_MIN_ROWS
+    m = rng.choice([256.0, 512, 1024, 2048, 4096], n)
+    layers = rng.choice([4.0, 8, 16, 32], n)
+    tokens = np.exp(rng.uniform(np.log(1e9), np.log(1e11), n))
+    loss = (300 / m + 2.0 / layers + 400 * tokens**-0.3 + 1.7) * np.exp(rng.normal(0, 0.01, n))
+    runs = Runs(path="<synthetic>", sha256=None, data={"width": m, "depth": layers, "tokens": tokens,
+                                                        "loss": loss},
+                roles={"width": "width", "depth": "depth", "tokens": "tokens", "loss": "loss"}, n_total=n)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ScalefitWarning)
+        ours, theirs = fit(runs, load_form(CONFIGS / "decomposed.yaml")), fit(runs, "decomposed")
+    assert ours.converged and theirs.converged
+    assert ours.objective_value == pytest.approx(theirs.objective_value, rel=1e-10)
+    np.testing.assert_allclose(ours.values, theirs.values, rtol=1e-5)
+    assert ours["alpha_D"] == pytest.approx(0.3, abs=0.05)
+
+
+def test_a_yaml_power_sum_refuses_a_non_positive_input(tmp_path, cli):
+    path = tmp_path / "runs.csv"
+    path.write_text("d_model,n_layers,tokens,loss\n" + "\n".join(
+        f"{m},{layers},{d:.0f},{2 + 50 / max(m, 1) + 1 / layers + 30 * d ** -0.2:.6f}"
+        for m, layers, d in [(0, 4, 1e9), (256, 8, 2e9), (512, 4, 4e9), (1024, 8, 8e9), (512, 16, 1e10),
+                             (256, 4, 3e10), (1024, 16, 5e9), (2048, 8, 2e10), (4096, 4, 7e9)]) + "\n")
+    result = cli("fit", str(path), "--config", str(CONFIGS / "decomposed.yaml"))
+    assert result.exit_code == 2
+    assert "column 'd_model' must be positive" in result.stderr and "row 1 holds 0" in result.stderr
