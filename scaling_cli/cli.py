@@ -1,9 +1,10 @@
 """The `scalefit` command: parse options, call one library function, render the result.
 
 Every error is turned into one `Error: ...` line on stderr in one place, `ScalefitGroup.main`.
-"""
 
-from __future__ import annotations
+No `from __future__ import annotations` here: typer reads every command's annotations at start-up, and
+as strings each had to be evaluated (25 ms of every command, against 7 ms as objects).
+"""
 
 import math
 import os
