@@ -15,6 +15,7 @@ result: a directory that cannot be read or written only means compiling every ti
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -64,14 +65,25 @@ def key(spec: Any, source: str) -> str | None:
         digest.update(json.dumps([spec, source, __version__], sort_keys=True, default=repr).encode())
     except (TypeError, ValueError):  # keys YAML allows and JSON does not (a number beside a string)
         return None
+    compiler = _compiler_identity()
+    if compiler is None:
+        return None
+    digest.update(compiler)
+    return digest.hexdigest()
+
+
+@functools.lru_cache(maxsize=1)
+def _compiler_identity() -> bytes | None:
+    """What compiles a form, once per process: the compiling modules' source and the installed sympy."""
     here = Path(__file__).parent
+    digest = hashlib.sha256()
     for name in _COMPILER_MODULES:
         try:
             digest.update((here / name).read_bytes())
         except OSError:
             return None
     digest.update(_sympy_identity())
-    return digest.hexdigest()
+    return digest.digest()
 
 
 def load(entry: str | None) -> CompiledForm | None:

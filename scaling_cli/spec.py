@@ -432,9 +432,10 @@ def _looks_like_formula(text: str) -> bool:
 # ---------------------------------------------------------------- entry points
 
 
-def parse_form(mapping: Any, source: str = "<string>") -> SpecForm:
+def parse_form(mapping: Any, source: str = "<string>", *, text: str | None = None) -> SpecForm:
     """A `Form` from a spec already read into Python values (e.g. by yaml.safe_load), checked in two
-    stages; raises `SpecError` with `SOURCE: key.path: what is wrong`.
+    stages; raises `SpecError` with `SOURCE: key.path: what is wrong`. The form keeps `text`, the YAML
+    it was read from (by default the values written out as YAML), so that it can be saved.
 
     >>> form = parse_form({"expression": "c * N**(-a) + L0", "variables": {"N": "params"},
     ...                    "parameters": {"c": {"min": 0}, "a": {"min": 0, "max": 2}, "L0": {"min": 0}}})
@@ -461,7 +462,7 @@ def parse_form(mapping: Any, source: str = "<string>") -> SpecForm:
         delta=meaning["delta"], description=spec.get("description", ""),
         reference=spec.get("reference", ""), derived_texts={n: f.text for n, f in meaning["derived"].items()},
         compiled=compiled, source=source, symbolic=symbolic)
-    form.text = _yaml_text(mapping)
+    form.text = text if text is not None else _yaml_text(mapping)
     form.cost = spec.get("cost")
     form.params_model = spec.get("params")
     return form
@@ -527,8 +528,7 @@ def load_form(path: str | Path) -> SpecForm:
     if key is not None and key in _COMPILED:
         return _COMPILED[key]
     text = read_yaml_text(path)
-    form = parse_form(load_yaml_text(text, str(path)), str(path))
-    form.text = text
+    form = parse_form(load_yaml_text(text, str(path)), str(path), text=text)
     if key is not None:
         _COMPILED[key] = form
     return form
@@ -536,6 +536,4 @@ def load_form(path: str | Path) -> SpecForm:
 
 def parse_form_text(text: str, source: str = "<string>") -> SpecForm:
     """A form from YAML text (as `load_form` reads from a file); the form keeps the text."""
-    form = parse_form(load_yaml_text(text, source), source)
-    form.text = text
-    return form
+    return parse_form(load_yaml_text(text, source), source, text=text)
