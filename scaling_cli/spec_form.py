@@ -287,7 +287,7 @@ class SpecForm(Form):
         shape = (theta.shape[0], self._n(X))
         J = np.empty(shape + (len(self.params),))
         for i, column in enumerate(self.compiled.jacobian(self._env(theta, X))):
-            J[:, :, i] = np.broadcast_to(column, shape)
+            J[:, :, i] = column  # (K, 1), (1, n), (K, n) or a float: assignment broadcasts
         return J
 
     def second_order(self, theta, X, v):
@@ -306,7 +306,8 @@ class SpecForm(Form):
         v = np.broadcast_to(np.asarray(v, dtype=float), (K, self._n(X)))
         with np.errstate(all="ignore"):
             for (i, j), h in zip(self.compiled.hessian_pairs, hessians, strict=True):
-                h = np.broadcast_to(h, v.shape)
+                if np.shape(h) != v.shape:
+                    h = np.broadcast_to(h, v.shape)
                 H[:, i, j] = H[:, j, i] = np.einsum("kn,kn->k", v, h)
         return H
 
@@ -327,7 +328,7 @@ class SpecForm(Form):
         f = np.array(np.broadcast_to(outputs[0], shape), dtype=float)
         J = np.empty(shape + (P,))
         for i, column in enumerate(outputs[1:P + 1]):
-            J[:, :, i] = np.broadcast_to(column, shape)
+            J[:, :, i] = column  # (K, 1), (1, n), (K, n) or a float: assignment broadcasts
         return f, J, self._contract(outputs[P + 1:], theta, X, second_order_weights(f))
 
     def design(self, theta, X):
@@ -338,7 +339,7 @@ class SpecForm(Form):
         *columns, offset = self.compiled.design(self._env(theta, X))
         B = np.empty(shape + (len(self.linear),))
         for j, column in enumerate(columns):
-            B[:, :, j] = np.broadcast_to(column, shape)
+            B[:, :, j] = column
         return B, np.array(np.broadcast_to(offset, shape), dtype=float)
 
     # -- the response
