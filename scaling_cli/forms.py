@@ -319,30 +319,21 @@ class PowerSum:
         return np.stack(columns, axis=-1), np.zeros_like(powers[0])
 
 
-class Decomposed(Form):
-    """L = c_m m^-alpha_m + c_l l^-alpha_l + c_D D^-alpha_D + L0 (Liu, Kangaslahti, Liu, Gore 2026)."""
+class PowerSumForm(Form):
+    """A built-in form f = constant + sum_t c_t x_t^-a_t, evaluated by `PowerSum`: subclasses name the
+    constant and the terms ((c, a, input symbol), ...)."""
 
-    name = "decomposed"
-    description = "width / depth / data decomposed law"
-    reference = "Liu, Kangaslahti, Liu & Gore (2026), arXiv:2602.05970"
-    expression = "c_m * m**(-alpha_m) + c_l * l**(-alpha_l) + c_D * D**(-alpha_D) + L0"
-    params = ("c_m", "alpha_m", "c_l", "alpha_l", "c_D", "alpha_D", "L0")
-    variables = {"m": "width", "l": "depth", "D": "tokens"}
-    linear = ("c_m", "c_l", "c_D", "L0")
-    lower = {"c_m": 0.0, "alpha_m": 0.0, "c_l": 0.0, "alpha_l": 0.0, "c_D": 0.0, "alpha_D": 0.0,
-             "L0": 0.0}
-    upper = {"alpha_m": 10.0, "alpha_l": 10.0, "alpha_D": 10.0}
-    grid = {"alpha_m": EXPONENT_GRID, "alpha_l": EXPONENT_GRID, "alpha_D": DATA_EXPONENT_GRID}
-    _terms = (("c_m", "alpha_m", "m"), ("c_l", "alpha_l", "l"), ("c_D", "alpha_D", "D"))
+    _constant: str
+    _terms: tuple[tuple[str, str, str], ...]
 
     @cached_property
     def _sum(self) -> PowerSum:
-        return PowerSum(len(self.params), self.index("L0"),
+        return PowerSum(len(self.params), self.index(self._constant),
                         tuple((self.index(c), self.index(a), v) for c, a, v in self._terms),
                         tuple(self.index(p) for p in self.linear))
 
     def power_sum(self):
-        if not self._inherits_derivatives(Decomposed):
+        if not self._inherits_derivatives(PowerSumForm):
             return None
         return self._sum.spec()
 
@@ -356,7 +347,7 @@ class Decomposed(Form):
         return self._sum.second_order(theta, X, v)
 
     def predict_derivatives(self, theta, X, second_order_weights):
-        if not self._inherits_derivatives(Decomposed):
+        if not self._inherits_derivatives(PowerSumForm):
             return super().predict_derivatives(theta, X, second_order_weights)
         return self._sum.predict_derivatives(theta, X, second_order_weights)
 
@@ -364,7 +355,25 @@ class Decomposed(Form):
         return self._sum.design(theta, X)
 
 
-class Chinchilla(Form):
+class Decomposed(PowerSumForm):
+    """L = c_m m^-alpha_m + c_l l^-alpha_l + c_D D^-alpha_D + L0 (Liu, Kangaslahti, Liu, Gore 2026)."""
+
+    name = "decomposed"
+    description = "width / depth / data decomposed law"
+    reference = "Liu, Kangaslahti, Liu & Gore (2026), arXiv:2602.05970"
+    expression = "c_m * m**(-alpha_m) + c_l * l**(-alpha_l) + c_D * D**(-alpha_D) + L0"
+    params = ("c_m", "alpha_m", "c_l", "alpha_l", "c_D", "alpha_D", "L0")
+    variables = {"m": "width", "l": "depth", "D": "tokens"}
+    linear = ("c_m", "c_l", "c_D", "L0")
+    lower = {"c_m": 0.0, "alpha_m": 0.0, "c_l": 0.0, "alpha_l": 0.0, "c_D": 0.0, "alpha_D": 0.0,
+             "L0": 0.0}
+    upper = {"alpha_m": 10.0, "alpha_l": 10.0, "alpha_D": 10.0}
+    grid = {"alpha_m": EXPONENT_GRID, "alpha_l": EXPONENT_GRID, "alpha_D": DATA_EXPONENT_GRID}
+    _constant = "L0"
+    _terms = (("c_m", "alpha_m", "m"), ("c_l", "alpha_l", "l"), ("c_D", "alpha_D", "D"))
+
+
+class Chinchilla(PowerSumForm):
     """L = E + A / N^alpha + B / D^beta (Hoffmann et al. 2022, Approach 3)."""
 
     name = "chinchilla"
@@ -377,60 +386,8 @@ class Chinchilla(Form):
     lower = {"E": 0.0, "A": 0.0, "alpha": 0.0, "B": 0.0, "beta": 0.0}
     upper = {"alpha": 10.0, "beta": 10.0}
     grid = {"alpha": np.geomspace(0.03, 2.0, 30), "beta": np.geomspace(0.03, 2.0, 30)}
-
-    def _powers(self, theta, X):
-        return (_negative_power(X, "N", theta[:, self.index("alpha")]),
-                _negative_power(X, "D", theta[:, self.index("beta")]))
-
-    def power_sum(self):
-        if not self._inherits_derivatives(Chinchilla):
-            return None
-        return self.index("E"), ((self.index("A"), self.index("alpha"), "N"),
-                                 (self.index("B"), self.index("beta"), "D"))
-
-    def predict(self, theta, X):
-        theta = np.atleast_2d(theta)
-        pn, pd = self._powers(theta, X)
-        return (theta[:, self.index("E"), None] + theta[:, self.index("A"), None] * pn
-                + theta[:, self.index("B"), None] * pd)
-
-    def jacobian(self, theta, X):
-        theta = np.atleast_2d(theta)
-        pn, pd = self._powers(theta, X)
-        J = np.empty((theta.shape[0], len(X["N"]), 5))
-        J[:, :, 0] = 1.0
-        J[:, :, 1] = pn
-        J[:, :, 2] = -theta[:, 1, None] * pn * input_log(X, "N")[None, :]
-        J[:, :, 3] = pd
-        J[:, :, 4] = -theta[:, 3, None] * pd * input_log(X, "D")[None, :]
-        return J
-
-    def second_order(self, theta, X, v):
-        pn, pd = self._powers(np.atleast_2d(theta), X)
-        return _power_terms_second_order(theta, v, [(1, 2, pn, input_log(X, "N")),
-                                                     (3, 4, pd, input_log(X, "D"))])
-
-    def predict_derivatives(self, theta, X, second_order_weights):
-        if not self._inherits_derivatives(Chinchilla):
-            return super().predict_derivatives(theta, X, second_order_weights)
-        theta = np.atleast_2d(theta)
-        pn, pd = self._powers(theta, X)
-        f = (theta[:, self.index("E"), None] + theta[:, self.index("A"), None] * pn
-             + theta[:, self.index("B"), None] * pd)
-        log_n, log_d = input_log(X, "N"), input_log(X, "D")
-        J = np.empty((theta.shape[0], len(X["N"]), 5))
-        J[:, :, 0] = 1.0
-        J[:, :, 1] = pn
-        J[:, :, 2] = -theta[:, 1, None] * pn * log_n[None, :]
-        J[:, :, 3] = pd
-        J[:, :, 4] = -theta[:, 3, None] * pd * log_d[None, :]
-        return f, J, _power_terms_second_order(theta, second_order_weights(f),
-                                               [(1, 2, pn, log_n), (3, 4, pd, log_d)])
-
-    def design(self, theta, X):
-        theta = np.atleast_2d(theta)
-        pn, pd = self._powers(theta, X)
-        return np.stack([np.ones_like(pn), pn, pd], axis=-1), np.zeros_like(pn)
+    _constant = "E"
+    _terms = (("A", "alpha", "N"), ("B", "beta", "D"))
 
 
 BUILTIN_FORMS: dict[str, Callable[[], Form]] = {"decomposed": Decomposed, "chinchilla": Chinchilla}
