@@ -450,6 +450,10 @@ def parse_form(mapping: Any, source: str = "<string>", *, text: str | None = Non
     params = list(spec["parameters"])
     entry = form_cache.key(mapping, source)
     compiled, symbolic = form_cache.load(entry), None
+    response = None if meaning["response_formula"] is None else list(meaning["response_names"])
+    if compiled is not None and not compiled.fits(params, list(spec["variables"]), response,
+                                                  list(meaning["derived"])):
+        compiled = None  # not this spec's: compiled afresh, and the entry written again
     if compiled is None:
         compiled, symbolic = _compile(spec, meaning, check)
         form_cache.store(entry, compiled)

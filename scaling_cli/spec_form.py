@@ -83,8 +83,6 @@ class CompiledForm:
             power_sum = (None if constant is None else str(constant),
                          tuple((str(c), str(a), str(x)) for c, a, x in terms))
         combined = optional(data["combined"])
-        if combined is not None and combined.size < len(pairs):
-            raise ValueError("fewer second derivatives than pairs")
         return cls(linear=tuple(map(str, data["linear"])), variables=tuple(map(str, data["variables"])),
                    predict=Program.from_data(data["predict"]), jacobian=Program.from_data(data["jacobian"]),
                    design=Program.from_data(data["design"]), hessian_pairs=pairs, combined=combined,
@@ -94,6 +92,34 @@ class CompiledForm:
                                                  Program.from_data(d["gradient"]))
                                  for d in data["derived"]),
                    sympy=str(data["sympy"]), power_sum=power_sum)
+
+
+    def fits(self, params: Sequence[str], variables: Sequence[str], response: Sequence[str] | None,
+             derived: Sequence[str]) -> bool:
+        """Whether this is a compiled form of a spec with these parameters, variables, response formula
+        (the names it uses; None for a response that is a column) and derived quantities: every program
+        has the outputs and inputs such a form's would, and every index and name is one of its own (a
+        cache entry is trusted no further than this)."""
+        P, known = len(params), set(params) | set(variables)
+
+        def program(p: Program | None, size: int, inputs: set) -> bool:
+            return p is not None and p.size == size and set(p.input_names()) <= inputs
+
+        ok = (set(self.linear) <= set(params) and set(self.variables) <= set(variables)
+              and program(self.predict, 1, known) and program(self.jacobian, P, known)
+              and program(self.design, len(self.linear) + 1, known)
+              and all(0 <= i <= j < P for i, j in self.hessian_pairs)
+              and (self.combined is None or program(self.combined, 1 + P + len(self.hessian_pairs), known))
+              and ((self.response is None) if response is None else program(self.response, 1, set(response)))
+              and [d.name for d in self.derived] == list(derived)
+              and all(program(d.value, 1, set(params)) and program(d.gradient, len(d.used), set(params))
+                      and all(0 <= i < P for i in d.used) for d in self.derived))
+        if ok and self.power_sum is not None:
+            constant, terms = self.power_sum
+            names = [] if constant is None else [constant]
+            ok = bool(terms) and set(names + [n for c, a, _ in terms for n in (c, a)]) <= set(params) \
+                and all(x in variables for _, _, x in terms)
+        return ok
 
 
 def compile_form(symbolic, symbols: Mapping[str, Any], params: Sequence[str], variables: Sequence[str],

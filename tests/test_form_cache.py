@@ -73,6 +73,11 @@ def test_a_cached_form_computes_what_a_fresh_one_does(source, tmp_path, monkeypa
     cached = compile_form(source, tmp_path, monkeypatch)
     assert cached._symbolic is None and written._symbolic is not None  # read back, not compiled
     assert_same_numbers(fresh, cached)
+    response = None if cached.compiled.response is None else list(cached._response_names)
+    assert cached.compiled.fits(cached.params, list(cached.variables), response,
+                                [d.name for d in cached.derived])
+    assert not cached.compiled.fits(cached.params[:-1], list(cached.variables), response,
+                                    [d.name for d in cached.derived])
     assert cached.symbolic == fresh.symbolic  # rebuilt on demand, for optimize
     if source is LARGE:
         assert not cached.analytic_second_order and cached.compiled.combined is None
@@ -108,6 +113,8 @@ def test_a_cached_form_fits_to_the_same_numbers_and_keeps_the_response(tmp_path,
     json.dumps({"linear": []}),
     "steps",   # a step calling a function outside the table
     "register",  # a step reading a register the program does not have
+    "pair",  # a second derivative of a parameter the form does not have
+    "foreign",  # a sound entry of another form, under this form's key
 ])
 def test_a_damaged_entry_is_compiled_again(damage, tmp_path, monkeypatch):
     path = SHIPPED[0]
@@ -120,6 +127,12 @@ def test_a_damaged_entry_is_compiled_again(damage, tmp_path, monkeypatch):
     elif damage == "register":
         data["predict"]["steps"][0][1] = 10**6
         text = json.dumps(data)
+    elif damage == "pair":
+        data["hessian_pairs"][0] = [0, 99]
+        text = json.dumps(data)
+    elif damage == "foreign":
+        text = json.dumps(compile_form(SHIPPED[1], None, monkeypatch).compiled.to_data())
+        monkeypatch.setenv(form_cache.ENV, str(tmp_path))
     else:
         text = damage
     entry.write_text(text)
