@@ -36,6 +36,7 @@ FUNCTIONS = {"add": operator.add, "mul": operator.mul, "truediv": operator.trued
              "sqrt": np.sqrt, "rsqrt": _reciprocal_sqrt, "exp": np.exp, "log": np.log, "tanh": np.tanh,
              "arctan": np.arctan, "sin": np.sin, "cos": np.cos, "abs": np.abs, "sign": np.sign}
 _FUNCTION_NAMES = {id(f): name for name, f in FUNCTIONS.items()}
+_TWO_ARGUMENTS = {"add", "mul", "truediv", "power"}
 
 
 class _Tape:
@@ -176,12 +177,22 @@ class Program:
         program = cls.__new__(cls)
         program._registers = registers
         program._inputs = [(str(name), register(r)) for name, r in data["inputs"]]
+        # every step reads only constants, inputs and earlier steps' results, with as many arguments
+        # as its function takes: evaluating the program can then only compute numbers
+        ready = {i for i, r in enumerate(registers) if r is not None} | {r for _, r in program._inputs}
         program._steps = []
         for name, a, b, out in data["steps"]:
             if name not in FUNCTIONS:
                 raise ValueError(f"unknown function {name!r}")
-            program._steps.append((FUNCTIONS[name], register(a), register(b, allow_none=True), register(out)))
+            a, b, out = register(a), register(b, allow_none=True), register(out)
+            two = name in _TWO_ARGUMENTS
+            if a not in ready or (b not in ready if two else b != _NO_ARGUMENT):
+                raise ValueError(f"step {name!r} reads a register not yet computed, or the wrong number")
+            program._steps.append((FUNCTIONS[name], a, b, out))
+            ready.add(out)
         program._outputs = [register(r) for r in data["outputs"]]
+        if not set(program._outputs) <= ready:
+            raise ValueError("an output is never computed")
         return program
 
     def __call__(self, env: Mapping[Any, Any]) -> list:

@@ -74,3 +74,39 @@ def test_a_missing_input_is_a_key_error():
     x, y = sympy.symbols("x y", real=True)
     with pytest.raises(KeyError):
         Program([x + y])({"x": 1.0})
+
+
+def test_a_program_is_data_and_comes_back_the_same():
+    import json
+
+    expr, _ = expression("c * m**(-a) + sqrt(m) / (1 + exp(-b * m)) - log(m) * abs(m - 2)", "c a b m")
+    program = Program([expr, 2 * expr])
+    again = Program.from_data(json.loads(json.dumps(program.to_data())))
+    env = {"c": np.array([[0.5], [2.0]]), "a": np.array([[0.3], [1.1]]), "b": 0.7,
+           "m": np.linspace(0.5, 9.0, 11)[None, :]}
+    for x, y in zip(program(env), again(env), strict=True):
+        np.testing.assert_array_equal(x, y)
+    assert again.input_names() == program.input_names() and again.size == 2
+
+
+@pytest.mark.parametrize("damage", ["function", "arity", "unset", "output", "constant"])
+def test_data_that_would_not_compute_numbers_is_refused(damage):
+    import sympy
+
+    x, y = sympy.symbols("x y", real=True)
+    data = Program([sympy.exp(x) + y * 3]).to_data()
+    steps = data["steps"]
+    if damage == "function":
+        steps[0][0] = "__import__"
+    elif damage == "arity":  # a two-argument step given one argument
+        two = next(s for s in steps if s[0] in ("add", "mul"))
+        two[2] = -1
+    elif damage == "unset":  # reading a register before any step wrote it
+        data["steps"] = steps[::-1]
+    elif damage == "output":
+        data["registers"].append(None)
+        data["outputs"] = [len(data["registers"]) - 1]
+    else:
+        data["registers"][next(i for i, r in enumerate(data["registers"]) if r is not None)] = "3"
+    with pytest.raises(ValueError):
+        Program.from_data(data)
