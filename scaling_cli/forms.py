@@ -249,9 +249,10 @@ class PowerSum:
     """f = L + sum_t c_t x_t^-a_t (the constant L optional) for parameter vectors theta (K, P): the
     prediction, its derivatives and its variable-projection design, with every power computed from the
     log of its input (`_negative_power`), as the solver's kernel computes them
-    (`solve._power_sum_derivatives`). The built-in `Decomposed` and any YAML form whose formula is such
-    a sum evaluate through it. `constant` and `terms` ((index of c, index of a, input symbol), ...) are
-    what `Form.power_sum` returns; `linear` orders the design's columns."""
+    (`solve._power_sum_derivatives`). The built-in `Decomposed` and `Chinchilla` (`PowerSumForm`) and
+    any YAML form whose formula is such a sum evaluate through it. `constant` and `terms` ((index of c,
+    index of a, input symbol), ...) are what `Form.power_sum` returns; `linear` orders the design's
+    columns."""
 
     def __init__(self, n_params: int, constant: int | None, terms: Sequence[tuple[int, int, str]],
                  linear: Sequence[int]):
