@@ -2,11 +2,13 @@
 same spec, read from the same source) needs neither sympy's import (half a second) nor its algebra.
 
 An entry is JSON (`CompiledForm.to_data`: names, constants, step function names from a fixed table),
-never pickle, and is trusted only as far as `CompiledForm.from_data` checks it: anything it refuses
-is compiled afresh and written again. The key is a SHA-256 of everything the compiled form depends
-on: the spec's values and source name, scalefit's version, the source of the modules that compile
-(`formula`, `program`, `spec_form`) and the installed sympy's `release.py`. An edited spec, an
-edited compiler or another sympy therefore gets its own entry.
+never pickle, and is trusted only as far as it is checked: `Program.from_data` accepts only steps that
+read constants, inputs and earlier results with their functions' number of arguments, and
+`CompiledForm.fits` (in `spec.parse_form`) only programs, indices and names of the spec being read.
+Anything refused is compiled afresh and written again. The key is a SHA-256 of everything the
+compiled form depends on: the spec's values and source name, scalefit's version, the source of the
+modules that compile (`formula`, `program`, `spec_form`, this one) and the installed sympy (its path
+and `release.py`). An edited spec, an edited compiler or another sympy therefore gets its own entry.
 
 Where: `$SCALEFIT_CACHE_DIR`, else `$XDG_CACHE_HOME/scalefit`, else `~/.cache/scalefit`; entries go
 in its `forms/`. `SCALEFIT_CACHE_DIR=""` (empty) turns the cache off. The cache never decides a
