@@ -43,7 +43,8 @@ class CompiledForm:
     """What sympy works out for a form, as data: the parameters it is jointly affine in, the variables
     its formula uses, and the programs of its prediction, Jacobian, variable-projection design,
     second-order terms (None when the formula is too large for symbolic second derivatives; the base
-    class then differentiates the Jacobian numerically), response and derived quantities."""
+    class then differentiates the Jacobian numerically), response and derived quantities; and, when
+    the formula is a power sum (L + sum c x^-a), its terms by name (`forms.PowerSum` evaluates it)."""
 
     linear: tuple[str, ...]
     variables: tuple[str, ...]
