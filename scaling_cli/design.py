@@ -94,10 +94,16 @@ class Groups:
         return np.bincount(self.index, minlength=self.count)
 
 
+def distinct(values: np.ndarray) -> np.ndarray:
+    """The distinct values, sorted: np.unique's, without the numpy.ma import it makes (15-20 ms of a
+    command's start)."""
+    ordered = np.sort(np.asarray(values))
+    return ordered[np.r_[True, ordered[1:] != ordered[:-1]]] if ordered.size else ordered
+
+
 def _levels(values: np.ndarray) -> int:
-    """The number of distinct values (np.unique's count, without the numpy.ma import it makes)."""
-    ordered = np.sort(values)
-    return int(np.count_nonzero(ordered[1:] != ordered[:-1])) + 1 if ordered.size else 0
+    """The number of distinct values."""
+    return int(distinct(values).size)
 
 
 def describe_design(form, runs, X: dict[str, np.ndarray]) -> Design:

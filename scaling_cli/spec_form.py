@@ -15,6 +15,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from .design import distinct
 from .errors import DataError
 from .forms import Derived, Form, PowerSum
 from .formula import Formula, to_sympy
@@ -419,15 +420,9 @@ def default_grids(form: Form) -> dict[str, np.ndarray]:
         m = count - (1 if start is not None and count > 1 else 0)
         values = _grid_between(lo, hi, m, start)
         if start is not None:
-            values = _distinct(np.append(values, start))
+            values = distinct(np.append(values, start))
         grids[p] = np.asarray(values, dtype=float)
     return grids
-
-
-def _distinct(values: np.ndarray) -> np.ndarray:
-    """The distinct values, sorted (np.unique's, without the numpy.ma import it makes: 15 ms)."""
-    ordered = np.sort(np.asarray(values, dtype=float))
-    return ordered[np.r_[True, ordered[1:] != ordered[:-1]]] if ordered.size else ordered
 
 
 def _grid_between(lo: float, hi: float, m: int, start: float | None) -> np.ndarray:
@@ -457,5 +452,5 @@ def _grid_between(lo: float, hi: float, m: int, start: float | None) -> np.ndarr
     if negative:
         parts.append(-base if hi >= 0 else hi - base * max(1.0, abs(hi)))
     values = np.concatenate(parts)
-    return _distinct(values[(values >= lo) & (values <= hi)])
+    return distinct(values[(values >= lo) & (values <= hi)])
 
